@@ -1,0 +1,85 @@
+"""``python -m mimo_l2o [overrides]``: the Hydra app.
+
+Before ``@hydra.main`` runs, mimo_l2o registers its schemas in the ConfigStore and, explicitly,
+one search-path plugin that adds each learner plugin's ``conf/`` folder (found next to the
+package of its entry point), so ``learner=<name>`` composes without scanning Hydra's plugin
+namespace. Bad input of any kind ends with one line on stderr naming the key and what is
+allowed, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import hydra
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+from omegaconf import DictConfig
+
+from mimo_l2o.errors import ConfigError, one_line
+from mimo_l2o.registry import LEARNER_ENTRY_POINTS
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def plugin_conf_dirs() -> list[Path]:
+    """``conf/`` folders of the packages that provide learner entry points."""
+    dirs: list[Path] = []
+    for ep in entry_points(group=LEARNER_ENTRY_POINTS):
+        package = ep.value.split(":")[0].rsplit(".", 1)[0]
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        conf = Path(spec.origin).parent / "conf"
+        if conf.is_dir() and conf not in dirs:
+            dirs.append(conf)
+    return dirs
+
+
+class PluginSearchPath(SearchPathPlugin):
+    """Adds every learner plugin's ``conf/`` to Hydra's config search path."""
+
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for conf in plugin_conf_dirs():
+            search_path.append(provider="mimo_l2o-plugin", path=f"file://{conf}")
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _app(cfg: DictConfig) -> float:
+    from mimo_l2o.runner import run_experiment
+
+    try:
+        return run_experiment(cfg)
+    except ConfigError as err:
+        # Leave through SystemExit, which Hydra's job runner does not catch and report at length.
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    """Console entry point (``python -m mimo_l2o`` / ``mimo-l2o``)."""
+    from mimo_l2o.config import register_configs
+    from mimo_l2o.tracking import close_open_parent
+
+    # Let errors reach us whole, so bad input is reported in one line with exit code 2.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    Plugins.instance().register(PluginSearchPath)
+    try:
+        register_configs()
+        _app()
+    except BaseException as err:
+        close_open_parent("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        message = one_line(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

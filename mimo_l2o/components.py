@@ -1,0 +1,240 @@
+"""The interfaces of the swappable parts, in data-flow order::
+
+    scenario.sample(n, generator) ──► Network     geometry + channels, batched tensors
+    precoder(network)             ──► Problem     what the optimizer sees
+    solver.solve(problem, objective) ──► decision labels for supervised learners, and the reference
+    learner (plugin)              ──► decision    the paper's method
+    objective(problem, decision)  ──► utility per sample (batched, differentiable)
+
+Each part has a typed ``Config`` dataclass (its Hydra schema, registered under
+``schema/<group>/<name>``) whose ``__post_init__`` checks ranges, and is built from it.
+A decision of the power-control family is a tensor of powers ``[batch, num_vars]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor
+
+from mimo_l2o.errors import require
+from mimo_l2o.problem import PowerControlProblem
+
+POWER_CONTROL = "power_control"
+
+
+# ---------------------------------------------------------------------------------------------
+# Network: what a scenario samples
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Network:
+    """A batch of sampled networks.
+
+    Parameters
+    ----------
+    tensors : dict[str, Tensor]
+        Named tensors, each with the sample dimension first (e.g. ``gains [batch, K, K]``).
+    params : dict[str, float]
+        Scalars shared by the batch (``noise_power``, ``p_max``, ...), as the scenario's
+        config gives them, for the precoder.
+    """
+
+    tensors: dict[str, Tensor]
+    params: dict[str, Any]
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.tensors[name]
+
+    def select(self, index) -> Network:
+        """A sub-batch (slice, index tensor or mask over samples)."""
+        return Network({k: v[index] for k, v in self.tensors.items()}, dict(self.params))
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Network:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return Network({k: move(v) for k, v in self.tensors.items()}, dict(self.params))
+
+    def state(self) -> dict[str, Any]:
+        return {"tensors": self.tensors, "params": self.params}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Network:
+        return cls(dict(state["tensors"]), dict(state["params"]))
+
+    @classmethod
+    def cat(cls, networks: list[Network]) -> Network:
+        keys = networks[0].tensors.keys()
+        return cls({k: torch.cat([n.tensors[k] for n in networks]) for k in keys}, dict(networks[0].params))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ScenarioConfig:
+    """Keys shared by every scenario (the same key means the same thing everywhere).
+
+    Parameters
+    ----------
+    name : str
+        Registry key of the scenario.
+    num_users : int
+        Number of users K (in total, unless the scenario says per cell).
+    p_max : float
+        Power budget of each budget group (linear; W unless the scenario says otherwise).
+    noise_power : float
+        Receiver noise power (linear, same unit as ``p_max`` times the gains).
+    seed : int
+        Seed of the data: training, validation and test sets draw from distinct seeds derived
+        from it.
+    """
+
+    name: str = MISSING
+    num_users: int = 10
+    p_max: float = 1.0
+    noise_power: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.num_users >= 1, "num_users", f"must be an integer >= 1, got {self.num_users}")
+        require(self.p_max > 0, "p_max", f"must be > 0, got {self.p_max}")
+        require(self.noise_power > 0, "noise_power", f"must be > 0, got {self.noise_power}")
+
+
+class Scenario:
+    """Samples batches of networks.
+
+    Subclasses set ``tensors`` (what their networks carry, for the precoders' ``requires``) and
+    ``provides`` (the learner inputs they can compute, see :meth:`features`), and implement
+    :meth:`sample` on the CPU generator they are given, so the same seed gives the same data on
+    any machine (to rounding: draw fixed per-sample blocks of ``torch.rand``, so the first ``n``
+    of ``2n`` samples are the ``n`` samples).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = ScenarioConfig
+    family: ClassVar[str] = POWER_CONTROL
+    tensors: ClassVar[tuple[str, ...]] = ()  # names of the tensors its networks carry
+    provides: ClassVar[tuple[str, ...]] = ()  # learner inputs it can compute
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def sample(self, num_samples: int, generator: torch.Generator) -> Network:
+        raise NotImplementedError
+
+    def features(self, network: Network, name: str) -> Tensor:
+        """The learner input called ``name`` (one of ``provides``), ``[batch, ...]``."""
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Precoder
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PrecoderConfig:
+    """Parameters
+    ----------
+    name : str
+        Registry key of the precoder.
+    """
+
+    name: str = MISSING
+
+
+class Precoder:
+    """Turns sampled networks into the problem the optimizer sees.
+
+    ``expensive`` precoders (Monte-Carlo averages) have their problems cached on disk; cheap
+    ones are recomputed from the cached networks.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = PrecoderConfig
+    family: ClassVar[str] = POWER_CONTROL
+    expensive: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()  # network tensors it reads
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @classmethod
+    def accepts(cls, tensors: tuple[str, ...]) -> bool:
+        """Whether networks carrying ``tensors`` (a scenario's ``tensors``) are enough."""
+        return all(t in tensors for t in cls.requires)
+
+    def __call__(self, network: Network) -> PowerControlProblem:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ObjectiveConfig:
+    """Parameters
+    ----------
+    name : str
+        Registry key of the objective.
+    """
+
+    name: str = MISSING
+
+
+class Objective:
+    """Utility of a decision, per sample: positive, larger is better, batched and differentiable."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = ObjectiveConfig
+    family: ClassVar[str] = POWER_CONTROL
+    label: ClassVar[str] = "objective"  # axis label for figures, with unit
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SolverConfig:
+    """Parameters
+    ----------
+    name : str
+        Registry key of the solver.
+    """
+
+    name: str = MISSING
+
+
+class Solver:
+    """Computes decisions for a batch of problems.
+
+    ``gives_labels`` is false for heuristics (max power, random) that serve as baselines but
+    not as training targets; ``objectives`` lists what the solver optimizes (``None``: it
+    ignores the objective, as heuristics do).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = SolverConfig
+    family: ClassVar[str] = POWER_CONTROL
+    gives_labels: ClassVar[bool] = True
+    objectives: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    def solve(
+        self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
+    ) -> Tensor:
+        raise NotImplementedError

@@ -1,0 +1,203 @@
+"""Typed configuration: the run schema, the per-part schemas and their validation.
+
+Every part's ``Config`` dataclass is stored in Hydra's ConfigStore under
+``schema/<group>/<name>`` and pulled in by that part's YAML (``- /schema/scenario/imac@_here_``),
+so schemas never show up as selectable options and Hydra type-checks overrides while composing.
+Hydra does not run ``__post_init__``: :func:`validate` converts each group with
+``OmegaConf.to_object`` so range and cross-field checks run before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mimo_l2o import registry
+from mimo_l2o.errors import ConfigError, require
+
+GROUPS = ("scenario", "precoder", "objective", "solver", "learner")
+
+
+@dataclass
+class DataConfig:
+    """Dataset sizes (numbers of sampled networks) and labelling chunks.
+
+    Parameters
+    ----------
+    num_train, num_val, num_test : int
+        Samples in the training, validation and test sets (distinct seeds).
+    chunk_size : int
+        Samples labelled per chunk; a killed labelling run resumes from the chunks written.
+    """
+
+    num_train: int = 100_000
+    num_val: int = 5_000
+    num_test: int = 10_000
+    chunk_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        for key in ("num_train", "num_val", "num_test", "chunk_size"):
+            value = getattr(self, key)
+            require(value >= 1, f"data.{key}", f"must be an integer >= 1, got {value}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the held-out test set.
+
+    Parameters
+    ----------
+    baselines : list[str]
+        Heuristic solvers reported as ``test/objective_<name>``.
+    timing_samples : int
+        Test samples (one batch) on which learner and solver are timed, on the same device.
+    timing_repeats : int
+        Timed repetitions after one warm-up; the median is reported.
+    """
+
+    baselines: list[str] = field(default_factory=lambda: ["max_power", "random"])
+    timing_samples: int = 1000
+    timing_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        require(self.timing_samples >= 1, "eval.timing_samples", f"must be >= 1, got {self.timing_samples}")
+        require(self.timing_repeats >= 1, "eval.timing_repeats", f"must be >= 1, got {self.timing_repeats}")
+        for name in self.baselines:
+            if name not in registry.SOLVERS.names():
+                raise ConfigError(
+                    "eval.baselines",
+                    f"unknown solver '{name}'; available: {', '.join(registry.SOLVERS.names())}",
+                )
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking. The store is MLflow's default (``sqlite:///mlflow.db`` in the working
+    directory) unless ``MLFLOW_TRACKING_URI`` says otherwise.
+
+    Parameters
+    ----------
+    experiment : str
+        MLflow experiment name.
+    log_model : bool
+        Log the trained policy with ``mlflow.pytorch``.
+    """
+
+    experiment: str = "mimo_l2o"
+    log_model: bool = True
+
+
+@dataclass
+class RunConfig:
+    """The whole run. ``scenario`` ... ``learner`` are the five config groups.
+
+    Parameters
+    ----------
+    device : str
+        ``auto`` (GPU when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; labelling,
+        training and timing all run there.
+    seed : int
+        Seed of training (initial weights, shuffling); the data's seed is ``scenario.seed``.
+    num_threads : int
+        torch threads for this job (0: torch's default). Iterative solvers of many small ops run
+        fastest single-threaded on a shared CPU; set 1 for parallel sweeps.
+    cache_dir : str
+        Where sampled datasets and labels are cached, keyed by the config that determines them.
+    paper : str or None
+        Paper the run reproduces (a tag), set by ``experiment/`` presets.
+    progress : bool or None
+        Progress bars; ``null`` shows them only when stderr is a terminal.
+    """
+
+    scenario: Any = MISSING
+    precoder: Any = MISSING
+    objective: Any = MISSING
+    solver: Any = MISSING
+    learner: Any = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int = 0
+    cache_dir: str = ".cache/mimo_l2o"
+    paper: Any = None
+    progress: Any = None
+
+
+def register_configs() -> None:
+    """Store the run schema and every registered part's schema in Hydra's ConfigStore."""
+    registry.load_all()
+    cs = ConfigStore.instance()
+    cs.store(name="mimo_l2o_schema", node=RunConfig)
+    for group, reg in registry.all_registries().items():
+        for name in reg.names():
+            cs.store(group=f"schema/{group}", name=name, node=reg.get(name).Config)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → the first GPU when one is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"unknown device '{name}'; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", f"'{name}' asked for but no GPU is available; use device=auto or cpu")
+    return device
+
+
+def _to_object(node: Any, prefix: str) -> Any:
+    try:
+        return OmegaConf.to_object(node)
+    except ConfigError as err:
+        raise err.within(prefix) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{prefix}.{err.full_key}" if err.full_key else prefix, err.msg) from None
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Typed, range-checked copy of the composed config; raises :class:`ConfigError` (one line)."""
+    registry.load_all()
+    parts = {}
+    for group in GROUPS:
+        node = cfg[group]
+        name = node.get("name")
+        registry.all_registries()[group].get(name)  # unknown name → "unknown learner 'x'; available: ..."
+        parts[group] = _to_object(node, group)
+    rest = OmegaConf.masked_copy(cfg, [f.name for f in fields(RunConfig) if f.name not in GROUPS])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), rest, {g: {} for g in GROUPS})
+        run = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        raise ConfigError(err.full_key or "config", err.msg) from None
+    for group, part in parts.items():
+        setattr(run, group, part)
+    require(run.num_threads >= 0, "num_threads", f"must be >= 0, got {run.num_threads}")
+    resolve_device(run.device)
+    return run
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"scenario.num_users": 10, ...}`` from a (nested) dataclass or config, for MLflow params."""
+    if is_dataclass(obj):
+        obj = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    elif isinstance(obj, DictConfig):
+        obj = OmegaConf.to_container(obj, resolve=True)
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        full = f"{prefix}{key}"
+        if is_dataclass(value) or isinstance(value, dict | DictConfig):
+            out.update(flatten(value, f"{full}."))
+        else:
+            out[full] = value.value if isinstance(value, Enum) else value
+    return out

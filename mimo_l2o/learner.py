@@ -1,0 +1,200 @@
+"""The learner interface: what a paper's method (a plugin) supplies to the shared runner.
+
+A learner declares what it needs (``requires_labels``, ``family``, ``inputs``) so the runner
+can refuse an impossible combination before any work, and supplies
+
+* :meth:`Learner.prepare`: the scenario's named features → one float32 model input tensor;
+* :meth:`Learner.build_model`: the network, raw input → raw decision;
+* :meth:`Learner.loss`: the training loss on a batch;
+* :meth:`Learner.finalize`: raw decision → the method's final decision (a module, so the
+  logged policy is self-contained);
+* optionally :meth:`Learner.on_epoch_end`, a hook for schedules of its own.
+
+Training itself (device, optimizer, learning-rate schedule, early stopping, checkpoints,
+metric logging) is one shared loop in :mod:`mimo_l2o.training`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+from mimo_l2o.components import POWER_CONTROL
+from mimo_l2o.errors import require
+
+
+class OptimizerName(str, Enum):
+    adam = "adam"
+    rmsprop = "rmsprop"
+    sgd = "sgd"
+
+
+@dataclass
+class TrainConfig:
+    """Shared training loop settings.
+
+    Parameters
+    ----------
+    optimizer : OptimizerName
+        ``adam``, ``rmsprop`` or ``sgd``.
+    lr : float
+        Initial learning rate.
+    rmsprop_alpha : float
+        RMSprop decay of the running average of squared gradients.
+    weight_decay : float
+        L2 penalty.
+    batch_size : int
+        Samples per step; at most ``data.num_train``.
+    max_epochs : int
+        Epoch limit.
+    early_stopping_patience : int
+        Stop after this many epochs without a better validation loss (0: never); the best
+        weights are restored.
+    lr_patience, lr_factor, min_lr : int, float, float
+        Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a better
+        validation loss, down to ``min_lr``.
+    """
+
+    optimizer: OptimizerName = OptimizerName.adam
+    lr: float = 1e-3
+    rmsprop_alpha: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 1000
+    max_epochs: int = 100
+    early_stopping_patience: int = 10
+    lr_patience: int = 3
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.max_epochs >= 1, "train.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        require(0 < self.lr_factor < 1, "train.lr_factor", f"must be in (0, 1), got {self.lr_factor}")
+        require(
+            0 < self.rmsprop_alpha < 1, "train.rmsprop_alpha", f"must be in (0, 1), got {self.rmsprop_alpha}"
+        )
+        require(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
+        require(self.lr_patience >= 0, "train.lr_patience", "must be >= 0")
+
+
+@dataclass
+class LearnerConfig:
+    """Keys every learner has.
+
+    Parameters
+    ----------
+    name : str
+        Registry key (the entry-point name) of the learner.
+    train : TrainConfig
+        The shared training loop's settings.
+    """
+
+    name: str = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class LearnerSpec:
+    """What the runner tells a learner about the problems it will face.
+
+    Parameters
+    ----------
+    input_shapes : dict[str, tuple[int, ...]]
+        Shape of each named feature, without the sample dimension.
+    num_vars : int
+        Number of decision variables (powers).
+    group : Tensor ``[num_vars]``
+        Budget group of each variable.
+    budget : Tensor ``[num_groups]``
+        Budget of each group (the same for every sample of the scenario).
+    """
+
+    input_shapes: dict[str, tuple[int, ...]]
+    num_vars: int
+    group: Tensor
+    budget: Tensor
+
+
+class FeasiblePower(nn.Module):
+    """Clip negative powers and scale each over-budget group onto its budget (a partition)."""
+
+    def __init__(self, group: Tensor, budget: Tensor):
+        super().__init__()
+        self.register_buffer("group", group.clone().long())
+        self.register_buffer("budget", budget.clone().float())
+
+    def forward(self, p: Tensor) -> Tensor:
+        p = p.clamp_min(0)
+        used = p.new_zeros(p.shape[0], self.budget.shape[0]).index_add_(1, self.group, p)
+        scale = (self.budget.to(p) / used.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
+        return p * scale[:, self.group]
+
+
+class Policy(nn.Module):
+    """The deployable method: model input → final decision (what ``mlflow.pytorch`` logs)."""
+
+    def __init__(self, model: nn.Module, finalize: nn.Module):
+        super().__init__()
+        self.model = model
+        self.finalize = finalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.finalize(self.model(x))
+
+
+class Learner:
+    """Base class of learners (plugins subclass it and register through an entry point).
+
+    Class attributes
+    ----------------
+    Config : type
+        The learner's config dataclass (its Hydra schema), a subclass of :class:`LearnerConfig`.
+    requires_labels : bool
+        Trained on solver labels (supervised) or not.
+    family : str
+        Problem family it decides for (``power_control``).
+    inputs : tuple[str, ...]
+        Names of the scenario features it reads (a scenario's ``provides``).
+    reports_raw : bool
+        Whether its raw output differs from its final decision, so that the raw output's
+        objective is reported beside it (``test/objective_ratio_raw``).
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = LearnerConfig
+    requires_labels: ClassVar[bool] = True
+    family: ClassVar[str] = POWER_CONTROL
+    inputs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, spec: LearnerSpec):
+        self.config = config
+        self.spec = spec
+
+    @property
+    def reports_raw(self) -> bool:
+        return False
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """Model input ``[batch, ...]`` (float32) from the named features."""
+        raise NotImplementedError
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        """The network (raw input → raw decision); ``train_inputs`` may set normalisations."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """Scalar training loss; ``batch`` has ``inputs`` and, when labelled, ``labels``."""
+        raise NotImplementedError
+
+    def finalize(self) -> nn.Module:
+        """Raw decision → final decision; by default only made feasible."""
+        return FeasiblePower(self.spec.group, self.spec.budget)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Hook for the learner's own schedules (called after validation each epoch)."""

@@ -1,0 +1,179 @@
+"""What an optimizer sees: the batched power-control problem.
+
+Every SINR of the power-control family is linear-fractional in the power vector ``p``
+(one entry per *variable*: a user, or a user-AP pair in cell-free networks)::
+
+    SINR_u(p) = (s_u · p) / (i_u · p + noise_u),    Σ_{v in group g} p_v <= budget_g,   p >= 0
+
+``s_u`` (signal gains) and ``i_u`` (interference gains) are what a precoder makes of the
+channels: identity and cross gains for interference channels, hardening-bound averages for
+cellular massive MIMO, MRT effective gains for cell-free. Objectives and solvers are written
+once against this form. Each variable belongs to exactly one budget group (a user's own budget,
+a cell's or an AP's sum power), so the budgets partition the variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PowerControlProblem:
+    """A batch of power-control problems.
+
+    Parameters
+    ----------
+    signal_gain : Tensor ``[batch, num_users, num_vars]``
+        ``s_u``: gain of each power variable in user ``u``'s useful signal (linear, >= 0).
+    interference_gain : Tensor ``[batch, num_users, num_vars]``
+        ``i_u``: gain of each power variable in user ``u``'s interference (linear, >= 0).
+    noise : Tensor ``[batch, num_users]``
+        Noise power at each receiver, in the unit of the powers times the gains.
+    group : Tensor ``[num_vars]`` (long)
+        Budget group of each variable, ``0 .. num_groups - 1``.
+    budget : Tensor ``[batch, num_groups]``
+        Power budget of each group (same unit as ``p``).
+    weights : Tensor ``[batch, num_users]``
+        Rate weights ``α_u`` (1 by default).
+    prelog : float
+        Pre-log factor of the rates (1 for interference channels, ``(τ_c − τ_p)/τ_c`` when pilots
+        take part of the coherence block).
+    """
+
+    signal_gain: Tensor
+    interference_gain: Tensor
+    noise: Tensor
+    group: Tensor
+    budget: Tensor
+    weights: Tensor
+    prelog: float = 1.0
+
+    family = "power_control"
+
+    # ---- shape ---------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return self.signal_gain.shape[0]
+
+    @property
+    def num_users(self) -> int:
+        return self.signal_gain.shape[1]
+
+    @property
+    def num_vars(self) -> int:
+        return self.signal_gain.shape[2]
+
+    @property
+    def num_groups(self) -> int:
+        return self.budget.shape[1]
+
+    # ---- physics -------------------------------------------------------------------------
+    def signal(self, p: Tensor) -> Tensor:
+        """Received signal power ``s_u · p``, ``[batch, num_users]``."""
+        return torch.einsum("buv,bv->bu", self.signal_gain, p)
+
+    def interference(self, p: Tensor) -> Tensor:
+        """Received interference power ``i_u · p``, ``[batch, num_users]``."""
+        return torch.einsum("buv,bv->bu", self.interference_gain, p)
+
+    def sinr(self, p: Tensor) -> Tensor:
+        """SINR of every user for powers ``p`` ``[batch, num_vars]``: ``[batch, num_users]``."""
+        return self.signal(p) / (self.interference(p) + self.noise)
+
+    def group_power(self, p: Tensor) -> Tensor:
+        """Total power of each budget group, ``[batch, num_groups]``."""
+        out = p.new_zeros(p.shape[0], self.num_groups)
+        return out.index_add_(1, self.group.to(p.device), p)
+
+    def constraint_violation(self, p: Tensor) -> Tensor:
+        """Largest excess over any budget or below zero, per sample ``[batch]`` (0 when feasible)."""
+        over = (self.group_power(p) - self.budget.to(p)).clamp_min(0).amax(dim=1)
+        under = (-p).clamp_min(0).amax(dim=1)
+        return torch.maximum(over, under)
+
+    def full_power(self) -> Tensor:
+        """Every group spends its budget, split evenly over its variables: ``[batch, num_vars]``."""
+        group = self.group.to(self.budget.device)
+        count = torch.bincount(group, minlength=self.num_groups).to(self.budget)
+        return (self.budget / count)[:, group]
+
+    def project(self, p: Tensor) -> Tensor:
+        """Make ``p`` feasible: clip negatives, then scale each over-budget group down onto its budget."""
+        p = p.clamp_min(0)
+        scale = (self.budget.to(p) / self.group_power(p).clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
+        return p * scale[:, self.group.to(p.device)]
+
+    # ---- batch plumbing ------------------------------------------------------------------
+    def _map(self, fn_batched, fn_shared=lambda t: t) -> PowerControlProblem:
+        kwargs = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, Tensor):
+                kwargs[f.name] = value
+            elif f.name == "group":
+                kwargs[f.name] = fn_shared(value)
+            else:
+                kwargs[f.name] = fn_batched(value)
+        return replace(self, **kwargs)
+
+    def __getitem__(self, index) -> PowerControlProblem:
+        """A sub-batch (``index`` a slice, index tensor or boolean mask over the batch)."""
+        return self._map(lambda t: t[index])
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> PowerControlProblem:
+        def move(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        return self._map(move, lambda t: t.to(device=device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.signal_gain.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.signal_gain.dtype
+
+    @classmethod
+    def cat(cls, problems: list[PowerControlProblem]) -> PowerControlProblem:
+        first = problems[0]
+        kwargs = {}
+        for f in fields(first):
+            value = getattr(first, f.name)
+            if isinstance(value, Tensor) and f.name != "group":
+                kwargs[f.name] = torch.cat([getattr(p, f.name) for p in problems])
+            else:
+                kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def interference_channel(
+        cls, gains: Tensor, noise_power: float | Tensor, p_max: float | Tensor, weights: Tensor | None = None
+    ) -> PowerControlProblem:
+        """The scalar interference channel of Sun et al. (2018), eq. (1).
+
+        ``gains[b, k, j] = |h_kj|²`` is the power gain from transmitter ``j`` to receiver ``k``;
+        user ``k`` decodes only its own transmitter, every other one interferes, and each
+        transmitter has its own budget ``p_max``.
+        """
+        batch, k, k2 = gains.shape
+        if k != k2:
+            raise ValueError(f"gains must be [batch, K, K], got {tuple(gains.shape)}")
+        eye = torch.eye(k, dtype=torch.bool, device=gains.device)
+        signal = gains * eye
+        interference = gains.masked_fill(eye, 0)
+        noise = torch.as_tensor(noise_power, dtype=gains.dtype, device=gains.device).expand(batch, k)
+        budget = torch.as_tensor(p_max, dtype=gains.dtype, device=gains.device).expand(batch, k)
+        if weights is None:
+            weights = torch.ones(batch, k, dtype=gains.dtype, device=gains.device)
+        return cls(
+            signal_gain=signal,
+            interference_gain=interference,
+            noise=noise.contiguous(),
+            group=torch.arange(k, device=gains.device),
+            budget=budget.contiguous(),
+            weights=weights,
+        )

@@ -1,0 +1,133 @@
+"""The one training loop every learner shares.
+
+Device placement, optimizer, learning-rate schedule (reduce on plateau of the validation
+loss), early stopping with the best weights restored, a checkpoint of the best weights and
+per-epoch metrics (``train/loss``, ``val/loss``, ``val/objective_ratio``, ``train/lr``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mimo_l2o.learner import Learner, OptimizerName, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == OptimizerName.rmsprop:
+        return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == OptimizerName.sgd:
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _batches(data: dict[str, Tensor], batch_size: int, order: Tensor | None = None):
+    n = next(iter(data.values())).shape[0]
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield {k: v[index] for k, v in data.items()}
+
+
+def fit(
+    learner: Learner,
+    model: nn.Module,
+    train_data: dict[str, Tensor],
+    val_data: dict[str, Tensor],
+    device: torch.device,
+    generator: torch.Generator,
+    val_objective_ratio: Callable[[nn.Module], float] | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` with ``learner.loss``; returns a summary (best epoch, losses, time).
+
+    Parameters
+    ----------
+    train_data, val_data : dict[str, Tensor]
+        ``inputs`` ``[n, ...]`` and, for supervised learners, ``labels`` ``[n, num_vars]``; moved
+        to ``device`` once.
+    generator : torch.Generator
+        CPU generator for the shuffling order.
+    val_objective_ratio : callable, optional
+        ``model → mean objective of its final decisions ÷ the solver's`` on the validation set.
+    on_epoch : callable, optional
+        Receives ``(epoch, metrics)`` after each epoch (the runner logs them to MLflow).
+    """
+    cfg: TrainConfig = learner.config.train
+    model.to(device)
+    train_data = {k: v.to(device) for k, v in train_data.items()}
+    val_data = {k: v.to(device) for k, v in val_data.items()}
+    n_train = next(iter(train_data.values())).shape[0]
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+    )
+    best_loss, best_epoch, best_state, stale = math.inf, -1, None, 0
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    epoch = -1
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(device)
+        total, count = 0.0, 0
+        for batch in _batches(train_data, cfg.batch_size, order):
+            optimizer.zero_grad(set_to_none=True)
+            loss = learner.loss(model, batch)
+            loss.backward()
+            optimizer.step()
+            size = next(iter(batch.values())).shape[0]
+            total += loss.detach().item() * size
+            count += size
+        model.eval()
+        with torch.no_grad():
+            val_total, val_count = 0.0, 0
+            for batch in _batches(val_data, max(cfg.batch_size, 4096)):
+                size = next(iter(batch.values())).shape[0]
+                val_total += learner.loss(model, batch).item() * size
+                val_count += size
+        metrics = {
+            "train/loss": total / count,
+            "val/loss": val_total / val_count,
+            "train/lr": optimizer.param_groups[0]["lr"],
+        }
+        if val_objective_ratio is not None:
+            metrics["val/objective_ratio"] = val_objective_ratio(model)
+        scheduler.step(metrics["val/loss"])
+        learner.on_epoch_end(epoch, metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if k != "train/lr"})
+        log.debug("epoch %d %s", epoch, metrics)
+        if metrics["val/loss"] < best_loss:
+            best_loss, best_epoch, stale = metrics["val/loss"], epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(best_state, checkpoint)
+        else:
+            stale += 1
+            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+                log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {
+        "best_epoch": best_epoch,
+        "epochs": epoch + 1,
+        "best_val_loss": best_loss,
+        "train_time_s": time.perf_counter() - start,
+    }

@@ -1,0 +1,57 @@
+"""Shared fixtures: every test that runs the app gets its own working directory, MLflow store
+and dataset cache, and tiny sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny but complete: every stage runs, in seconds.
+TINY = [
+    "data.num_train=1000",
+    "data.num_val=300",
+    "data.num_test=400",
+    "data.chunk_size=400",
+    "learner.train.max_epochs=3",
+    "learner.train.batch_size=200",
+    "eval.timing_samples=100",
+    "eval.timing_repeats=2",
+    "num_threads=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh working directory with its own SQLite MLflow store and cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MIMO_L2O_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def run_app(
+    *overrides: str, cwd: Path, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """``python -m mimo_l2o <overrides>`` in ``cwd``; returns the completed process."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mimo_l2o", *overrides],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,248 @@
+"""The whole spine on tiny sizes: the app's MLflow run carries every contract metric, the
+logged model loads back and reproduces the logged objective, the cache is reused, sweeps nest
+under one parent, and a real ``mlflow server`` serves the runs over its REST API."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY, run_app
+
+CONTRACT = [
+    "test/objective_learner",
+    "test/objective_solver",
+    "test/objective_ratio",
+    "test/objective_max_power",
+    "test/objective_random",
+    "test/time_learner_ms",
+    "test/time_solver_ms",
+    "test/speedup",
+    "test/constraint_violation",
+    "test/objective_ratio_raw",
+]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One tiny default run; yields (workdir, env, completed process)."""
+    work = tmp_path_factory.mktemp("e2e")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MIMO_L2O_CACHE_DIR": str(work / "cache"),
+    }
+    proc = run_app(*TINY, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, env, proc
+
+
+def _client(env):
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return mlflow.MlflowClient()
+
+
+def _runs(client, experiment="mimo_l2o"):
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_run_has_every_contract_metric(default_run):
+    work, env, _ = default_run
+    (run,) = _runs(_client(env))
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for key in CONTRACT:
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["test/objective_ratio"] == pytest.approx(
+        metrics["test/objective_learner"] / metrics["test/objective_solver"], rel=1e-9
+    )
+    assert metrics["test/speedup"] == pytest.approx(
+        metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"], rel=1e-9
+    )
+    assert metrics["test/constraint_violation"] == 0.0
+    # WMMSE beats the heuristics on average (it is a local optimum started at max power)
+    assert metrics["test/objective_solver"] >= metrics["test/objective_max_power"]
+    assert metrics["test/objective_solver"] > metrics["test/objective_random"]
+    assert run.data.params["scenario.num_users"] == "10"
+    assert run.data.params["learner.train.optimizer"] == "rmsprop"
+    for tag in ("paper", "learner", "scenario", "sweep_id", "cache.network.train", "cache.labels.test"):
+        assert tag in run.data.tags, tag
+    assert run.data.tags["learner"] == "dnn" and run.data.tags["scenario"] == "gaussian_ic"
+
+
+def test_per_epoch_metrics_are_logged(default_run):
+    _, env, _ = default_run
+    client = _client(env)
+    (run,) = _runs(client)
+    for key in ("train/loss", "val/loss", "val/objective_ratio"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == list(range(len(history)))
+        assert 1 <= len(history) <= 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "cdf_objective.png" in artifacts and "datasets.json" in artifacts
+
+
+def test_logged_model_reproduces_the_logged_objective(default_run):
+    """Load the policy back, rebuild the test set from the cache, and recompute the metric."""
+    import mlflow.pytorch
+    from hydra import compose, initialize_config_dir
+
+    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+    from mimo_l2o.cache import Cache
+    from mimo_l2o.config import register_configs, validate
+    from mimo_l2o.runner import Data, build_parts
+
+    work, env, _ = default_run
+    (run,) = _runs(_client(env))
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(PluginSearchPath)
+    register_configs()
+    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=TINY)
+    finally:
+        del os.environ["MIMO_L2O_CACHE_DIR"]
+    cfg_run = validate(cfg)
+    parts = build_parts(cfg_run)
+    data = Data(cfg_run, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
+    learner = parts.learner_cls(cfg_run.learner, data.spec())
+    with torch.no_grad():
+        decision = model(data.inputs("test", learner)).double()
+    value = float(parts.objective(data.problem("test"), decision).mean())
+    assert value == pytest.approx(run.data.metrics["test/objective_learner"], rel=1e-9)
+    # the input example travels with the model
+    example = json.loads((Path(model_dir(run)) / "input_example.json").read_text())
+    rows = example["inputs"] if isinstance(example, dict) else example
+    assert torch.tensor(rows).shape == (5, 100)  # K² = 100 channel magnitudes per sample
+
+
+def model_dir(run):
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")
+
+
+def test_second_run_reuses_the_cached_datasets(default_run):
+    work, env, first = default_run
+    assert "computing" in first.stdout + first.stderr
+    proc = run_app(*TINY, "learner.train.lr=0.01", "learner.hidden=[32,32]", cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("reusing cached") >= 5  # 3 networks + val/test labels (+ train labels)
+    assert "computing" not in log
+    client = _client(env)
+    runs = _runs(client)
+    assert len(runs) == 2
+    keys = [{k: v for k, v in r.data.tags.items() if k.startswith("cache.")} for r in runs]
+    assert keys[0] == keys[1]
+
+
+def test_multirun_nests_children_under_one_parent(workdir):
+    proc = run_app("-m", "scenario.num_users=4,6", *TINY, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = _client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]})
+    runs = _runs(client)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0].info.run_id
+    assert parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
+    assert {r.data.tags["sweep_id"] for r in children} == {parent}
+    assert sorted(r.data.params["scenario.num_users"] for r in children) == ["4", "6"]
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_joblib_multirun_loses_no_run(workdir):
+    proc = run_app(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "scenario.num_users=4,6,8",
+        *TINY,
+        cwd=workdir,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = _runs(_client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}))
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(int(r.data.params["scenario.num_users"]) for r in children) == [4, 6, 8]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 4
+    for r in children:
+        assert "test/objective_ratio" in r.data.metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_serves_the_run(default_run):
+    work, env, _ = default_run
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            env["MLFLOW_TRACKING_URI"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        with urllib.request.urlopen(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mimo_l2o", timeout=10
+        ) as r:
+            exp_id = json.load(r)["experiment"]["experiment_id"]
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            runs = json.load(r)["runs"]
+        assert runs
+        metrics = {m["key"]: m["value"] for m in runs[-1]["data"]["metrics"]}
+        for key in CONTRACT:
+            assert key in metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
