@@ -7,7 +7,7 @@ transcriptions of Fig. 2 with the same initialization and stopping rule:
 - ``numpy``: one NumPy operation per step of Fig. 2 (vectorized over the users of a sample), the
   fastest plain per-sample loop;
 - ``per-user``: a Python loop over the users inside each step, the structure of the authors'
-  published Python code (github.com/Haoran-S/SPAWC2017) that Table I of the paper times.
+  published Python code (repository Haoran-S/SPAWC2017) that Table I of the paper times.
 
 The batched run is repeated and its median reported; the loops run once over the first
 ``--loop-samples`` samples and are scaled to N per sample (when that is fewer than N, the table

@@ -36,7 +36,7 @@ class DataConfig:
         Samples labelled per chunk; a killed labelling run resumes from the chunks written.
     """
 
-    num_train: int = 100_000
+    num_train: int = 200_000
     num_val: int = 5_000
     num_test: int = 10_000
     chunk_size: int = 10_000
@@ -62,7 +62,7 @@ class EvalConfig:
     """
 
     baselines: list[str] = field(default_factory=lambda: ["max_power", "random"])
-    timing_samples: int = 1000
+    timing_samples: int = 10000
     timing_repeats: int = 5
 
     def __post_init__(self) -> None:

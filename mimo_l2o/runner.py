@@ -146,8 +146,14 @@ class Data:
             n, seed = self.sizes[split], self.run.scenario.seed
 
             def sample() -> dict[str, Any]:
-                net = self.parts.scenario.sample(n, generator(seed, "network", split))
-                return net.to(dtype=STORAGE_DTYPE).state()
+                # chunk by chunk from one generator: the same samples as one draw (scenarios draw
+                # fixed per-sample blocks), with float64 only one chunk at a time
+                gen, size = generator(seed, "network", split), self.run.data.chunk_size
+                chunks = [
+                    self.parts.scenario.sample(min(size, n - start), gen).to(dtype=STORAGE_DTYPE)
+                    for start in range(0, n, size)
+                ]
+                return Network.cat(chunks).state()
 
             state, key = self.cache.get_or_compute("networks", self.network_spec(split), sample)
             self.keys[f"network.{split}"] = key

@@ -246,3 +246,14 @@ def test_mlflow_server_serves_the_run(default_run):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_run_that_raises_ends_failed_with_the_reason(workdir):
+    """A failure after the run started (the cache folder cannot be created) is recorded."""
+    blocker = workdir / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    proc = run_app(*TINY, f"cache_dir={blocker}/cache", cwd=workdir)
+    assert proc.returncode not in (0, 2)
+    (run,) = _runs(_client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}))
+    assert run.info.status == "FAILED"
+    assert "not_a_folder" in run.data.tags["failure_reason"]

@@ -28,6 +28,7 @@ from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, OptimizerNam
 class InputScaling(str, Enum):
     none = "none"  # raw magnitudes, as in the paper
     standardize = "standardize"  # per-feature mean 0, std 1 (training-set statistics)
+    log = "log"  # log magnitudes (dB-like), then standardized: for path-loss channels' wide range
 
 
 def _paper_training() -> TrainConfig:
@@ -44,14 +45,15 @@ class DNNConfig(LearnerConfig):
         Round each output to {0, p_max} at p_max / 2 for the final decision (paper: on).
     input_scaling : InputScaling
         ``none`` feeds raw magnitudes (paper); ``standardize`` scales each input feature with
-        training-set statistics (kept inside the model).
+        training-set statistics; ``log`` standardizes the log magnitudes (both kept inside the
+        model, so the logged policy takes raw magnitudes).
     bias_init : float
         Initial value of every bias.
     """
 
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])
     round_output: bool = True
-    input_scaling: InputScaling = InputScaling.none
+    input_scaling: InputScaling = InputScaling.standardize
     bias_init: float = 0.1
     train: TrainConfig = field(default_factory=_paper_training)
 
@@ -61,13 +63,20 @@ class DNNConfig(LearnerConfig):
 
 
 class Standardize(nn.Module):
-    def __init__(self, mean: Tensor, std: Tensor):
+    """``(f(x) − mean) / std`` per feature, ``f`` the identity or ``log`` (of magnitudes > 0)."""
+
+    def __init__(self, x: Tensor, log: bool = False):
         super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.log = log
+        fx = self._f(x)
+        self.register_buffer("mean", fx.mean(0))
+        self.register_buffer("std", fx.std(0).clamp_min(1e-12))
+
+    def _f(self, x: Tensor) -> Tensor:
+        return x.clamp_min(1e-30).log() if self.log else x
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        return (self._f(x) - self.mean) / self.std
 
 
 class ClipPower(nn.Module):
@@ -126,8 +135,8 @@ class DNNLearner(Learner):
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
         layers: list[nn.Module] = []
-        if cfg.input_scaling == InputScaling.standardize:
-            layers.append(Standardize(train_inputs.mean(0), train_inputs.std(0).clamp_min(1e-12)))
+        if cfg.input_scaling != InputScaling.none:
+            layers.append(Standardize(train_inputs, log=cfg.input_scaling == InputScaling.log))
         width = train_inputs.shape[1]
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]

@@ -1,0 +1,320 @@
+"""The on-disk cache: stable keys, compute-once, resumable chunks, atomic writes; and the seeds
+the runner derives for its stages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import pytest
+import torch
+
+from mimo_l2o import cache as cache_module
+from mimo_l2o.cache import Cache, atomic_save, cache_key
+from mimo_l2o.runner import derive_seed, generator
+
+
+class Colour(str, Enum):
+    red = "red"
+    blue = "blue"
+
+
+@dataclass
+class Part:
+    name: str = "gaussian_ic"
+    num_users: int = 10
+    p_max: float = 1.0
+    colour: Colour = Colour.red
+    widths: list[int] = field(default_factory=lambda: [200, 200])
+
+
+SPEC = {
+    "stage": "network",
+    "split": "train",
+    "num_samples": 1000,
+    "scenario": {"name": "gaussian_ic", "num_users": 10, "p_max": 1.0, "extra": {"a": 1, "b": [1, 2]}},
+}
+
+
+def reordered(obj):
+    """The same mapping with every dict's keys in reverse insertion order."""
+    if isinstance(obj, dict):
+        return {k: reordered(obj[k]) for k in reversed(list(obj))}
+    return obj
+
+
+def leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path, obj
+
+
+def with_leaf(obj, path, value):
+    if not path:
+        return value
+    if isinstance(obj, dict):
+        return {k: with_leaf(v, path[1:], value) if k == path[0] else v for k, v in obj.items()}
+    return [with_leaf(v, path[1:], value) if i == path[0] else v for i, v in enumerate(obj)]
+
+
+def no_temp_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------------------------------------
+# cache_key
+# ---------------------------------------------------------------------------------------------
+def test_cache_key_is_stable_and_order_free():
+    key = cache_key(SPEC)
+    assert len(key) == 20 and all(c in "0123456789abcdef" for c in key)
+    assert cache_key(SPEC) == key
+    assert cache_key(reordered(SPEC)) == key
+    assert list(reordered(SPEC)) != list(SPEC)  # the reordering did reorder
+
+
+def test_cache_key_changes_with_every_value():
+    key = cache_key(SPEC)
+    seen = {key}
+    for path, value in leaves(SPEC):
+        new = value + 1 if isinstance(value, int | float) else f"{value}x"
+        changed = cache_key(with_leaf(SPEC, path, new))
+        assert changed != key, path
+        seen.add(changed)
+    assert len(seen) == 1 + len(list(leaves(SPEC)))
+    # an added key and a removed key change it too
+    assert cache_key({**SPEC, "new": None}) != key
+    assert cache_key({k: v for k, v in SPEC.items() if k != "split"}) != key
+
+
+def test_cache_key_accepts_dataclasses_and_enums():
+    part = Part()
+    plain = {"name": "gaussian_ic", "num_users": 10, "p_max": 1.0, "colour": "red", "widths": [200, 200]}
+    # a dataclass means its fields, an enum its value
+    assert cache_key({"scenario": part}) == cache_key({"scenario": plain})
+    assert cache_key({"scenario": part}) == cache_key({"scenario": Part()})
+    assert cache_key({"scenario": part}) != cache_key({"scenario": Part(colour=Colour.blue)})
+    assert cache_key({"scenario": part}) != cache_key({"scenario": Part(widths=[200, 100])})
+    assert cache_key({"c": Colour.blue}) == cache_key({"c": "blue"})
+
+
+# ---------------------------------------------------------------------------------------------
+# get_or_compute
+# ---------------------------------------------------------------------------------------------
+def test_get_or_compute_computes_once_and_writes_the_spec(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.arange(5, dtype=torch.float64) / 3, "meta": {"n": 5}}
+
+    spec = {**SPEC, "scenario": Part()}
+    value, key = Cache(tmp_path).get_or_compute("networks", spec, compute)
+    assert key == cache_key(spec)
+    assert len(calls) == 1
+    assert (tmp_path / "networks" / f"{key}.pt").is_file()
+    written = json.loads((tmp_path / "networks" / f"{key}.json").read_text())
+    assert written == {**SPEC, "scenario": {**Part().__dict__, "colour": "red"}}
+    # the same spec, in another order and through another Cache object, is reused
+    again, key2 = Cache(tmp_path).get_or_compute("networks", reordered(spec), compute)
+    assert key2 == key and len(calls) == 1
+    assert torch.equal(again["x"], value["x"]) and again["meta"] == {"n": 5}
+    # another spec or another stage computes
+    Cache(tmp_path).get_or_compute("networks", {**spec, "split": "val"}, compute)
+    Cache(tmp_path).get_or_compute("labels", spec, compute)
+    assert len(calls) == 3
+    assert no_temp_files(tmp_path)
+
+
+def test_get_or_compute_failure_leaves_no_entry(tmp_path):
+    def boom():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        Cache(tmp_path).get_or_compute("networks", SPEC, boom)
+    key = cache_key(SPEC)
+    assert not (tmp_path / "networks" / f"{key}.pt").exists()
+    value, _ = Cache(tmp_path).get_or_compute("networks", SPEC, lambda: torch.ones(2))
+    assert torch.equal(value, torch.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# chunked
+# ---------------------------------------------------------------------------------------------
+N = 23
+
+
+def chunk_values(start: int, stop: int) -> dict[str, torch.Tensor]:
+    """A deterministic function of the sample indices only (each sample its own seed)."""
+    rows = [
+        torch.rand(3, generator=torch.Generator().manual_seed(1000 + i), dtype=torch.float64)
+        for i in range(start, stop)
+    ]
+    return {"decision": torch.stack(rows), "index": torch.arange(start, stop)}
+
+
+class Counter:
+    def __init__(self, fail_at: int | None = None):
+        self.calls: list[tuple[int, int]] = []
+        self.fail_at = fail_at
+
+    def __call__(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        if len(self.calls) + 1 == self.fail_at:
+            raise RuntimeError("killed during chunk")
+        self.calls.append((start, stop))
+        return chunk_values(start, stop)
+
+
+def test_chunked_equals_one_go_and_is_cached(tmp_path):
+    whole = chunk_values(0, N)
+    count = Counter()
+    value, key = Cache(tmp_path).chunked("labels/wmmse", SPEC, N, 5, count)
+    assert key == cache_key(SPEC)
+    assert count.calls == [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    assert set(value) == {"decision", "index"}
+    assert torch.equal(value["decision"], whole["decision"])
+    assert torch.equal(value["index"], torch.arange(N))
+    path = tmp_path / "labels" / "wmmse" / f"{key}.pt"
+    assert path.is_file() and (path.parent / f"{key}.json").is_file()
+    assert not path.with_suffix(".chunks").exists()
+    # the second time, nothing is computed
+    again, _ = Cache(tmp_path).chunked("labels/wmmse", SPEC, N, 5, count)
+    assert len(count.calls) == 5
+    assert torch.equal(again["decision"], whole["decision"])
+
+
+def test_chunk_size_changes_neither_key_nor_result(tmp_path):
+    results = {}
+    for size in (1, 4, 7, N, 100):
+        value, key = Cache(tmp_path / str(size)).chunked("labels", SPEC, N, size, Counter())
+        results[size] = (value, key)
+    reference, key = results[N]
+    for value, other_key in results.values():
+        assert other_key == key
+        assert torch.equal(value["decision"], reference["decision"])
+    # a rerun with another chunk size reuses the finished entry
+    count = Counter()
+    value, _ = Cache(tmp_path / "4").chunked("labels", SPEC, N, 9, count)
+    assert count.calls == [] and torch.equal(value["decision"], reference["decision"])
+
+
+def test_chunked_resumes_after_a_failure(tmp_path):
+    stage_dir = tmp_path / "labels"
+    key = cache_key(SPEC)
+    path = stage_dir / f"{key}.pt"
+    chunk_dir = path.with_suffix(".chunks")
+
+    first = Counter(fail_at=3)
+    with pytest.raises(RuntimeError, match="killed during chunk"):
+        Cache(tmp_path).chunked("labels", SPEC, N, 5, first)
+    assert first.calls == [(0, 5), (5, 10)]
+    assert sorted(p.name for p in chunk_dir.iterdir()) == [
+        "000000000000-000000000005.pt",
+        "000000000005-000000000010.pt",
+    ]
+    assert not path.exists()
+    assert no_temp_files(tmp_path)
+    # the chunk files hold what was computed
+    assert torch.equal(torch.load(chunk_dir / "000000000005-000000000010.pt")["index"], torch.arange(5, 10))
+
+    second = Counter()
+    value, key2 = Cache(tmp_path).chunked("labels", SPEC, N, 5, second)
+    assert key2 == key
+    assert second.calls == [(10, 15), (15, 20), (20, 23)]
+    whole = chunk_values(0, N)
+    assert torch.equal(value["decision"], whole["decision"])
+    assert torch.equal(value["index"], torch.arange(N))
+    assert not chunk_dir.exists()
+    assert path.is_file()
+    assert torch.equal(torch.load(path)["decision"], whole["decision"])
+    assert no_temp_files(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic_save
+# ---------------------------------------------------------------------------------------------
+def test_atomic_save_round_trip(tmp_path):
+    obj = {"a": torch.arange(4), "b": [1, "x"]}
+    path = tmp_path / "sub" / "entry.pt"
+    atomic_save(obj, path)
+    loaded = torch.load(path)
+    assert torch.equal(loaded["a"], obj["a"]) and loaded["b"] == [1, "x"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["entry.pt"]
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    def half_written(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half of a zip file")
+        f.flush()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module.torch, "save", half_written)
+    path = tmp_path / "entry.pt"
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"a": torch.ones(3)}, path)
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []
+
+    # an existing entry is left as it was
+    monkeypatch.undo()
+    atomic_save({"a": torch.ones(3)}, path)
+    before = path.read_bytes()
+    monkeypatch.setattr(cache_module.torch, "save", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"a": torch.zeros(3)}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.pt"]
+
+
+def test_get_or_compute_write_failure_leaves_no_entry(tmp_path, monkeypatch):
+    def fails(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_module.torch, "save", fails)
+    with pytest.raises(OSError):
+        Cache(tmp_path).get_or_compute("networks", SPEC, lambda: torch.ones(2))
+    assert not (tmp_path / "networks" / f"{cache_key(SPEC)}.pt").exists()
+    assert no_temp_files(tmp_path)
+    monkeypatch.undo()
+    calls = []
+    value, _ = Cache(tmp_path).get_or_compute("networks", SPEC, lambda: calls.append(1) or torch.ones(2))
+    assert calls == [1] and torch.equal(value, torch.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# derive_seed
+# ---------------------------------------------------------------------------------------------
+def test_derive_seed_deterministic_distinct_and_63_bit():
+    parts = [
+        (0,),
+        (1,),
+        (7, "network", "train"),
+        (7, "network", "val"),
+        (7, "network", "test"),
+        (8, "network", "train"),
+        (7, "labels", "train", 0),
+        (7, "labels", "train", 10000),
+        (7, "labels", "val", 0),
+        (7, "train"),
+        (7, "train", 0),
+    ] + [(s, "labels", "train", start) for s in range(5) for start in range(0, 50000, 5000)]
+    seeds = [derive_seed(*p) for p in parts]
+    assert seeds == [derive_seed(*p) for p in parts]
+    assert len(set(seeds)) == len(parts)
+    assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
+    # the documented recipe: SHA-256 of the '/'-joined parts, first 8 bytes little-endian, 63 bits
+    import hashlib
+
+    digest = hashlib.sha256(b"7/network/train").digest()
+    assert derive_seed(7, "network", "train") == int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    # the generators built from them draw reproducibly, and differently per stage
+    a = torch.rand(4, generator=generator(7, "network", "train"))
+    assert torch.equal(a, torch.rand(4, generator=generator(7, "network", "train")))
+    assert not torch.equal(a, torch.rand(4, generator=generator(7, "network", "val")))

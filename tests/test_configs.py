@@ -1,0 +1,275 @@
+"""Every shipped config composes with Hydra and validates into its registered part's typed Config;
+experiment presets apply what they say; every YAML key is documented by a comment; bad values
+give one ConfigError naming the key; flattened runs hold plain values for MLflow."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from omegaconf import OmegaConf
+
+from mimo_l2o import registry
+from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath, plugin_conf_dirs
+from mimo_l2o.config import GROUPS, RunConfig, flatten, register_configs, validate
+from mimo_l2o.errors import ConfigError
+from mimo_l2o.runner import build_parts
+
+Plugins.instance().register(PluginSearchPath)
+register_configs()
+
+CONF_DIRS = [CONF_DIR, *plugin_conf_dirs()]
+PLAIN = (int, float, str, bool, type(None))
+
+
+def options(group: str) -> dict[str, Path]:
+    """``name → yaml`` of a config group, over the core conf/ and the plugins' conf/ folders."""
+    return {p.stem: p for d in CONF_DIRS for p in sorted((d / group).glob("*.yaml"))}
+
+
+GROUP_OPTIONS = [(group, name) for group in GROUPS for name in options(group)]
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+YAML_FILES = sorted(p for d in CONF_DIRS for p in d.rglob("*.yaml"))
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def plain_leaves(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(plain_leaves(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def test_every_group_has_options_and_the_plugin_conf_is_found():
+    assert plugin_conf_dirs(), "no learner plugin conf/ found"
+    for group in GROUPS:
+        assert options(group), group
+    assert "dnn" in options("learner")
+
+
+# ---------------------------------------------------------------------------------------------
+# every option composes and validates into its registered class's Config
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
+def test_option_composes_and_validates(group, name):
+    cfg = compose_run(f"{group}={name}")
+    run = validate(cfg)
+    assert isinstance(run, RunConfig)
+    part = getattr(run, group)
+    cls = registry.all_registries()[group].get(name)
+    assert type(part) is cls.Config
+    assert part.name == name
+    # the YAML's values arrive in the typed config
+    data = yaml.safe_load(options(group)[name].read_text())
+    typed = flatten(part)
+    for key, value in plain_leaves({k: v for k, v in data.items() if k != "defaults"}).items():
+        assert typed[key] == value, key
+    # the other groups keep their defaults
+    for other in GROUPS:
+        if other != group:
+            assert getattr(run, other).name == cfg[other].name
+
+
+@pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
+def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
+    run = validate(compose_run(f"{group}={name}"))
+    if group == "solver" and not registry.SOLVERS.get(name).gives_labels:
+        # validate does not check combinations; build_parts refuses a supervised learner
+        # without labels, and names a solver that gives them
+        with pytest.raises(ConfigError) as err:
+            build_parts(run)
+        assert err.value.key == "solver"
+        assert f"solver={name}" in str(err.value) and "labels" in str(err.value)
+        assert "wmmse" in str(err.value)
+        return
+    parts = build_parts(run)
+    assert parts.scenario.name == run.scenario.name
+    assert parts.solver.name == run.solver.name
+    assert parts.learner_cls.name == run.learner.name
+    assert sorted(parts.baselines) == sorted(run.eval.baselines)
+
+
+@pytest.mark.parametrize("solver", ["max_power", "random"])
+def test_dnn_with_a_heuristic_solver_is_refused(solver):
+    run = validate(compose_run(f"solver={solver}", "learner=dnn"))
+    assert type(run.solver) is registry.SOLVERS.get(solver).Config
+    with pytest.raises(ConfigError, match=rf"^solver: learner=dnn trains on labels but solver={solver}"):
+        build_parts(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# experiment presets
+# ---------------------------------------------------------------------------------------------
+def test_there_are_experiment_presets():
+    assert EXPERIMENTS
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_composes_validates_and_applies_its_values(name):
+    run = validate(compose_run(f"experiment={name}"))
+    assert isinstance(run.paper, str) and run.paper
+    data = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+    assert data.get("paper") == run.paper
+    # every group the preset selects is selected, every value it sets is set
+    for entry in data.get("defaults", []):
+        ((key, value),) = entry.items()
+        group = key.removeprefix("override ").strip("/")
+        assert getattr(run, group).name == value, group
+    flat = flatten(run)
+    for key, value in plain_leaves({k: v for k, v in data.items() if k != "defaults"}).items():
+        assert flat[key] == value, key
+    build_parts(run)
+
+
+# ---------------------------------------------------------------------------------------------
+# names and comments in the YAML files
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("group", GROUPS)
+def test_registered_names_equal_yaml_names(group):
+    reg = registry.all_registries()[group]
+    opts = options(group)
+    assert sorted(opts) == reg.names(), "every registered part has a YAML and every YAML a part"
+    for stem, path in opts.items():
+        data = yaml.safe_load(path.read_text())
+        assert data["name"] == stem, path
+        assert reg.get(stem).name == stem
+        # the YAML pulls in the schema of the same name
+        assert f"/schema/{group}/{stem}@_here_" in data["defaults"], path
+
+
+KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w.-]*)\s*:(\s|$)")
+EXEMPT_KEYS = {"defaults", "name"}
+# capitalised words a key's comment may start with (proper names); others start lower-case
+PROPER = {"Sun", "Shi", "Hydra", "MLflow", "RMSprop", "WMMSE"}
+
+
+def undocumented_keys(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    problems = []
+    for i, line in enumerate(lines):
+        match = KEY_LINE.match(line)
+        if not match or match["key"] in EXEMPT_KEYS:
+            continue  # comments, list items (``- ...``), blank lines, exempt keys
+        above = lines[i - 1].strip() if i else ""
+        if not above.startswith("#"):
+            problems.append(f"{path.name}:{i + 1}: '{line.strip()}' has no comment line above")
+            continue
+        start = i - 1
+        while start > 0 and lines[start - 1].strip().startswith("#"):
+            start -= 1
+        first = lines[start].strip().lstrip("#").strip()
+        word = first.split(" ")[0].rstrip(":,;.")
+        if re.fullmatch(r"[A-Z][a-z]+", word) and word not in PROPER:
+            problems.append(
+                f"{path.name}:{start + 1}: comment of '{match['key']}' is not lower-case: {first}"
+            )
+    return problems
+
+
+def test_key_check_itself(tmp_path):
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(
+        "# top\ndefaults:\n  - a\n\nname: x\n# fine\nkey: 1\nbare: 2\nsection:\n  # Capital start\n  sub: 3\n"
+    )
+    problems = undocumented_keys(probe)
+    assert len(problems) == 3, problems
+    assert "'bare: 2'" in problems[0] and "'section:'" in problems[1] and "sub" in problems[2]
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=[f"{p.parent.name}/{p.name}" for p in YAML_FILES])
+def test_every_yaml_key_has_a_lower_case_comment_above(path):
+    problems = undocumented_keys(path)
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation errors
+# ---------------------------------------------------------------------------------------------
+BAD = [
+    ("data.num_train=0", "data.num_train"),
+    ("data.num_val=0", "data.num_val"),
+    ("data.chunk_size=0", "data.chunk_size"),
+    ("eval.timing_samples=0", "eval.timing_samples"),
+    ("eval.timing_repeats=0", "eval.timing_repeats"),
+    ("eval.baselines=[nosuch]", "eval.baselines"),
+    ("learner.train.lr=0", "learner.train.lr"),
+    ("learner.train.lr=-0.1", "learner.train.lr"),
+    ("learner.train.batch_size=0", "learner.train.batch_size"),
+    ("learner.train.max_epochs=0", "learner.train.max_epochs"),
+    ("learner.train.lr_factor=1", "learner.train.lr_factor"),
+    ("learner.train.rmsprop_alpha=0", "learner.train.rmsprop_alpha"),
+    ("learner.train.early_stopping_patience=-1", "learner.train.early_stopping_patience"),
+    ("learner.hidden=[]", "learner.hidden"),
+    ("learner.hidden=[200,0]", "learner.hidden"),
+    ("scenario.num_users=0", "scenario.num_users"),
+    ("scenario.p_max=0", "scenario.p_max"),
+    ("num_threads=-1", "num_threads"),
+    ("device=tpu", "device"),
+    pytest.param(
+        "learner.train.weight_decay=-0.1",
+        "learner.train.weight_decay",
+        marks=pytest.mark.xfail(strict=True, reason="TrainConfig does not check weight_decay >= 0"),
+    ),
+    pytest.param(
+        "learner.train.min_lr=-1",
+        "learner.train.min_lr",
+        marks=pytest.mark.xfail(strict=True, reason="TrainConfig does not check min_lr >= 0"),
+    ),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_out_of_range_values_raise_config_error_naming_the_key(override, key):
+    cfg = compose_run(override)  # composing type-checks only; ranges are validate's job
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{key}: ")
+    assert "\n" not in str(err.value)
+
+
+def test_defaults_validate_and_in_range_edges_pass():
+    validate(compose_run())
+    validate(compose_run("data.num_train=1", "learner.train.lr=1e-9", "learner.hidden=[1]", "num_threads=0"))
+
+
+# ---------------------------------------------------------------------------------------------
+# flatten
+# ---------------------------------------------------------------------------------------------
+def test_flatten_gives_plain_values():
+    cfg = compose_run()
+    run = validate(cfg)
+    flat = flatten(run)
+    assert flat["learner.train.optimizer"] == "rmsprop"
+    assert type(flat["learner.train.optimizer"]) is str
+    assert flat["learner.input_scaling"] == "standardize"
+    assert type(flat["learner.input_scaling"]) is str
+    assert flat["scenario.num_users"] == 10 and type(flat["scenario.num_users"]) is int
+    assert flat["learner.hidden"] == [200, 200, 200] and type(flat["learner.hidden"]) is list
+    for key, value in flat.items():
+        if isinstance(value, list):
+            assert all(type(v) in PLAIN for v in value), key
+        else:
+            assert type(value) in PLAIN, (key, value)
+    # every key names a value of the composed config (enums as their value)
+    for key, value in flat.items():
+        node = OmegaConf.select(cfg, key)
+        if isinstance(node, Enum):
+            node = node.value
+        elif not isinstance(node, PLAIN):
+            node = OmegaConf.to_container(node, resolve=True)
+        assert node == value, key
+    # nothing nested is left: every group's fields are spelled out
+    assert not any(isinstance(v, dict) for v in flat.values())
+    assert {k.split(".")[0] for k in flat} >= set(GROUPS) | {"data", "eval", "tracking"}
