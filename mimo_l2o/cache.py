@@ -44,7 +44,7 @@ def _plain(obj: Any) -> Any:
 
 def cache_key(spec: dict[str, Any]) -> str:
     """Stable 20-hex-digit key of a JSON-able spec (dataclasses and enums allowed)."""
-    text = json.dumps(_plain({"format": FORMAT_VERSION, **spec}), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_plain({"format": FORMAT_VERSION, "spec": spec}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -66,9 +66,13 @@ def atomic_save(obj: Any, path: Path) -> None:
 def _atomic_write_text(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class Cache:

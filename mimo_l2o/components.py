@@ -13,6 +13,7 @@ A decision of the power-control family is a tensor of powers ``[batch, num_vars]
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -104,8 +105,10 @@ class ScenarioConfig:
 
     def __post_init__(self) -> None:
         require(self.num_users >= 1, "num_users", f"must be an integer >= 1, got {self.num_users}")
-        require(self.p_max > 0, "p_max", f"must be > 0, got {self.p_max}")
-        require(self.noise_power > 0, "noise_power", f"must be > 0, got {self.noise_power}")
+        require(0 < self.p_max < math.inf, "p_max", f"must be > 0 and finite, got {self.p_max}")
+        require(
+            0 < self.noise_power < math.inf, "noise_power", f"must be > 0 and finite, got {self.noise_power}"
+        )
 
 
 class Scenario:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ STORAGE_DTYPE = torch.float32  # sampled networks are stored in float32; problem
 
 
 def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from the run's seed and the stage (``derive_seed(7, "train")``)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    """A 63-bit seed from the run's seed and the stage (``derive_seed(7, "train")``): SHA-256 of the
+    parts as a JSON list, so neither types nor boundaries between parts can collide."""
+    digest = hashlib.sha256(json.dumps(list(parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 

@@ -309,11 +309,14 @@ def test_derive_seed_deterministic_distinct_and_63_bit():
     assert seeds == [derive_seed(*p) for p in parts]
     assert len(set(seeds)) == len(parts)
     assert all(isinstance(s, int) and 0 <= s < 2**63 for s in seeds)
-    # the documented recipe: SHA-256 of the '/'-joined parts, first 8 bytes little-endian, 63 bits
+    # the documented recipe: SHA-256 of the parts as a JSON list, first 8 bytes little-endian, 63 bits
     import hashlib
 
-    digest = hashlib.sha256(b"7/network/train").digest()
+    digest = hashlib.sha256(b'[7, "network", "train"]').digest()
     assert derive_seed(7, "network", "train") == int.from_bytes(digest[:8], "little") & (2**63 - 1)
+    # types and boundaries count: no two different part lists share a seed by their encoding
+    assert derive_seed(1) != derive_seed("1")
+    assert derive_seed("a/b") != derive_seed("a", "b")
     # the generators built from them draw reproducibly, and differently per stage
     a = torch.rand(4, generator=generator(7, "network", "train"))
     assert torch.equal(a, torch.rand(4, generator=generator(7, "network", "train")))

@@ -219,12 +219,10 @@ BAD = [
     pytest.param(
         "learner.train.weight_decay=-0.1",
         "learner.train.weight_decay",
-        marks=pytest.mark.xfail(strict=True, reason="TrainConfig does not check weight_decay >= 0"),
     ),
     pytest.param(
         "learner.train.min_lr=-1",
         "learner.train.min_lr",
-        marks=pytest.mark.xfail(strict=True, reason="TrainConfig does not check min_lr >= 0"),
     ),
 ]
 
