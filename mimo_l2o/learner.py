@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from mimo_l2o.components import POWER_CONTROL
 from mimo_l2o.errors import require
+from mimo_l2o.problem import project_onto_budgets
 
 
 class OptimizerName(str, Enum):
@@ -132,10 +133,7 @@ class FeasiblePower(nn.Module):
         self.register_buffer("budget", budget.clone().float())
 
     def forward(self, p: Tensor) -> Tensor:
-        p = p.clamp_min(0)
-        used = p.new_zeros(p.shape[0], self.budget.shape[0]).index_add_(1, self.group, p)
-        scale = (self.budget.to(p) / used.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
-        return p * scale[:, self.group]
+        return project_onto_budgets(p, self.group, self.budget)
 
 
 class Policy(nn.Module):

@@ -20,6 +20,32 @@ import torch
 from torch import Tensor
 
 
+def group_sum(p: Tensor, group: Tensor, num_groups: int) -> Tensor:
+    """Total power of each budget group: ``p [batch, num_vars]`` → ``[batch, num_groups]``."""
+    return p.new_zeros(p.shape[0], num_groups).index_add_(1, group.to(p.device), p)
+
+
+def even_split(budget: Tensor, group: Tensor) -> Tensor:
+    """Each group's budget split evenly over its variables: ``budget [..., num_groups]`` →
+    ``[..., num_vars]`` (``p_max`` per user when every user has its own budget)."""
+    group = group.to(budget.device)
+    count = torch.bincount(group, minlength=budget.shape[-1]).to(budget)
+    return (budget / count)[..., group]
+
+
+def project_onto_budgets(p: Tensor, group: Tensor, budget: Tensor) -> Tensor:
+    """Clip negative powers, then scale each over-budget group down onto its budget.
+
+    ``p [batch, num_vars]``, ``group [num_vars]``, ``budget [batch or 1, num_groups]`` or
+    ``[num_groups]``. Feasible for a partition into groups; feasible input is returned unchanged.
+    """
+    p = p.clamp_min(0)
+    budget = budget.to(p)
+    used = group_sum(p, group, budget.shape[-1])
+    scale = (budget / used.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
+    return p * scale[..., group.to(p.device)]
+
+
 @dataclass
 class PowerControlProblem:
     """A batch of power-control problems.
@@ -85,8 +111,7 @@ class PowerControlProblem:
 
     def group_power(self, p: Tensor) -> Tensor:
         """Total power of each budget group, ``[batch, num_groups]``."""
-        out = p.new_zeros(p.shape[0], self.num_groups)
-        return out.index_add_(1, self.group.to(p.device), p)
+        return group_sum(p, self.group, self.num_groups)
 
     def constraint_violation(self, p: Tensor) -> Tensor:
         """Largest excess over any budget or below zero, per sample ``[batch]`` (0 when feasible)."""
@@ -96,15 +121,11 @@ class PowerControlProblem:
 
     def full_power(self) -> Tensor:
         """Every group spends its budget, split evenly over its variables: ``[batch, num_vars]``."""
-        group = self.group.to(self.budget.device)
-        count = torch.bincount(group, minlength=self.num_groups).to(self.budget)
-        return (self.budget / count)[:, group]
+        return even_split(self.budget, self.group)
 
     def project(self, p: Tensor) -> Tensor:
         """Make ``p`` feasible: clip negatives, then scale each over-budget group down onto its budget."""
-        p = p.clamp_min(0)
-        scale = (self.budget.to(p) / self.group_power(p).clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
-        return p * scale[:, self.group.to(p.device)]
+        return project_onto_budgets(p, self.group, self.budget)
 
     # ---- batch plumbing ------------------------------------------------------------------
     def _map(self, fn_batched, fn_shared=lambda t: t) -> PowerControlProblem:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from mimo_l2o.errors import require
 from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, OptimizerName, TrainConfig
+from mimo_l2o.problem import even_split
 
 
 class InputScaling(str, Enum):
@@ -125,9 +126,7 @@ class DNNLearner(Learner):
         return self.config.round_output
 
     def _cap(self) -> Tensor:
-        group, budget = self.spec.group, self.spec.budget
-        count = torch.bincount(group, minlength=budget.shape[0]).to(budget)
-        return (budget / count)[group]
+        return even_split(self.spec.budget, self.spec.group)
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         return features["channel_magnitudes"].flatten(1).float()
