@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -61,6 +62,10 @@ def _app(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def main() -> None:
     """Console entry point (``python -m mimo_l2o`` / ``mimo-l2o``)."""
     from mimo_l2o.config import register_configs
@@ -68,6 +73,9 @@ def main() -> None:
 
     # Let errors reach us whole, so bad input is reported in one line with exit code 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    # A terminated job (Ctrl-C, kill, a cluster's time limit) unwinds like Ctrl-C, so its MLflow
+    # run ends as KILLED instead of staying RUNNING.
+    signal.signal(signal.SIGTERM, _terminate)
     Plugins.instance().register(PluginSearchPath)
     try:
         register_configs()

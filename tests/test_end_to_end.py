@@ -257,3 +257,31 @@ def test_a_run_that_raises_ends_failed_with_the_reason(workdir):
     (run,) = _runs(_client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}))
     assert run.info.status == "FAILED"
     assert "not_a_folder" in run.data.tags["failure_reason"]
+
+
+def test_a_terminated_run_ends_killed(workdir):
+    """SIGTERM (a kill, a cluster's time limit) during labelling leaves no run RUNNING."""
+    import signal
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    big = ["data.num_train=600000", "data.chunk_size=10000", "num_threads=1", "scenario.num_users=20"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mimo_l2o", *big],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = _client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]})
+    deadline = time.time() + 120
+    while not list((workdir / "cache").glob("labels/wmmse/*.chunks/*.pt")):
+        assert proc.poll() is None and time.time() < deadline, "labelling never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    (run,) = _runs(client)
+    assert run.info.status == "KILLED"
+    assert "terminated by signal" in run.data.tags["failure_reason"]
