@@ -193,10 +193,10 @@ class Data:
         self.keys[f"labels.{split}"] = key
         return value["decision"]
 
-    def inputs(self, split: str, learner: Learner | type[Learner]) -> Tensor:
+    def inputs(self, split: str, learner: Learner) -> Tensor:
+        """The learner's model input for a split: the scenario's features it names, prepared."""
         net = self.network(split)
-        features = {name: self.parts.scenario.features(net, name) for name in learner.inputs}
-        return learner.prepare(features) if isinstance(learner, Learner) else features
+        return learner.prepare({name: self.parts.scenario.features(net, name) for name in learner.inputs})
 
     def spec(self) -> LearnerSpec:
         net = self.network("train")
@@ -262,8 +262,7 @@ def _run(
     learner = parts.learner_cls(run.learner, data.spec())
     train_inputs = data.inputs("train", learner)
     model = learner.build_model(train_inputs, generator(run.seed, "init"))
-    finalize = learner.finalize()
-    policy = Policy(model, finalize).to(device)
+    finalize = learner.finalize().to(device)
     train_data = {"inputs": train_inputs}
     val_data = {"inputs": data.inputs("val", learner)}
     if learner.requires_labels:
@@ -273,9 +272,9 @@ def _run(
     val_reference = _mean_objective(objective, val_problem, labels["val"].to(device))
     val_inputs = val_data["inputs"].to(device)
 
-    def val_objective_ratio(_model) -> float:
+    def val_objective_ratio(trained) -> float:
         with torch.no_grad():
-            decision = policy(val_inputs)
+            decision = finalize(trained(val_inputs))
         return float(_mean_objective(objective, val_problem, decision) / val_reference)
 
     summary = fit(
@@ -312,7 +311,8 @@ def _run(
     # log the deployable policy
     if run.tracking.log_model:
         example = data.inputs("test", learner)[:5].numpy()
-        tracker.log_model(copy.deepcopy(policy).cpu().eval(), example, _pip_requirements())
+        policy = Policy(copy.deepcopy(model), copy.deepcopy(finalize)).cpu().eval()
+        tracker.log_model(policy, example, _pip_requirements())
     for key in ("test/objective_ratio", "test/objective_learner", "test/objective_solver", "test/speedup"):
         log.info("%s = %.4f", key, metrics[key])
     return metrics

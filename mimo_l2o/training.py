@@ -108,7 +108,7 @@ def fit(
         learner.on_epoch_end(epoch, metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if k != "train/lr"})
+        bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in metrics.items() if k != "train/lr"})
         log.debug("epoch %d %s", epoch, metrics)
         if metrics["val/loss"] < best_loss:
             best_loss, best_epoch, stale = metrics["val/loss"], epoch, 0

@@ -157,8 +157,16 @@ PROPER = {"Sun", "Shi", "Hydra", "MLflow", "RMSprop", "WMMSE"}
 def undocumented_keys(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
     problems = []
+    block_indent = None  # inside a block scalar (``key: |``): its text lines are not keys
     for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        if block_indent is not None:
+            if not line.strip() or indent > block_indent:
+                continue
+            block_indent = None
         match = KEY_LINE.match(line)
+        if match and line.rstrip().endswith(("|", ">")):
+            block_indent = indent
         if not match or match["key"] in EXEMPT_KEYS:
             continue  # comments, list items (``- ...``), blank lines, exempt keys
         above = lines[i - 1].strip() if i else ""
