@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +221,9 @@ def run_experiment(cfg: DictConfig) -> float:
     run = validate(cfg)
     parts = build_parts(run)
     device = resolve_device(run.device)
-    if run.num_threads:
-        torch.set_num_threads(run.num_threads)
+    threads = run.num_threads or _parallel_job_threads()
+    if threads:
+        torch.set_num_threads(threads)
     progress = sys.stderr.isatty() if run.progress is None else bool(run.progress)
     cache = Cache(run.cache_dir)
     parent = parent_run_id()
@@ -371,6 +373,23 @@ def evaluate(
         )
     metrics["test/speedup"] = metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"]
     return metrics, per_sample
+
+
+def _parallel_job_threads() -> int:
+    """Threads per job when a sweep runs jobs in parallel processes (joblib), so that the jobs
+    share the cores instead of oversubscribing them; 0 (torch's default) otherwise."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except ValueError:
+        return 0
+    if "Joblib" not in str(launcher.get("_target_", "")):
+        return 0
+    cores = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or -1)
+    n_jobs = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means all cores
+    return max(1, cores // max(1, min(n_jobs, cores)))
 
 
 def _output_dir() -> Path:
