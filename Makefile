@@ -1,9 +1,10 @@
 # Two commands on a fresh machine with Python 3.11+ and pip:
 #   make run    installs into .venv and runs the default experiment
 #   make test   installs into .venv (with the dev extra) and runs the tests
-# The CPU build of torch is installed before the project so that pip never pulls a CUDA build
-# as a side effect; with an NVIDIA GPU, pass the CUDA build instead (see README.md):
-#   make run TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+# torch is installed before the project, pinned, so that installing the project never pulls
+# another torch as a side effect. TORCH_SPEC is what that first pip install receives: here
+# torch==2.13.0 resolves to the CPU build; elsewhere pass the build you want (see README.md):
+#   make run TORCH_SPEC="torch==2.13.0 --index-url <PyTorch's CPU or CUDA wheel index>"
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -25,7 +24,18 @@ from omegaconf import DictConfig
 from mimo_l2o.errors import ConfigError, one_line
 from mimo_l2o.registry import LEARNER_ENTRY_POINTS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The Hydra configs: ``conf/`` of the repository, installed as the package ``mimo_l2o.conf``."""
+    spec = importlib.util.find_spec("mimo_l2o.conf")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if (Path(location) / "config.yaml").exists():
+                return Path(location)
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def plugin_conf_dirs() -> list[Path]:
@@ -62,10 +72,6 @@ def _app(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-
 def main() -> None:
     """Console entry point (``python -m mimo_l2o`` / ``mimo-l2o``)."""
     from mimo_l2o.config import register_configs
@@ -73,9 +79,6 @@ def main() -> None:
 
     # Let errors reach us whole, so bad input is reported in one line with exit code 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    # A terminated job (Ctrl-C, kill, a cluster's time limit) unwinds like Ctrl-C, so its MLflow
-    # run ends as KILLED instead of staying RUNNING.
-    signal.signal(signal.SIGTERM, _terminate)
     Plugins.instance().register(PluginSearchPath)
     try:
         register_configs()

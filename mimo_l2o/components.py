@@ -124,7 +124,8 @@ class Scenario:
     name: ClassVar[str]
     Config: ClassVar[type] = ScenarioConfig
     family: ClassVar[str] = POWER_CONTROL
-    tensors: ClassVar[tuple[str, ...]] = ()  # names of the tensors its networks carry
+    version: ClassVar[int] = 1  # bump when the same config would sample different networks
+    tensors: ClassVar[tuple[str, ...]] = ()  # tensors its networks carry (and the cache stores)
     provides: ClassVar[tuple[str, ...]] = ()  # learner inputs it can compute
 
     def __init__(self, config: Any):
@@ -155,13 +156,14 @@ class PrecoderConfig:
 class Precoder:
     """Turns sampled networks into the problem the optimizer sees.
 
-    ``expensive`` precoders (Monte-Carlo averages) have their problems cached on disk; cheap
+    ``expensive`` precoders (Monte-Carlo averages) have their problems cached on disk, chunked; cheap
     ones are recomputed from the cached networks.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type] = PrecoderConfig
     family: ClassVar[str] = POWER_CONTROL
+    version: ClassVar[int] = 1  # bump when the same config would give different problems
     expensive: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()  # network tensors it reads
 
@@ -231,6 +233,7 @@ class Solver:
     name: ClassVar[str]
     Config: ClassVar[type] = SolverConfig
     family: ClassVar[str] = POWER_CONTROL
+    version: ClassVar[int] = 1  # bump when the same config would give different decisions
     gives_labels: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...] | None] = None
 

@@ -145,12 +145,19 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` → the first GPU when one is present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    allowed = "allowed: auto, cpu, cuda, cuda:N"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError("device", f"unknown device '{name}'; allowed: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", f"'{name}' asked for but no GPU is available; use device=auto or cpu")
+        raise ConfigError("device", f"unknown device '{name}'; {allowed}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError("device", f"'{name}' is not supported; {allowed}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError("device", f"'{name}' asked for but no GPU is available; use device=auto or cpu")
+        if (device.index or 0) >= count:
+            raise ConfigError("device", f"'{name}' asked for but only {count} GPU(s) are present (cuda:0..)")
     return device
 
 
@@ -172,6 +179,10 @@ def validate(cfg: DictConfig) -> RunConfig:
         name = node.get("name")
         registry.all_registries()[group].get(name)  # unknown name → "unknown learner 'x'; available: ..."
         parts[group] = _to_object(node, group)
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(k for k in cfg.keys() if k not in known and k != "hydra")
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown key; allowed: {', '.join(sorted(known))}")
     rest = OmegaConf.masked_copy(cfg, [f.name for f in fields(RunConfig) if f.name not in GROUPS])
     try:
         merged = OmegaConf.merge(OmegaConf.structured(RunConfig), rest, {g: {} for g in GROUPS})

@@ -140,6 +140,18 @@ class PowerControlProblem:
                 kwargs[f.name] = fn_batched(value)
         return replace(self, **kwargs)
 
+    def batched_tensors(self) -> dict[str, Tensor]:
+        """The tensors with a sample dimension (everything but ``group`` and ``prelog``)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "group" and isinstance(getattr(self, f.name), Tensor)
+        }
+
+    def with_batched_tensors(self, tensors: dict[str, Tensor]) -> PowerControlProblem:
+        """The same problem structure (``group``, ``prelog``) with other batched tensors."""
+        return replace(self, **tensors)
+
     def __getitem__(self, index) -> PowerControlProblem:
         """A sub-batch (``index`` a slice, index tensor or boolean mask over the batch)."""
         return self._map(lambda t: t[index])

@@ -14,7 +14,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from mimo_l2o.components import Network, Objective, Precoder, Scenario, Solver
 from mimo_l2o.config import RunConfig, flatten, resolve_device, validate
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.evaluation import cdf_figure, close, time_per_sample_ms
-from mimo_l2o.learner import FeasiblePower, Learner, LearnerSpec, Policy
+from mimo_l2o.learner import Learner, LearnerSpec, Policy
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.tracking import Tracker, parent_run_id
 from mimo_l2o.training import fit
@@ -116,6 +118,11 @@ def build_parts(run: RunConfig) -> Parts:
             "learner.train.batch_size",
             f"{batch} is larger than the training set (data.num_train={run.data.num_train})",
         )
+    clash = [n for n in run.eval.baselines if n == v]
+    if clash:
+        raise ConfigError(
+            "eval.baselines", f"'{v}' is the reference solver (solver={v}); list only other solvers"
+        )
     baselines = {
         name: registry.SOLVERS.build(registry.SOLVERS.get(name).Config(name=name))
         for name in run.eval.baselines
@@ -134,14 +141,21 @@ class Data:
         self.keys: dict[str, str] = {}
         self.sizes = {"train": run.data.num_train, "val": run.data.num_val, "test": run.data.num_test}
         self._networks: dict[str, Network] = {}
+        self._problems: dict[str, PowerControlProblem] = {}
 
     def network_spec(self, split: str) -> dict[str, Any]:
         return {
             "stage": "network",
             "scenario": self.run.scenario,
+            "scenario_version": self.parts.scenario.version,
             "split": split,
             "num_samples": self.sizes[split],
         }
+
+    def _stored(self, net: Network) -> Network:
+        """What the cache keeps of sampled networks: the scenario's declared tensors, in float32."""
+        kept = {k: v for k, v in net.tensors.items() if k in self.parts.scenario.tensors}
+        return Network(kept, net.params).to(dtype=STORAGE_DTYPE)
 
     def network(self, split: str) -> Network:
         """Stage *sample*: the split's networks (CPU, stored as float32)."""
@@ -153,7 +167,7 @@ class Data:
                 # fixed per-sample blocks), with float64 only one chunk at a time
                 gen, size = generator(seed, "network", split), self.run.data.chunk_size
                 chunks = [
-                    self.parts.scenario.sample(min(size, n - start), gen).to(dtype=STORAGE_DTYPE)
+                    self._stored(self.parts.scenario.sample(min(size, n - start), gen))
                     for start in range(0, n, size)
                 ]
                 return Network.cat(chunks).state()
@@ -164,11 +178,40 @@ class Data:
         return self._networks[split]
 
     def problem(self, split: str, index: slice | None = None) -> PowerControlProblem:
-        """The precoder's problems for (a slice of) a split, float64 on the run's device."""
+        """The precoder's problems for (a slice of) a split, float64 on the run's device.
+
+        Cheap precoders run on the cached networks each time; the problems of ``expensive`` ones
+        (Monte-Carlo averages) are computed once, chunk by chunk, and cached.
+        """
+        if self.parts.precoder.expensive:
+            problems = self._cached_problems(split)
+            return (problems if index is None else problems[index]).to(self.device)
         net = self.network(split)
         if index is not None:
             net = net.select(index)
         return self.parts.precoder(net.to(self.device, torch.float64))
+
+    def _cached_problems(self, split: str) -> PowerControlProblem:
+        if split not in self._problems:
+            precoder, net = self.parts.precoder, self.network(split)
+            spec = {
+                "stage": "problem",
+                "network": self.network_spec(split),
+                "precoder": self.run.precoder,
+                "precoder_version": precoder.version,
+            }
+
+            def chunk(start: int, stop: int) -> dict[str, Tensor]:
+                problem = precoder(net.select(slice(start, stop)).to(self.device, torch.float64))
+                return {k: v.cpu() for k, v in problem.batched_tensors().items()}
+
+            value, key = self.cache.chunked(
+                f"problems/{precoder.name}", spec, len(net), self.run.data.chunk_size, chunk, self.progress
+            )
+            self.keys[f"problem.{split}"] = key
+            template = precoder(net.select(slice(0, 1)).to(dtype=torch.float64))
+            self._problems[split] = template.with_batched_tensors(value)
+        return self._problems[split]
 
     def labels(self, split: str) -> Tensor:
         """Stage *label*: the solver's decisions for a split (float64, CPU), chunked and resumable."""
@@ -178,8 +221,10 @@ class Data:
             "stage": "labels",
             "network": self.network_spec(split),
             "precoder": self.run.precoder,
+            "precoder_version": self.parts.precoder.version,
             "objective": self.run.objective,
             "solver": self.run.solver,
+            "solver_version": self.parts.solver.version,
         }
 
         def chunk(start: int, stop: int) -> dict[str, Tensor]:
@@ -216,8 +261,16 @@ def _mean_objective(objective: Objective, problem: PowerControlProblem, decision
     return objective(problem, decision.to(problem.dtype)).mean()
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def run_experiment(cfg: DictConfig) -> float:
     """Run one job from its composed config; returns ``test/objective_ratio``."""
+    if threading.current_thread() is threading.main_thread():
+        # A terminated job (kill, a cluster's time limit; also in launcher worker processes)
+        # unwinds like Ctrl-C, so its MLflow run ends as KILLED instead of staying RUNNING.
+        signal.signal(signal.SIGTERM, _terminate)
     run = validate(cfg)
     parts = build_parts(run)
     device = resolve_device(run.device)
@@ -276,7 +329,7 @@ def _run(
 
     def val_objective_ratio(trained) -> float:
         with torch.no_grad():
-            decision = finalize(trained(val_inputs))
+            decision = val_problem.project(finalize(trained(val_inputs)).to(torch.float64))
         return float(_mean_objective(objective, val_problem, decision) / val_reference)
 
     summary = fit(
@@ -337,7 +390,12 @@ def evaluate(
     model.eval()
     with torch.no_grad():
         raw = model(inputs)
-        decision = finalize(raw).to(torch.float64)
+        final = finalize(raw)
+        # the learner's own decision against the budgets in its own precision ...
+        violation = float(problem.to(dtype=final.dtype).constraint_violation(final).max())
+        # ... then evaluated in float64, where float32 budgets may exceed the true ones by a rounding
+        # (float32(0.1) > 0.1): the projection only removes that rounding
+        decision = problem.project(final.to(torch.float64))
         per_sample = {
             learner.name: objective(problem, decision),
             solver.name: objective(problem, solver_decisions.to(device)),
@@ -350,14 +408,12 @@ def evaluate(
             "test/objective_learner": mean[learner.name],
             "test/objective_solver": mean[solver.name],
             "test/objective_ratio": mean[learner.name] / mean[solver.name],
-            "test/constraint_violation": float(problem.constraint_violation(decision).max()),
+            "test/constraint_violation": violation,
         }
         for name in parts.baselines:
             metrics[f"test/objective_{name}"] = mean[name]
         if learner.reports_raw:
-            raw_feasible = (
-                FeasiblePower(learner.spec.group, learner.spec.budget).to(device)(raw).to(torch.float64)
-            )
+            raw_feasible = problem.project(raw.to(torch.float64))
             metrics["test/objective_ratio_raw"] = (
                 float(objective(problem, raw_feasible).mean()) / mean[solver.name]
             )

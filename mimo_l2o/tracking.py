@@ -171,11 +171,20 @@ def parent_run_id() -> str | None:
 
 
 def close_open_parent(status: str) -> None:
-    """Terminate the parent run this process opened, if any (a sweep that raised)."""
+    """Terminate the parent run this process opened, if any, and any child of it still RUNNING
+    (a worker process that was killed or aborted cannot end its own run)."""
     run_id = _open_parent.pop("run_id", None)
-    if run_id:
-        with store_lock():
-            _mlflow().MlflowClient().set_terminated(run_id, status)
+    if not run_id:
+        return
+    client = _mlflow().MlflowClient()
+    with store_lock():
+        experiment_id = client.get_run(run_id).info.experiment_id
+        running = f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
+        children = client.search_runs([experiment_id], filter_string=running)
+        for child in children:
+            client.set_tag(child.info.run_id, "failure_reason", "the sweep stopped before this job finished")
+            client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(run_id, status)
 
 
 class SweepCallback(Callback):
@@ -190,12 +199,13 @@ class SweepCallback(Callback):
 
         from mimo_l2o.config import validate
         from mimo_l2o.errors import one_line
+        from mimo_l2o.runner import build_parts
 
         # Hydra turns a callback's exceptions into warnings and goes on, so bad input anywhere in
         # the sweep leaves here through SystemExit, before any job or run starts.
         try:
             for job_cfg in _sweep_job_configs(config):
-                validate(job_cfg)
+                build_parts(validate(job_cfg))
         except Exception as err:
             message = one_line(err)
             if message is None:

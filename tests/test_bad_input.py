@@ -33,6 +33,7 @@ CASES = {
     "supervised learner, solver without labels": (["solver=random"], ["solver", "labels", "wmmse"]),
     "bad optimizer choice": (["learner.train.optimizer=adamw"], ["learner.train.optimizer", "adamw"]),
     "bad device": (["device=tpu"], ["device", "tpu"]),
+    "unsupported device": (["device=meta"], ["device", "meta", "allowed"]),
 }
 
 
@@ -70,6 +71,23 @@ def test_bad_value_anywhere_in_a_sweep_fails_before_any_job(workdir):
     proc = run_app("-m", "scenario.num_users=4,0", *TINY, cwd=workdir)
     _check(proc, ["scenario.num_users", ">= 1"], workdir)
     assert _runs(workdir / "mlflow.db") == []
+
+
+def test_impossible_combination_anywhere_in_a_sweep_fails_before_any_job(workdir):
+    tiny = [o for o in TINY if not o.startswith(("data.num_train", "learner.train.batch_size"))]
+    proc = run_app("-m", "data.num_train=1000", "learner.train.batch_size=200,2000", *tiny, cwd=workdir)
+    _check(proc, ["learner.train.batch_size", "2000"], workdir)
+    assert _runs(workdir / "mlflow.db") == []
+
+
+def test_unknown_top_level_key_is_refused(workdir):
+    proc = run_app("+seeed=3", *TINY, cwd=workdir)
+    _check(proc, ["seeed", "unknown key", "seed"], workdir)
+
+
+def test_the_reference_solver_as_a_baseline_is_refused(workdir):
+    proc = run_app("eval.baselines=[max_power,wmmse]", *TINY, cwd=workdir)
+    _check(proc, ["eval.baselines", "wmmse"], workdir)
 
 
 def _fake_plugin(root):

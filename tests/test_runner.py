@@ -73,3 +73,37 @@ def test_learner_input_the_scenario_lacks_is_refused():
             build_parts(run)
     finally:
         del LEARNERS._classes["position_test"]
+
+
+def test_problems_of_an_expensive_precoder_are_cached(tmp_path):
+    """An ``expensive`` precoder runs once per sample; its cached problems equal direct ones."""
+    from mimo_l2o.precoders.none import NoPrecoder
+
+    calls = []
+
+    class CountingPrecoder(NoPrecoder):
+        expensive = True
+
+        def __call__(self, network):
+            calls.append(len(network))
+            return super().__call__(network)
+
+    run = _run_config(
+        "data.num_train=40", "data.num_val=30", "data.chunk_size=16", "learner.train.batch_size=8"
+    )
+    parts = build_parts(run)
+    parts.precoder = CountingPrecoder(run.precoder)
+    data = Data(run, parts, Cache(tmp_path), torch.device("cpu"), progress=False)
+    whole = data.problem("val")
+    part = data.problem("val", slice(5, 12))
+    direct = NoPrecoder(run.precoder)(data.network("val").to(dtype=torch.float64))
+    for name, tensor in direct.batched_tensors().items():
+        torch.testing.assert_close(getattr(whole, name), tensor, rtol=0, atol=0)
+        torch.testing.assert_close(getattr(part, name), tensor[5:12], rtol=0, atol=0)
+    assert torch.equal(whole.group, direct.group)
+    assert sum(c for c in calls if c > 1) == 30  # chunks 16 + 14, then only 1-sample templates
+    assert "problem.val" in data.keys
+    again = Data(run, parts, Cache(tmp_path), torch.device("cpu"), progress=False)
+    calls.clear()
+    again.problem("val")
+    assert all(c == 1 for c in calls)  # reused from the cache

@@ -182,7 +182,8 @@ class IMAC(Scenario):
             """``min_distance`` with ``None`` resolved to ``0.2 · 2R/√3`` (metres)."""
             return 0.2 * self.hex_radius if self.min_distance is None else float(self.min_distance)
 
-    tensors = ("bs_gains", "user_positions", "distances")
+    # stored in the cache; ``distances`` (as large as ``bs_gains``) is returned for inspection only
+    tensors = ("bs_gains", "user_positions")
     provides = ("channel_magnitudes",)
 
     def bs_positions(self) -> Tensor:
