@@ -1,0 +1,39 @@
+"""Fairness objectives of Sanguinetti, Zappone & Debbah (2018): max-min SE (eq. 12) and max product
+SINR (eq. 13)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from mimo_l2o.components import Objective
+from mimo_l2o.objectives.sum_rate import user_rates
+from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.registry import OBJECTIVES
+
+
+@OBJECTIVES.register("max_min")
+class MaxMin(Objective):
+    """Smallest user SE, ``min_u prelog · log2(1 + SINR_u)`` in bit/s/Hz (eq. 12), per sample ``[batch]``.
+
+    Unweighted (``problem.weights`` is ignored), as in the paper; differentiable (a subgradient at ties).
+    """
+
+    label = "min SE [bit/s/Hz]"
+
+    def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        return user_rates(problem, decision).amin(dim=1)
+
+
+@OBJECTIVES.register("max_prod")
+class MaxProd(Objective):
+    """Geometric-mean SINR ``(Π_u SINR_u)^(1/U) = exp(mean_u log SINR_u)``, per sample ``[batch]``.
+
+    Eq. (13) maximizes ``Π_u SINR_u``; its ``U``-th root has the same maximizers and stays positive and
+    finite (the product of many SINRs under- or overflows). Unweighted (``problem.weights`` is ignored);
+    differentiable.
+    """
+
+    label = "geometric-mean SINR"
+
+    def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        return problem.sinr(decision).log().mean(dim=1).exp()
