@@ -1,0 +1,235 @@
+"""Cellular massive MIMO with spatially correlated channels (Sanguinetti et al. 2018, Section II).
+
+``L`` square cells on a ``√L × √L`` grid (side ``cell_side``), one BS with ``M`` antennas (half-wavelength
+ULA) at the centre of each, ``K`` single-antenna UEs uniform in each cell at least ``min_distance`` from
+their own BS. Distances wrap around (the whole area is a torus), the path loss is the 3GPP-like
+``−35.3 − 37.6 log10(d / 1 m)`` dB of Björnson et al. (2017), and the channel of UE ``k`` of cell ``l`` at
+BS ``j`` is ``h ~ CN(0, R_{j,lk})`` with ``R`` from the local scattering model with a Gaussian angular
+distribution (small-angle closed form).
+
+Sampling draws only uniforms, one fixed block per sample in sample order, so the first ``n`` samples of
+a larger batch drawn from the same seed are the same ``n`` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mimo_l2o.components import Network, Scenario, ScenarioConfig
+from mimo_l2o.errors import require
+from mimo_l2o.registry import SCENARIOS
+from mimo_l2o.scenarios.imac import standard_normal_from_uniform
+
+# candidate points drawn per UE; the first at >= min_distance from the own BS is kept. The valid
+# fraction of a cell is at least 1 − π/4, so all 64 miss with probability <= 0.785^64 ≈ 2e-7 (then the
+# last candidate is pushed radially out to min_distance).
+CANDIDATES = 64
+
+
+def local_scattering_correlation(beta: Tensor, theta: Tensor, num_antennas: int, asd: float) -> Tensor:
+    """Correlation matrices of the local scattering model, Gaussian angles, small-angle closed form.
+
+    ``[R]_{m,n} = β exp(j 2π d sinθ (n − m)) exp(−(σ²/2) (2π d cosθ (n − m))²)`` with ``d = 1/2``: the
+    Hermitian Toeplitz matrix whose first row is ``[R]_{1,n}`` (Björnson et al. 2017,
+    ``functionRlocalscattering``).
+
+    Parameters
+    ----------
+    beta, theta : Tensor ``[...]``
+        Large-scale gains (linear) and nominal angles (radians), float64.
+    num_antennas : int
+        M.
+    asd : float
+        Angular standard deviation σ in radians.
+
+    Returns
+    -------
+    Tensor ``[..., M, M]`` complex128.
+    """
+    m = torch.arange(num_antennas, dtype=torch.float64, device=beta.device)
+    lag = m[None, :] - m[:, None]  # n − m
+    th = theta[..., None, None]
+    phase = 2 * math.pi * 0.5 * torch.sin(th) * lag
+    spread = torch.exp(-(asd**2) / 2 * (2 * math.pi * 0.5 * torch.cos(th) * lag) ** 2)
+    return torch.polar(beta[..., None, None] * spread, phase)
+
+
+@SCENARIOS.register("cellular")
+class Cellular(Scenario):
+    """Multi-cell massive MIMO: UE positions, large-scale gains and spatial correlation matrices.
+
+    Network tensors (``n`` samples, CPU); UE ``k`` of cell ``l`` is user ``l·K + k``:
+
+    - ``user_positions [n, L, K, 2]``: (x, y) in metres, in ``[0, √L·cell_side)²`` (float64).
+    - ``beta [n, L, L, K]``: ``beta[b, j, l, k]`` large-scale gain from UE ``k`` of cell ``l`` to BS
+      ``j`` (linear, float64), with wrap-around.
+    - ``R [n, L, L, K, M, M]``: the correlation matrices ``R_{j,lk}`` (complex128, trace ``M·β``). Large:
+      ``16·L²·K·M²`` bytes a sample, 1.3 MB for the defaults (L=4, K=5, M=32) and 12.8 MB for the
+      paper's M = 100.
+
+    Params: ``pilot_power``, ``noise_power``, ``p_max`` (W, per BS), ``coherence``, ``num_cells``,
+    ``num_users`` (per cell), ``num_antennas``, ``cell_side`` (m).
+    """
+
+    @dataclass
+    class Config(ScenarioConfig):
+        """Cellular massive MIMO of Sanguinetti et al. (2018), Table I.
+
+        Parameters
+        ----------
+        name : str
+            Registry key, ``cellular``.
+        num_users : int
+            UEs per cell K (5); also the number of pilots τ_p (reuse 1), so ``<= coherence``.
+        p_max : float
+            Downlink power budget of each BS in W (K · 100 mW = 0.5 W).
+        noise_power : float
+            Noise power σ² in W (−94 dBm).
+        seed : int
+            Seed of the data.
+        num_cells : int
+            Number of cells L, a perfect square (4).
+        num_antennas : int
+            BS antennas M (32; the paper uses 100).
+        cell_side : float
+            Side of each square cell in metres (500: a 1 km × 1 km area for L = 4).
+        min_distance : float
+            Minimum UE–BS distance in metres, ``0 <= min_distance < cell_side / 2`` (35).
+        shadowing_db : float
+            Standard deviation of log-normal shadowing in dB (0: the paper uses none).
+        asd_deg : float
+            Angular standard deviation of the local scattering model in degrees (10), > 0.
+        coherence : int
+            Samples per coherence block τ_c (200).
+        pilot_power : float
+            Uplink pilot (and data) power per UE in W (100 mW).
+        """
+
+        name: str = "cellular"
+        num_users: int = 5
+        p_max: float = 0.5
+        noise_power: float = 10 ** ((-94 - 30) / 10)
+        seed: int = 0
+        num_cells: int = 4
+        num_antennas: int = 32
+        cell_side: float = 500.0
+        min_distance: float = 35.0
+        shadowing_db: float = 0.0
+        asd_deg: float = 10.0
+        coherence: int = 200
+        pilot_power: float = 0.1
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            require(self.num_cells >= 1, "num_cells", f"must be an integer >= 1, got {self.num_cells}")
+            root = math.isqrt(self.num_cells)
+            require(
+                root * root == self.num_cells,
+                "num_cells",
+                f"must be a perfect square (cells on a grid), got {self.num_cells}",
+            )
+            require(self.num_antennas >= 1, "num_antennas", f"must be >= 1, got {self.num_antennas}")
+            require(
+                self.num_users <= self.coherence,
+                "num_users",
+                f"must be <= coherence={self.coherence} (one pilot per UE), got {self.num_users}",
+            )
+            require(self.cell_side > 0, "cell_side", f"must be > 0 (metres), got {self.cell_side}")
+            require(
+                0 <= self.min_distance < self.cell_side / 2,
+                "min_distance",
+                f"must be in [0, cell_side/2 = {self.cell_side / 2:g}) metres, got {self.min_distance}",
+            )
+            require(self.shadowing_db >= 0, "shadowing_db", f"must be >= 0 (dB), got {self.shadowing_db}")
+            require(self.asd_deg > 0, "asd_deg", f"must be > 0 (degrees), got {self.asd_deg}")
+            require(
+                0 < self.pilot_power < math.inf,
+                "pilot_power",
+                f"must be > 0 and finite (W), got {self.pilot_power}",
+            )
+
+        @property
+        def grid(self) -> int:
+            """Cells per side of the grid, √L."""
+            return math.isqrt(self.num_cells)
+
+        @property
+        def area_side(self) -> float:
+            """Side of the whole (wrapped) area, √L · cell_side (metres)."""
+            return self.grid * self.cell_side
+
+    tensors = ("user_positions", "beta", "R")
+    provides = ("user_positions",)
+
+    def bs_positions(self) -> Tensor:
+        """``[L, 2]`` BS positions (cell centres) in metres; cell ``l`` is row ``l // √L``, column
+        ``l % √L``."""
+        cfg = self.config
+        idx = torch.arange(cfg.num_cells)
+        col, row = idx % cfg.grid, idx // cfg.grid
+        return cfg.cell_side * (torch.stack([col, row], dim=1).to(torch.float64) + 0.5)
+
+    def wrapped_offsets(self, user_positions: Tensor) -> Tensor:
+        """``[n, L(BS), L, K, 2]``: UE position minus BS position, the shortest of the 9 wrapped copies."""
+        a = self.config.area_side
+        diff = user_positions[:, None] - self.bs_positions()[None, :, None, None, :]  # [n, L, L, K, 2]
+        shift = torch.tensor([-a, 0.0, a], dtype=torch.float64)
+        shifts = torch.cartesian_prod(shift, shift)  # [9, 2]
+        copies = diff[..., None, :] + shifts  # [n, L, L, K, 9, 2]
+        best = torch.linalg.vector_norm(copies, dim=-1).argmin(dim=-1)  # [n, L, L, K]
+        return torch.gather(copies, -2, best[..., None, None].expand(*best.shape, 1, 2)).squeeze(-2)
+
+    def sample(self, num_samples: int, generator: torch.Generator) -> Network:
+        """Draw ``num_samples`` networks from ``generator`` (a CPU generator); see the class docstring."""
+        cfg = self.config
+        n, nc, k, s = num_samples, cfg.num_cells, cfg.num_users, cfg.cell_side
+        bs = self.bs_positions()
+
+        # one block of uniforms per sample: candidate points (2·C per UE), then shadowing (2·L·L·K)
+        u = torch.rand(n, 2 * CANDIDATES * nc * k + 2 * nc * nc * k, generator=generator, dtype=torch.float64)
+        u_pos, u_sh1, u_sh2 = u.split([2 * CANDIDATES * nc * k, nc * nc * k, nc * nc * k], dim=1)
+        offsets = s * (u_pos.view(n, nc, k, CANDIDATES, 2) - 0.5)  # relative to the own BS
+        radius = torch.linalg.vector_norm(offsets, dim=-1)  # [n, L, K, C]
+        valid = radius >= cfg.min_distance
+        first = torch.where(valid.any(-1), valid.to(torch.int8).argmax(-1), CANDIDATES - 1)
+        chosen = torch.gather(offsets, 3, first[..., None, None].expand(n, nc, k, 1, 2)).squeeze(3)
+        r = torch.linalg.vector_norm(chosen, dim=-1, keepdim=True)
+        chosen = torch.where(r < cfg.min_distance, chosen * (cfg.min_distance / r.clamp_min(1e-300)), chosen)
+        user_positions = bs[None, :, None, :] + chosen  # [n, L, K, 2]
+
+        offset = self.wrapped_offsets(user_positions)  # [n, L(BS), L, K, 2]
+        distance = torch.linalg.vector_norm(offset, dim=-1)
+        theta = torch.atan2(offset[..., 1], offset[..., 0])
+        shadow_db = cfg.shadowing_db * standard_normal_from_uniform(u_sh1, u_sh2).view(n, nc, nc, k)
+        # in the log domain (exp/log give the same bits whatever the batch size)
+        log_beta = (-35.3 + shadow_db) * (math.log(10) / 10) - 3.76 * torch.log(distance)
+        beta = torch.exp(log_beta)
+        R = local_scattering_correlation(beta, theta, cfg.num_antennas, math.radians(cfg.asd_deg))
+
+        return Network(
+            tensors={"user_positions": user_positions, "beta": beta, "R": R},
+            params={
+                "pilot_power": float(cfg.pilot_power),
+                "noise_power": float(cfg.noise_power),
+                "p_max": float(cfg.p_max),
+                "coherence": int(cfg.coherence),
+                "num_cells": int(nc),
+                "num_users": int(k),
+                "num_antennas": int(cfg.num_antennas),
+                "cell_side": float(s),
+            },
+        )
+
+    def features(self, network: Network, name: str) -> Tensor:
+        """Learner inputs.
+
+        ``user_positions``: the 2KL UE coordinates divided by the area side, ``[n, L·K·2]`` in
+        ``[0, 1)`` (Sanguinetti et al. 2018, Section IV).
+        """
+        if name == "user_positions":
+            return network["user_positions"].flatten(1) / self.config.area_side
+        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")

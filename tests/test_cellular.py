@@ -1,0 +1,182 @@
+"""Cellular massive MIMO (Sanguinetti et al. 2018, Section II): geometry, correlation matrices, MMSE
+estimation and the MR / M-MMSE hardening-bound gains."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+
+import pytest
+import torch
+
+from mimo_l2o.components import Network
+from mimo_l2o.errors import ConfigError
+from mimo_l2o.registry import PRECODERS, SCENARIOS
+
+# module → (registry, names it registers)
+MODULES = {
+    "mimo_l2o.scenarios.cellular": (SCENARIOS, ("cellular",)),
+    "mimo_l2o.precoders.massive_mimo": (PRECODERS, ("mr", "mmmse", "rzf")),
+}
+
+
+@pytest.fixture(scope="module")
+def mods():
+    """The two modules, imported here rather than at collection: until conf/ has their YAML files,
+    their registrations would break the registry-equals-YAML test of other files in this process."""
+    fresh = [m for m in MODULES if m not in sys.modules]
+    cellular, massive = (importlib.import_module(m) for m in MODULES)
+    yield cellular, massive
+    for module in fresh:  # leave the registries as this file found them
+        registry, names = MODULES[module]
+        for name in names:
+            registry._classes.pop(name, None)
+        sys.modules.pop(module, None)
+
+
+def small(mods, **kw):
+    cellular, _ = mods
+    cfg = cellular.Cellular.Config(**{"num_antennas": 8, "num_users": 3, **kw})
+    return cellular.Cellular(cfg)
+
+
+def test_correlation_hermitian_psd_toeplitz_with_diagonal_beta(mods):
+    scenario = small(mods, num_antennas=12)
+    net = scenario.sample(3, torch.Generator().manual_seed(1))
+    R, beta = net["R"], net["beta"]
+    assert R.shape == (3, 4, 4, 3, 12, 12) and R.dtype == torch.complex128
+    torch.testing.assert_close(R, R.mH, rtol=0, atol=0)
+    diagonal = R.diagonal(dim1=-2, dim2=-1)
+    torch.testing.assert_close(diagonal.real, beta[..., None].expand(*beta.shape, 12), rtol=1e-12, atol=0)
+    assert (diagonal.imag == 0).all()
+    assert torch.equal(R[..., 1:, 1:], R[..., :-1, :-1])  # Toeplitz
+    eig = torch.linalg.eigvalsh(R)
+    assert (eig >= -1e-12 * beta[..., None]).all()
+
+
+def test_first_n_of_2n_samples_are_the_n_samples(mods):
+    scenario = small(mods, shadowing_db=4.0)
+    a = scenario.sample(3, torch.Generator().manual_seed(5))
+    b = scenario.sample(6, torch.Generator().manual_seed(5))
+    for key in a.tensors:
+        torch.testing.assert_close(a[key], b[key][:3], rtol=0, atol=0)
+
+
+def test_geometry_wraparound_and_min_distance(mods):
+    scenario = small(mods, num_cells=9, min_distance=200.0)
+    cfg = scenario.config
+    net = scenario.sample(50, torch.Generator().manual_seed(2))
+    pos, bs = net["user_positions"], scenario.bs_positions()
+    # each UE in its own square, at >= min_distance from its BS
+    off = pos - bs[None, :, None, :]
+    assert (off.abs() <= cfg.cell_side / 2).all()
+    assert (torch.linalg.vector_norm(off, dim=-1) >= cfg.min_distance - 1e-9).all()
+    plain = torch.linalg.vector_norm(pos[:, None] - bs[None, :, None, None, :], dim=-1)  # [n, BS, L, K]
+    wrapped = torch.linalg.vector_norm(scenario.wrapped_offsets(pos), dim=-1)
+    assert (wrapped <= plain + 1e-9).all()
+    assert (wrapped <= cfg.area_side / math.sqrt(2) + 1e-9).all()
+    own = torch.arange(9)
+    torch.testing.assert_close(wrapped[:, own, own], plain[:, own, own])
+    gain_db = -35.3 - 37.6 * torch.log10(wrapped)
+    torch.testing.assert_close(10 * torch.log10(net["beta"]), gain_db)
+    feats = scenario.features(net, "user_positions")
+    assert feats.shape == (50, 9 * 3 * 2) and (feats >= 0).all() and (feats < 1).all()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"num_antennas": 0},
+        {"num_users": 201},
+        {"num_cells": 3},
+        {"asd_deg": 0.0},
+        {"min_distance": 250.0},
+        {"p_max": 0.0},
+    ],
+)
+def test_config_checks(mods, kw):
+    cellular, _ = mods
+    with pytest.raises(ConfigError):
+        cellular.Cellular.Config(**kw)
+
+
+def test_precoder_config_check(mods):
+    _, massive = mods
+    with pytest.raises(ConfigError):
+        massive.MR.Config(num_realizations=0)
+
+
+def test_mmse_estimate_and_error_uncorrelated_covariances_add(mods):
+    _, massive = mods
+    net = small(mods, num_antennas=6, num_users=2).sample(1, torch.Generator().manual_seed(3))
+    R = net["R"]
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    w, noise = massive.draw_normals(1, n, 4, 2, 6, g)
+    H = massive.draw_channels(R, w)
+    est, Phi = massive.mmse_estimates(R, H, noise, net.params["pilot_power"], net.params["noise_power"])
+    err = H - est
+
+    def cov(x, y):  # sample E{x yᴴ}: [L, L, K, M, M]
+        return torch.einsum("nljkm,nljki->ljkmi", x[0], y[0].conj()) / n
+
+    scale = R.diagonal(dim1=-2, dim2=-1).real[0]  # [L, L, K, M]
+    tol = 6 * (scale[..., :, None] * scale[..., None, :]).sqrt() / math.sqrt(n)
+    assert ((cov(est, est) - Phi[0]).abs() <= tol).all()
+    assert ((cov(err, err) - (R - Phi)[0]).abs() <= tol).all()
+    assert (cov(est, err).abs() <= tol).all()
+    torch.testing.assert_close(cov(H, H), R[0], rtol=0, atol=float(tol.max()))
+
+
+def test_mr_single_user_closed_form(mods):
+    """L = K = 1 and R = βI: ĥ ~ CN(0, φI), φ = β²/(β + σ²/p), so a = φ (Γ(M+½)/Γ(M))² and
+    b = E|wᴴh|² = Mφ + β − φ; tolerances are 6 standard errors of the Monte-Carlo means."""
+    _, massive = mods
+    m, beta, p, sigma2, n = 8, 2.0, 1.0, 1.0, 20000
+    R = (beta * torch.eye(m, dtype=torch.complex128)).expand(1, 1, 1, 1, m, m).clone()
+    params = {"pilot_power": p, "noise_power": sigma2, "p_max": 1.0, "coherence": 10}
+    net = Network({"R": R}, params)
+    problem = massive.MR(massive.MR.Config(name="mr", num_realizations=n))(net)
+    phi = beta**2 / (beta + sigma2 / p)
+    ratio = math.exp(math.lgamma(m + 0.5) - math.lgamma(m))  # E‖ĥ‖ / √φ
+    a_true = phi * ratio**2
+    a = problem.signal_gain[0, 0, 0].item()
+    se_norm = math.sqrt(phi * (m - ratio**2) / n)  # std error of the mean of ‖ĥ‖
+    assert abs(math.sqrt(a) - math.sqrt(a_true)) <= 6 * se_norm
+    s = beta - phi
+    b_true = m * phi + s
+    var_b = phi**2 * m + 2 * m * phi * s + s**2
+    b = problem.interference_gain[0, 0, 0].item() + a  # the precoder took a off the diagonal
+    assert abs(b - b_true) <= 6 * math.sqrt(var_b / n)
+    assert problem.prelog == pytest.approx(0.9)
+    assert problem.budget.tolist() == [[1.0]] and problem.noise.tolist() == [[1.0]]
+
+
+def test_mmmse_beats_mr_and_problem_shape(mods):
+    _, massive = mods
+    scenario = small(mods, num_antennas=16, num_users=3)
+    net = scenario.sample(3, torch.Generator().manual_seed(4))
+    se = {}
+    for cls in (massive.MR, massive.RZF, massive.MMMSE):
+        problem = cls(cls.Config(name=cls.name, num_realizations=200))(net)
+        assert problem.signal_gain.shape == (3, 12, 12) and problem.interference_gain.shape == (3, 12, 12)
+        assert (problem.interference_gain >= 0).all()
+        assert problem.group.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        assert problem.prelog == pytest.approx((200 - 3) / 200)
+        p = problem.full_power()
+        se[cls.name] = (problem.prelog * torch.log2(1 + problem.sinr(p))).mean(1)
+    assert (se["mmmse"] >= se["mr"]).all()
+    assert (se["mmmse"] >= se["rzf"]).all()
+
+
+def test_precoder_chunking_does_not_change_the_result(mods, monkeypatch):
+    _, massive = mods
+    net = small(mods).sample(3, torch.Generator().manual_seed(6))
+    pre = massive.MMMSE(massive.MMMSE.Config(name="mmmse", num_realizations=10))
+    whole = pre(net)
+    monkeypatch.setattr(massive, "CHUNK_BYTES", 1)
+    chunked = pre(net)
+    assert whole.signal_gain.abs().max() < 1e-6  # the gains are tiny: compare relatively
+    torch.testing.assert_close(whole.interference_gain, chunked.interference_gain, rtol=1e-9, atol=0)
+    torch.testing.assert_close(whole.signal_gain, chunked.signal_gain, rtol=1e-9, atol=0)
