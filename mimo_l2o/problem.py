@@ -21,8 +21,9 @@ from torch import Tensor
 
 
 def group_sum(p: Tensor, group: Tensor, num_groups: int) -> Tensor:
-    """Total power of each budget group: ``p [batch, num_vars]`` → ``[batch, num_groups]``."""
-    return p.new_zeros(p.shape[0], num_groups).index_add_(1, group.to(p.device), p)
+    """Total power of each budget group over the last dimension: ``p [..., num_vars]`` →
+    ``[..., num_groups]``."""
+    return p.new_zeros(*p.shape[:-1], num_groups).index_add_(p.dim() - 1, group.to(p.device), p)
 
 
 def even_split(budget: Tensor, group: Tensor) -> Tensor:
@@ -108,6 +109,23 @@ class PowerControlProblem:
     def sinr(self, p: Tensor) -> Tensor:
         """SINR of every user for powers ``p`` ``[batch, num_vars]``: ``[batch, num_users]``."""
         return self.signal(p) / (self.interference(p) + self.noise)
+
+    def direct_gain(self) -> Tensor:
+        """``a [batch, num_users]``: each user's gain from its own power variable.
+
+        For problems with one power variable per user whose ``signal_gain`` is diagonal (the
+        interference channel, cellular massive MIMO); raises ``ValueError`` for any other.
+        """
+        _, users, num_vars = self.signal_gain.shape
+        if users != num_vars:
+            raise ValueError(
+                f"needs one power variable per user (num_users == num_vars), got {users} users "
+                f"and {num_vars} variables"
+            )
+        a = self.signal_gain.diagonal(dim1=1, dim2=2)
+        if torch.count_nonzero(self.signal_gain) != torch.count_nonzero(a):
+            raise ValueError("needs a diagonal signal_gain (user k is served by variable k only)")
+        return a
 
     def group_power(self, p: Tensor) -> Tensor:
         """Total power of each budget group, ``[batch, num_groups]``."""

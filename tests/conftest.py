@@ -3,6 +3,7 @@ and dataset cache, and tiny sizes."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -39,6 +40,22 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MIMO_L2O_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path
+
+
+def import_unwired(modules: dict):
+    """Import modules whose parts have no YAML in ``conf/`` yet, and afterwards remove what they
+    registered, so that the registry-equals-YAML test of other files in this process still holds.
+
+    ``modules`` maps a module name to ``(registry, names it registers)``; a generator for a
+    module-scoped fixture: yields the imported modules in order.
+    """
+    fresh = [m for m in modules if m not in sys.modules]
+    yield tuple(importlib.import_module(m) for m in modules)
+    for module in fresh:  # leave the registries as the file found them
+        registry, names = modules[module]
+        for name in names:
+            registry._classes.pop(name, None)
+        sys.modules.pop(module, None)
 
 
 def run_app(

@@ -3,9 +3,7 @@ estimation and the MR / M-MMSE hardening-bound gains."""
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ import torch
 from mimo_l2o.components import Network
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.registry import PRECODERS, SCENARIOS
+from tests.conftest import import_unwired
 
 # module → (registry, names it registers)
 MODULES = {
@@ -23,16 +22,8 @@ MODULES = {
 
 @pytest.fixture(scope="module")
 def mods():
-    """The two modules, imported here rather than at collection: until conf/ has their YAML files,
-    their registrations would break the registry-equals-YAML test of other files in this process."""
-    fresh = [m for m in MODULES if m not in sys.modules]
-    cellular, massive = (importlib.import_module(m) for m in MODULES)
-    yield cellular, massive
-    for module in fresh:  # leave the registries as this file found them
-        registry, names = MODULES[module]
-        for name in names:
-            registry._classes.pop(name, None)
-        sys.modules.pop(module, None)
+    """The modules, imported here rather than at collection (see ``import_unwired``)."""
+    yield from import_unwired(MODULES)
 
 
 def small(mods, **kw):

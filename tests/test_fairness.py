@@ -3,15 +3,14 @@ against cvxpy references, their optimality conditions, and the objectives agains
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 
 import pytest
 import torch
 
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES, SOLVERS
+from tests.conftest import import_unwired
 
 # module → (registry, names it registers)
 MODULES = {
@@ -25,16 +24,8 @@ MODULES = {
 
 @pytest.fixture(scope="module")
 def fair():
-    """The two modules, imported here rather than at collection: until conf/ has their YAML files,
-    their registrations would break the registry-equals-YAML test of other files in this process."""
-    fresh = [m for m in MODULES if m not in sys.modules]
-    objectives, solvers = (importlib.import_module(m) for m in MODULES)
-    yield objectives, solvers
-    for module in fresh:  # leave the registries as this file found them
-        registry, names = MODULES[module]
-        for name in names:
-            registry._classes.pop(name, None)
-        sys.modules.pop(module, None)
+    """The modules, imported here rather than at collection (see ``import_unwired``)."""
+    yield from import_unwired(MODULES)
 
 
 def make_problem(batch: int = 20, cells: int = 4, users: int = 3, seed: int = 0) -> PowerControlProblem:
@@ -104,7 +95,7 @@ def test_max_min_pf_equals_cvxpy_bisection(fair, seed):
 def test_max_min_objective_is_min_rate(fair):
     objectives, solvers = fair
     problem = make_problem(batch=3)
-    p = solvers.EqualPower(solvers.EqualPowerConfig(name="equal")).solve(problem)
+    p = solvers.EqualPower(solvers.EqualPower.Config(name="equal")).solve(problem)
     got = objectives.MaxMin(None)(problem, p)
     for i in range(3):
         rates = [problem.prelog * math.log2(1 + hand_sinr(problem, p, i, k)) for k in range(12)]
@@ -147,10 +138,10 @@ def test_max_prod_newton_equals_cvxpy(fair):
 def test_equal_power_is_feasible_and_below_optima(fair):
     objectives, solvers = fair
     problem = make_problem(seed=6)
-    equal = solvers.EqualPower(solvers.EqualPowerConfig(name="equal")).solve(problem)
+    equal = solvers.EqualPower(solvers.EqualPower.Config(name="equal")).solve(problem)
     assert problem.constraint_violation(equal).max() <= 1e-12
     max_min, max_prod = objectives.MaxMin(None), objectives.MaxProd(None)
-    pf = solvers.MaxMinPF(solvers.MaxMinPFConfig(name="max_min_pf")).solve(problem, max_min)
+    pf = solvers.MaxMinPF(solvers.MaxMinPF.Config(name="max_min_pf")).solve(problem, max_min)
     newton = solvers.MaxProdNewton(solvers.MaxProdNewtonConfig(name="max_prod_newton"))
     prod = newton.solve(problem, max_prod)
     assert (max_min(problem, equal) <= max_min(problem, pf) * (1 + 1e-12)).all()

@@ -22,7 +22,7 @@ from torch import Tensor
 from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
-from mimo_l2o.scenarios.imac import standard_normal_from_uniform
+from mimo_l2o.scenarios.draws import standard_normal_from_uniform
 
 # candidate points drawn per UE; the first at >= min_distance from the own BS is kept. The valid
 # fraction of a cell is at least 1 − π/4, so all 64 miss with probability <= 0.785^64 ≈ 2e-7 (then the

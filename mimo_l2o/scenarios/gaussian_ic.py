@@ -18,17 +18,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.registry import SCENARIOS
-
-
-def exponential_from_uniform(u: Tensor) -> Tensor:
-    """``|h|²`` of ``h ~ CN(0, 1)``, i.e. an Exp(1) variate, by inversion of uniforms ``u ∈ [0, 1)``.
-
-    ``-ln(1 - u)`` is finite for every ``u`` that ``torch.rand`` can return, and ``1 - u`` is exact
-    for them. ``log`` rather than ``log1p``: torch's vectorized ``log1p`` (like ``pow`` with a
-    non-integer exponent) differs from its scalar tail loop in the last bit, so its result for a
-    given sample would depend on the batch size.
-    """
-    return -torch.log(1 - u)
+from mimo_l2o.scenarios.draws import exponential_from_uniform
 
 
 @SCENARIOS.register("gaussian_ic")

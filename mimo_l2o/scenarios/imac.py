@@ -32,7 +32,7 @@ from torch import Tensor
 from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
-from mimo_l2o.scenarios.gaussian_ic import exponential_from_uniform
+from mimo_l2o.scenarios.draws import exponential_from_uniform, standard_normal_from_uniform
 
 # Axial coordinates (q, r) of the six neighbours of a hexagonal lattice site, counter-clockwise
 # from angle 0; lattice vector of (q, r) is q·(1, 0) + r·(1/2, √3/2) in units of the BS spacing.
@@ -76,11 +76,6 @@ def hex_bs_positions(num_cells: int, spacing: float) -> Tensor:
     x = axial[:, 0] + 0.5 * axial[:, 1]
     y = (math.sqrt(3) / 2) * axial[:, 1]
     return spacing * torch.stack([x, y], dim=1)
-
-
-def standard_normal_from_uniform(u1: Tensor, u2: Tensor) -> Tensor:
-    """Standard normal variates from pairs of uniforms ``u ∈ [0, 1)`` (Box–Muller, cosine branch)."""
-    return torch.sqrt(-2 * torch.log(1 - u1)) * torch.cos(2 * math.pi * u2)
 
 
 @SCENARIOS.register("imac")

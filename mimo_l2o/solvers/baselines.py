@@ -8,26 +8,12 @@ which keeps both feasible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from omegaconf import MISSING
 from torch import Tensor
 
-from mimo_l2o.components import Objective, Solver, SolverConfig
+from mimo_l2o.components import Objective, Solver
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
-
-
-@dataclass
-class MaxPowerConfig(SolverConfig):
-    """Parameters
-    ----------
-    name : str
-        Registry key, ``max_power``.
-    """
-
-    name: str = MISSING
 
 
 @SOLVERS.register("max_power")
@@ -37,7 +23,6 @@ class MaxPower(Solver):
     ``p_k = P_max`` for the interference channel (one budget per user).
     """
 
-    Config = MaxPowerConfig
     gives_labels = False
     objectives = None
 
@@ -48,17 +33,6 @@ class MaxPower(Solver):
         return problem.full_power().to(problem.signal_gain)
 
 
-@dataclass
-class RandomPowerConfig(SolverConfig):
-    """Parameters
-    ----------
-    name : str
-        Registry key, ``random``.
-    """
-
-    name: str = MISSING
-
-
 @SOLVERS.register("random")
 class RandomPower(Solver):
     """Independent uniform powers: ``p_v = u_v · full_power_v`` with ``u_v ~ U(0, 1)``.
@@ -67,7 +41,6 @@ class RandomPower(Solver):
     draws up to its even share of the group's budget, so every group stays within budget.
     """
 
-    Config = RandomPowerConfig
     gives_labels = False
     objectives = None
 

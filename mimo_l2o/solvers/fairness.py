@@ -24,8 +24,9 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver, SolverConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problem import PowerControlProblem, group_sum
 from mimo_l2o.registry import SOLVERS
+from mimo_l2o.solvers.baselines import MaxPower
 
 
 def diagonal_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -34,25 +35,16 @@ def diagonal_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor,
     Raises ``ValueError`` unless every user has one power variable (``num_users == num_vars``) and
     ``signal_gain`` is diagonal with a positive diagonal.
     """
-    batch, users, num_vars = problem.signal_gain.shape
-    if users != num_vars:
-        raise ValueError(f"needs num_users == num_vars, got {users} users and {num_vars} variables")
-    signal = problem.signal_gain.to(torch.float64)
-    a = signal.diagonal(dim1=1, dim2=2)
-    if torch.count_nonzero(signal) != torch.count_nonzero(a) or not bool((a > 0).all()):
+    a = problem.direct_gain().to(torch.float64)
+    if not bool((a > 0).all()):
         raise ValueError("needs a diagonal signal_gain with a positive diagonal (user k served by p_k)")
     return (
         a,
         problem.interference_gain.to(torch.float64),
         problem.noise.to(torch.float64),
-        problem.group.to(signal.device),
-        problem.budget.to(signal),
+        problem.group.to(a.device),
+        problem.budget.to(a),
     )
-
-
-def _group_sum(p: Tensor, group: Tensor, num_groups: int) -> Tensor:
-    """Per-group sums over the last dimension: ``[..., n]`` → ``[..., G]``."""
-    return p.new_zeros(*p.shape[:-1], num_groups).index_add_(p.dim() - 1, group, p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +83,7 @@ def max_min_power(problem: PowerControlProblem) -> tuple[Tensor, Tensor]:
     t = 1.0 / rho
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
     p = t[:, None] * torch.linalg.solve(eye - t[:, None, None] * gmat, u)  # p* = t* (I − t* G)⁻¹ u
-    ratio = (_group_sum(p, group, num_groups) / budget).amax(dim=1)
+    ratio = (group_sum(p, group, num_groups) / budget).amax(dim=1)
     return p / ratio[:, None], t
 
 
@@ -137,22 +129,10 @@ def max_min_bisection_cvxpy(
     return best, (lo, hi)
 
 
-@dataclass
-class MaxMinPFConfig(SolverConfig):
-    """Parameters
-    ----------
-    name : str
-        Registry key, ``max_min_pf``.
-    """
-
-    name: str = MISSING
-
-
 @SOLVERS.register("max_min_pf")
 class MaxMinPF(Solver):
     """Exact max-min SE powers (eq. 12) by Perron-Frobenius, batched; see :func:`max_min_power`."""
 
-    Config = MaxMinPFConfig
     objectives = ("max_min",)
 
     def solve(
@@ -217,7 +197,7 @@ def _barrier_terms(
     """``Σ_g log(−h_g)`` with ``h_g = log Σ_{k∈g} e^{x_k} − log P_g``, its gradient and Hessian."""
     num_groups = log_budget.shape[1]
     p = x.exp()
-    total = _group_sum(p, group, num_groups)
+    total = group_sum(p, group, num_groups)
     h = total.log() - log_budget  # < 0 inside
     q = p / total[:, group]  # ∇h_g restricted to group g
     hk = h[:, group]
@@ -234,7 +214,7 @@ def _values(
     """``φ(x) + Σ_g log(−h_g) / t`` for ``x [b, s, n]`` (``-inf`` outside the budgets): ``[b, s]``."""
     p = x.exp()
     total = torch.einsum("bkj,bsj->bsk", interference, p) + noise[:, None, :]
-    h = _group_sum(p, group, log_budget.shape[1]).log() - log_budget[:, None, :]
+    h = group_sum(p, group, log_budget.shape[1]).log() - log_budget[:, None, :]
     value = x.sum(dim=2) - total.log().sum(dim=2) + inv_t * (-h).log().sum(dim=2)
     return value.masked_fill(~(h < 0).all(dim=2), -math.inf)
 
@@ -368,22 +348,10 @@ class MaxProdNewton(Solver):
         return max_prod_power(problem, tol=self.config.tol, max_iter=self.config.max_iter)
 
 
-@dataclass
-class MaxProdCvxpyConfig(SolverConfig):
-    """Parameters
-    ----------
-    name : str
-        Registry key, ``max_prod_cvxpy``.
-    """
-
-    name: str = MISSING
-
-
 @SOLVERS.register("max_prod_cvxpy")
 class MaxProdCvxpy(Solver):
     """Reference max product SINR (eq. 13) with cvxpy, one sample at a time (slow)."""
 
-    Config = MaxProdCvxpyConfig
     objectives = ("max_prod",)
 
     def solve(
@@ -398,27 +366,7 @@ class MaxProdCvxpy(Solver):
 # ---------------------------------------------------------------------------------------------
 # Baseline
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class EqualPowerConfig(SolverConfig):
-    """Parameters
-    ----------
-    name : str
-        Registry key, ``equal``.
-    """
-
-    name: str = MISSING
-
-
 @SOLVERS.register("equal")
-class EqualPower(Solver):
-    """Each group's budget split evenly over its users, ``p_jk = P_max / K`` (``problem.full_power()``)."""
-
-    Config = EqualPowerConfig
-    gives_labels = False
-    objectives = None
-
-    def solve(
-        self, problem: PowerControlProblem, objective: Objective | None = None, generator=None
-    ) -> Tensor:
-        """Powers ``[batch, n]`` in the problem's dtype and device."""
-        return problem.full_power().to(problem.signal_gain)
+class EqualPower(MaxPower):
+    """Each group's budget split evenly over its users, ``p_jk = P_max / K``: the max-power baseline
+    under the name the massive MIMO papers give it."""
