@@ -207,6 +207,12 @@ class Objective:
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor | None:
+        """Each user's spectral efficiency ``[batch, num_users]`` in bit/s/Hz, for the per-user
+        metrics (``test/mse_se``, ``test/se_mean_*``, ``test/se_p5_*``) and the per-user CDF figure;
+        ``None`` when the objective has no per-user rates."""
+        return None
+
 
 # ---------------------------------------------------------------------------------------------
 # Solver

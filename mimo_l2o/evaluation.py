@@ -4,7 +4,9 @@
 solver, of the mean objectives), ``test/objective_<baseline>``, ``test/time_learner_ms``,
 ``test/time_solver_ms`` (per sample, one batch on the same device after a warm-up, device
 synchronised, median of repeats), ``test/speedup`` (solver ÷ learner) and
-``test/constraint_violation`` (largest excess over any budget; 0).
+``test/constraint_violation`` (largest excess over any budget; 0). Objectives with per-user rates add
+``test/mse_se`` and per-scheme ``test/se_mean_<name>``, ``test/se_p5_<name>``
+(:func:`mimo_l2o.runner.per_user_metrics`).
 """
 
 from __future__ import annotations

@@ -352,7 +352,9 @@ def _run(
     )
 
     # evaluate
-    metrics, per_sample = evaluate(run, parts, data, learner, model, finalize, labels["test"], device)
+    metrics, per_sample, per_user = evaluate(
+        run, parts, data, learner, model, finalize, labels["test"], device
+    )
     metrics.update({f"train/{k}": float(v) for k, v in summary.items()})
     tracker.log_metrics(metrics)
     fig = cdf_figure(
@@ -362,6 +364,14 @@ def _run(
     )
     tracker.log_figure(fig, "cdf_objective.png")
     close(fig)
+    if per_user:
+        fig = cdf_figure(
+            {name: se.flatten() for name, se in per_user.items()},
+            "SE per user [bit/s/Hz]",
+            f"{run.scenario.name}, {run.objective.name}: {per_user[learner.name].numel()} users",
+        )
+        tracker.log_figure(fig, "cdf_se_per_user.png")
+        close(fig)
 
     # log the deployable policy
     if run.tracking.log_model:
@@ -382,8 +392,9 @@ def evaluate(
     finalize: torch.nn.Module,
     solver_decisions: Tensor,
     device: torch.device,
-) -> tuple[dict[str, float], dict[str, Tensor]]:
-    """The metric contract on the test set, and per-sample objectives for the CDF figure."""
+) -> tuple[dict[str, float], dict[str, Tensor], dict[str, Tensor]]:
+    """The metric contract on the test set; per-sample objectives and (when the objective has them)
+    per-user SEs of every scheme, for the CDF figures."""
     objective, solver = parts.objective, parts.solver
     problem = data.problem("test")
     inputs = data.inputs("test", learner).to(device)
@@ -396,13 +407,11 @@ def evaluate(
         # ... then evaluated in float64, where float32 budgets may exceed the true ones by a rounding
         # (float32(0.1) > 0.1): the projection only removes that rounding
         decision = problem.project(final.to(torch.float64))
-        per_sample = {
-            learner.name: objective(problem, decision),
-            solver.name: objective(problem, solver_decisions.to(device)),
-        }
+        decisions = {learner.name: decision, solver.name: solver_decisions.to(device)}
         for name, baseline in parts.baselines.items():
             d = baseline.solve(problem, objective, generator(run.scenario.seed, "baseline", name))
-            per_sample[name] = objective(problem, d.to(torch.float64))
+            decisions[name] = d.to(torch.float64)
+        per_sample = {name: objective(problem, d) for name, d in decisions.items()}
         mean = {k: float(v.mean()) for k, v in per_sample.items()}
         metrics = {
             "test/objective_learner": mean[learner.name],
@@ -412,6 +421,11 @@ def evaluate(
         }
         for name in parts.baselines:
             metrics[f"test/objective_{name}"] = mean[name]
+        per_user = {name: objective.per_user(problem, d) for name, d in decisions.items()}
+        if all(v is not None for v in per_user.values()):
+            metrics.update(per_user_metrics(per_user, learner.name, solver.name))
+        else:
+            per_user = {}
         if learner.reports_raw:
             raw_feasible = problem.project(raw.to(torch.float64))
             metrics["test/objective_ratio_raw"] = (
@@ -428,7 +442,21 @@ def evaluate(
             lambda: solver.solve(timed_problem, objective), n, device, run.eval.timing_repeats
         )
     metrics["test/speedup"] = metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"]
-    return metrics, per_sample
+    return metrics, per_sample, per_user
+
+
+def per_user_metrics(per_user: dict[str, Tensor], learner: str, solver: str) -> dict[str, float]:
+    """From each scheme's per-user SE ``[samples, users]``: ``test/mse_se`` (mean over samples and users
+    of the squared difference between the learner's and the solver's SE: the "MSE of SEs" of
+    Sanguinetti et al. 2018), and per scheme the mean and the 5th percentile of the per-user SE
+    (``test/se_mean_<name>``, ``test/se_p5_<name>``, with ``learner``/``solver`` for the two)."""
+    out = {"test/mse_se": float((per_user[learner] - per_user[solver]).square().mean())}
+    for name, se in per_user.items():
+        tag = "learner" if name == learner else "solver" if name == solver else name
+        flat = se.flatten().double()
+        out[f"test/se_mean_{tag}"] = float(flat.mean())
+        out[f"test/se_p5_{tag}"] = float(torch.quantile(flat.cpu(), 0.05))
+    return out
 
 
 def _parallel_job_threads() -> int:

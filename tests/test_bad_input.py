@@ -34,6 +34,37 @@ CASES = {
     "bad optimizer choice": (["learner.train.optimizer=adamw"], ["learner.train.optimizer", "adamw"]),
     "bad device": (["device=tpu"], ["device", "tpu"]),
     "unsupported device": (["device=meta"], ["device", "meta", "allowed"]),
+    # cellular massive MIMO (issue 3)
+    "no antennas": (["scenario=cellular", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),
+    "more users than pilots fit": (
+        ["scenario=cellular", "scenario.num_users=201"],
+        ["scenario.num_users", "coherence=200", "201"],
+    ),
+    "cells not a perfect square": (
+        ["scenario=cellular", "scenario.num_cells=3"],
+        ["scenario.num_cells", "perfect square", "3"],
+    ),
+    "angular spread zero": (["scenario=cellular", "scenario.asd_deg=0"], ["scenario.asd_deg", "> 0"]),
+    "minimum distance outside the cell": (
+        ["scenario=cellular", "scenario.min_distance=250"],
+        ["scenario.min_distance", "cell_side/2 = 250", "250"],
+    ),
+    "no realizations": (
+        ["scenario=cellular", "precoder.num_realizations=0"],
+        ["precoder.num_realizations", ">= 1", "0"],
+    ),
+    "unknown correlation model": (
+        ["scenario=cellular", "scenario.correlation=exact"],
+        ["scenario.correlation", "exact", "closed_form", "integral"],
+    ),
+    "objective the solver cannot solve": (
+        ["scenario=cellular", "objective=max_min", "solver=max_prod_newton"],
+        ["solver", "solver=max_prod_newton", "objective=max_min", "max_prod"],
+    ),
+    "massive MIMO precoder without correlation": (
+        ["precoder=mr"],
+        ["precoder", "precoder=mr", "scenario=gaussian_ic"],
+    ),
 }
 
 

@@ -10,20 +10,13 @@ import torch
 
 from mimo_l2o.components import Network
 from mimo_l2o.errors import ConfigError
-from mimo_l2o.registry import PRECODERS, SCENARIOS
-from tests.conftest import import_unwired
-
-# module → (registry, names it registers)
-MODULES = {
-    "mimo_l2o.scenarios.cellular": (SCENARIOS, ("cellular",)),
-    "mimo_l2o.precoders.massive_mimo": (PRECODERS, ("mr", "mmmse", "rzf")),
-}
+from mimo_l2o.precoders import massive_mimo
+from mimo_l2o.scenarios import cellular as cellular_module
 
 
 @pytest.fixture(scope="module")
 def mods():
-    """The modules, imported here rather than at collection (see ``import_unwired``)."""
-    yield from import_unwired(MODULES)
+    return cellular_module, massive_mimo
 
 
 def small(mods, **kw):
@@ -35,7 +28,7 @@ def small(mods, **kw):
 def test_correlation_hermitian_psd_toeplitz_with_diagonal_beta(mods):
     scenario = small(mods, num_antennas=12)
     net = scenario.sample(3, torch.Generator().manual_seed(1))
-    R, beta = net["R"], net["beta"]
+    R, beta = mods[0].correlation_matrices(net), net["beta"]
     assert R.shape == (3, 4, 4, 3, 12, 12) and R.dtype == torch.complex128
     torch.testing.assert_close(R, R.mH, rtol=0, atol=0)
     diagonal = R.diagonal(dim1=-2, dim2=-1)
@@ -101,7 +94,7 @@ def test_precoder_config_check(mods):
 def test_mmse_estimate_and_error_uncorrelated_covariances_add(mods):
     _, massive = mods
     net = small(mods, num_antennas=6, num_users=2).sample(1, torch.Generator().manual_seed(3))
-    R = net["R"]
+    R = mods[0].correlation_matrices(net)
     n = 20000
     g = torch.Generator().manual_seed(0)
     w, noise = massive.draw_normals(1, n, 4, 2, 6, g)
@@ -110,7 +103,7 @@ def test_mmse_estimate_and_error_uncorrelated_covariances_add(mods):
     err = H - est
 
     def cov(x, y):  # sample E{x yᴴ}: [L, L, K, M, M]
-        return torch.einsum("nljkm,nljki->ljkmi", x[0], y[0].conj()) / n
+        return torch.einsum("ljkmn,ljkin->ljkmi", x[0], y[0].conj()) / n
 
     scale = R.diagonal(dim1=-2, dim2=-1).real[0]  # [L, L, K, M]
     tol = 6 * (scale[..., :, None] * scale[..., None, :]).sqrt() / math.sqrt(n)
@@ -164,10 +157,88 @@ def test_mmmse_beats_mr_and_problem_shape(mods):
 def test_precoder_chunking_does_not_change_the_result(mods, monkeypatch):
     _, massive = mods
     net = small(mods).sample(3, torch.Generator().manual_seed(6))
-    pre = massive.MMMSE(massive.MMMSE.Config(name="mmmse", num_realizations=10))
+    pre = massive.MMMSE(massive.MMMSE.Config(name="mmmse", num_realizations=10, precision="double"))
     whole = pre(net)
     monkeypatch.setattr(massive, "CHUNK_BYTES", 1)
     chunked = pre(net)
     assert whole.signal_gain.abs().max() < 1e-6  # the gains are tiny: compare relatively
     torch.testing.assert_close(whole.interference_gain, chunked.interference_gain, rtol=1e-9, atol=0)
     torch.testing.assert_close(whole.signal_gain, chunked.signal_gain, rtol=1e-9, atol=0)
+
+
+def test_integral_correlation_matches_the_closed_form_at_small_spread(mods):
+    """The small-angle closed form is the exact integral's limit (error ∝ σ²: ~1e-3 of β at 0.5°, 1e-2 at 2°),
+    and the exact matrices are Hermitian Toeplitz with diagonal β too."""
+    cellular, _ = mods
+    beta = torch.tensor([1.0, 2e-9], dtype=torch.float64)
+    theta = torch.tensor([0.3, -2.0], dtype=torch.float64)
+    for asd_deg, tol in ((0.5, 2e-3), (2.0, 3e-2)):
+        asd = math.radians(asd_deg)
+        exact = cellular.local_scattering_integral(beta, theta, 16, asd)
+        approx = cellular.local_scattering_correlation(beta, theta, 16, asd)
+        torch.testing.assert_close(exact, exact.mH, rtol=0, atol=0)
+        torch.testing.assert_close(exact.diagonal(dim1=-2, dim2=-1).real, beta[:, None].expand(2, 16))
+        assert torch.equal(exact[..., 1:, 1:], exact[..., :-1, :-1])
+        err = ((exact - approx).abs() / beta[:, None, None]).max()
+        assert err <= tol, (asd_deg, float(err))
+    # a reference for one entry: the same integral by scipy's adaptive quadrature
+    from scipy.integrate import quad
+
+    asd, th, lag = math.radians(10.0), 0.3, 5
+
+    def density(d):
+        return math.exp(-0.5 * (d / asd) ** 2) / (math.sqrt(2 * math.pi) * asd)
+
+    def part(f):
+        return quad(
+            lambda d: f(math.pi * lag * math.sin(th + d)) * density(d), -20 * asd, 20 * asd, limit=200
+        )
+
+    re, im = part(math.cos), part(math.sin)
+    entry = cellular.local_scattering_integral(beta[:1], theta[:1], 8, asd)[0, 0, lag]
+    assert abs(complex(entry) - complex(re[0], im[0])) < 1e-9
+
+
+def test_shadowing_keeps_the_own_bs_strongest(mods):
+    scenario = small(mods, shadowing_db=10.0)
+    net = scenario.sample(200, torch.Generator().manual_seed(8))
+    beta = net["beta"]  # [n, BS, cell, K]
+    own = beta[:, torch.arange(4), torch.arange(4)]  # [n, cell, K]
+    assert (own >= beta.amax(dim=1) * (1 - 1e-12)).all()
+    # and the shadowing is there: gains at a fixed distance spread by about 10 dB
+    free = small(mods).sample(200, torch.Generator().manual_seed(8))["beta"]
+    spread_db = (10 * torch.log10(beta / free)).std()
+    assert 7 < float(spread_db) < 11
+
+
+def test_single_precision_gains_equal_double_on_the_same_draws(mods, monkeypatch):
+    """Single precision only rounds: with the same draws (drawn in complex128, then rounded) the
+    gains agree with double precision to ~1e-4, far inside the Monte-Carlo error."""
+    _, massive = mods
+    draw = massive.complex_normal
+    monkeypatch.setattr(
+        massive, "complex_normal", lambda shape, gen, dtype=torch.complex128: draw(shape, gen).to(dtype)
+    )
+    net = small(mods, num_antennas=8, num_users=2).sample(2, torch.Generator().manual_seed(9))
+    problems = {}
+    for precision in ("single", "double"):
+        pre = massive.MMMSE(massive.MMMSE.Config(name="mmmse", num_realizations=200, precision=precision))
+        problems[precision] = pre(net)
+        assert problems[precision].signal_gain.dtype == torch.float64
+    single, double = problems["single"], problems["double"]
+    torch.testing.assert_close(single.signal_gain, double.signal_gain, rtol=1e-4, atol=0)
+    scale = double.interference_gain.amax(dim=(1, 2), keepdim=True)
+    assert ((single.interference_gain - double.interference_gain).abs() <= 1e-4 * scale).all()
+
+
+def test_a_samples_problem_does_not_depend_on_its_position_in_the_batch(mods):
+    """Per-sample generators: the gains of sample 2 of a batch equal those of sample 2 alone, and two
+    samples never share their Monte-Carlo draws."""
+    _, massive = mods
+    net = small(mods).sample(4, torch.Generator().manual_seed(11))
+    pre = massive.MR(massive.MR.Config(name="mr", num_realizations=10, precision="double"))
+    whole, alone = pre(net), pre(net.select(slice(2, 3)))
+    torch.testing.assert_close(alone.signal_gain[0], whole.signal_gain[2], rtol=1e-12, atol=0)
+    torch.testing.assert_close(alone.interference_gain[0], whole.interference_gain[2], rtol=1e-12, atol=0)
+    w, _ = massive.draw_normals(4, 3, 4, 3, 8, massive.sample_generators(net, 0))
+    assert not torch.equal(w[0], w[1])

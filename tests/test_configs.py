@@ -37,6 +37,48 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 YAML_FILES = sorted(p for d in CONF_DIRS for p in d.rglob("*.yaml"))
 
 
+def load_option(group: str, name: str) -> tuple[dict, dict[str, str], dict]:
+    """An option's YAML as ``(own keys, companions, other global keys)``.
+
+    Most options fill their group's package. A ``# @package _global_`` option (scenario=cellular) has
+    its own keys under its group's name, may choose other groups' options (``override /precoder: mr``:
+    its companions) and set other top-level keys (``data``, ``eval``).
+    """
+    path = options(group)[name]
+    data = yaml.safe_load(path.read_text())
+    companions = {}
+    for entry in data.pop("defaults", []):
+        if isinstance(entry, dict) and next(iter(entry)).startswith("override "):
+            ((key, value),) = entry.items()
+            companions[key.removeprefix("override /").split("@")[0]] = value
+    if not path.read_text().startswith("# @package _global_"):
+        return data, companions, {}
+    own = data.pop(group)
+    return own, companions, data
+
+
+def expected_choices(group: str, name: str) -> dict[str, str]:
+    """The option of every group after ``group=name`` on the command line: the defaults, then the
+    companions each chosen option brings (an objective its solver, ...), the command line winning."""
+    plain = compose_run()
+    chosen = {g: next(n for n in options(g) if load_option(g, n)[0]["name"] == plain[g].name) for g in GROUPS}
+    chosen[group] = name
+    for _ in GROUPS:  # companions of companions
+        for g, option in list(chosen.items()):
+            for other, value in load_option(g, option)[1].items():
+                if other != group:
+                    chosen[other] = value
+    return chosen
+
+
+def schema_default(group: str, name: str) -> str:
+    """The defaults entry that pulls in the schema of the part the option configures."""
+    own, _, _ = load_option(group, name)
+    text = options(group)[name].read_text()
+    package = group if text.startswith("# @package _global_") else "_here_"
+    return f"/schema/{group}/{own['name']}@{package}"
+
+
 def compose_run(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides))
@@ -67,18 +109,20 @@ def test_option_composes_and_validates(group, name):
     run = validate(cfg)
     assert isinstance(run, RunConfig)
     part = getattr(run, group)
-    cls = registry.all_registries()[group].get(name)
+    own, companions, extra = load_option(group, name)
+    cls = registry.all_registries()[group].get(own["name"])
     assert type(part) is cls.Config
-    assert part.name == name
+    assert part.name == own["name"]
     # the YAML's values arrive in the typed config
-    data = yaml.safe_load(options(group)[name].read_text())
     typed = flatten(part)
-    for key, value in plain_leaves({k: v for k, v in data.items() if k != "defaults"}).items():
+    for key, value in plain_leaves(own).items():
         assert typed[key] == value, key
-    # the other groups keep their defaults
-    for other in GROUPS:
-        if other != group:
-            assert getattr(run, other).name == cfg[other].name
+    flat = flatten(run)
+    for key, value in plain_leaves(extra).items():
+        assert flat[key] == value, key
+    # the other groups keep their defaults, or take the companions the option brings
+    for other, option in expected_choices(group, name).items():
+        assert getattr(run, other).name == load_option(other, option)[0]["name"], other
 
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
@@ -93,6 +137,26 @@ def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
         assert f"solver={name}" in str(err.value) and "labels" in str(err.value)
         assert "wmmse" in str(err.value)
         return
+    scenario = registry.SCENARIOS.get(run.scenario.name)
+    needs = {
+        "precoder": group == "precoder"
+        and not registry.PRECODERS.get(run.precoder.name).accepts(scenario.tensors),
+        "learner": group == "learner"
+        and not set(registry.LEARNERS.get(run.learner.name).inputs) <= set(scenario.provides),
+    }
+    solves = registry.SOLVERS.get(run.solver.name).objectives
+    if group == "solver" and solves is not None and run.objective.name not in solves:
+        # a solver for other objectives: refused, naming what it solves, and built with one of them
+        with pytest.raises(ConfigError, match=rf"^solver: solver={name} cannot solve objective="):
+            build_parts(run)
+        run = validate(compose_run(f"objective={solves[0]}", f"solver={name}"))
+    if any(needs.values()):
+        # a part for another scenario: refused with the default one, naming both, and built with one
+        # that has what it needs
+        with pytest.raises(ConfigError) as err:
+            build_parts(run)
+        assert err.value.key == group and f"scenario={run.scenario.name}" in str(err.value)
+        run = validate(compose_run("scenario=cellular", f"{group}={name}"))
     parts = build_parts(run)
     assert parts.scenario.name == run.scenario.name
     assert parts.solver.name == run.solver.name
@@ -139,13 +203,16 @@ def test_experiment_composes_validates_and_applies_its_values(name):
 def test_registered_names_equal_yaml_names(group):
     reg = registry.all_registries()[group]
     opts = options(group)
-    assert sorted(opts) == reg.names(), "every registered part has a YAML and every YAML a part"
-    for stem, path in opts.items():
-        data = yaml.safe_load(path.read_text())
-        assert data["name"] == stem, path
-        assert reg.get(stem).name == stem
-        # the YAML pulls in the schema of the same name
-        assert f"/schema/{group}/{stem}@_here_" in data["defaults"], path
+    names = {stem: load_option(group, stem)[0]["name"] for stem in opts}
+    assert sorted(set(names.values())) == reg.names(), (
+        "every registered part has a YAML and every YAML a part"
+    )
+    for stem, name in names.items():
+        # named after its part, or a variant of it (learner=position_mlp_large configures position_mlp)
+        assert stem == name or stem.startswith(f"{name}_"), opts[stem]
+        assert reg.get(name).name == name
+        # the YAML pulls in the schema of its part
+        assert schema_default(group, stem) in yaml.safe_load(opts[stem].read_text())["defaults"], opts[stem]
 
 
 KEY_LINE = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w.-]*)\s*:(\s|$)")

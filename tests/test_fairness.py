@@ -8,24 +8,16 @@ import math
 import pytest
 import torch
 
+from mimo_l2o.objectives import fairness as fair_objectives
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES, SOLVERS
-from tests.conftest import import_unwired
-
-# module → (registry, names it registers)
-MODULES = {
-    "mimo_l2o.objectives.fairness": (OBJECTIVES, ("max_min", "max_prod")),
-    "mimo_l2o.solvers.fairness": (
-        SOLVERS,
-        ("max_min_pf", "max_min_cvxpy", "max_prod_newton", "max_prod_cvxpy", "equal"),
-    ),
-}
+from mimo_l2o.solvers import fairness as fair_solvers
 
 
 @pytest.fixture(scope="module")
 def fair():
-    """The modules, imported here rather than at collection (see ``import_unwired``)."""
-    yield from import_unwired(MODULES)
+    """The objective and solver modules."""
+    return fair_objectives, fair_solvers
 
 
 def make_problem(batch: int = 20, cells: int = 4, users: int = 3, seed: int = 0) -> PowerControlProblem:
@@ -180,3 +172,106 @@ def test_solvers_reject_non_diagonal_signal(fair):
         solvers.max_min_power(bad)
     with pytest.raises(ValueError, match="diagonal"):
         solvers.max_prod_power(bad)
+
+
+# ---- max product: the fast path (minorize-maximize, then Newton on the KKT conditions), its fallback
+@pytest.fixture(scope="module")
+def cellular():
+    """A few realistic problems (gains ~1e-9..1e-13 W⁻¹, noise ~4e-13 W, 0.5 W per cell): MR and
+    M-MMSE precoding of the same cellular networks, 4 cells of 5 users."""
+    from mimo_l2o.precoders.massive_mimo import MMMSE, MR
+    from mimo_l2o.scenarios.cellular import Cellular
+
+    network = Cellular(Cellular.Config()).sample(4, torch.Generator().manual_seed(7))
+    return {
+        "mr": MR(MR.Config(num_realizations=5))(network),
+        "mmmse": MMMSE(MMMSE.Config(num_realizations=5))(network),
+    }
+
+
+def rel_diff(objective, problem, p, q) -> float:
+    ours, theirs = objective(problem, p), objective(problem, q)
+    return ((ours - theirs).abs() / theirs).max().item()
+
+
+def test_max_min_cvxpy_bisection_on_realistic_scales(fair, cellular):
+    """Gains ~1e-12 and noise ~4e-13 W: the LPs must be posed in scaled units to mean anything."""
+    _, solvers = fair
+    problem = cellular["mmmse"][:2]
+    _, t = solvers.max_min_power(problem)
+    for i in range(2):
+        p_ref, (lo, hi) = solvers.max_min_bisection_cvxpy(problem[i : i + 1], tol=1e-7)
+        assert abs(lo - t[i].item()) <= 1e-6 * t[i].item() and abs(hi - t[i].item()) <= 1e-6 * t[i].item()
+        assert problem[i : i + 1].sinr(p_ref[None]).min().item() >= lo * (1 - 1e-6)
+
+
+@pytest.fixture
+def barrier_spy(fair, monkeypatch):
+    """Counts the samples that reach the barrier fallback of ``max_prod_power``."""
+    _, solvers = fair
+    calls = []
+    barrier = solvers._max_prod_barrier
+
+    def spy(interference, *args):
+        calls.append(interference.shape[0])
+        return barrier(interference, *args)
+
+    monkeypatch.setattr(solvers, "_max_prod_barrier", spy)
+    return calls
+
+
+@pytest.mark.filterwarnings("ignore:Solution may be inaccurate")  # Clarabel, well within 1e-6
+@pytest.mark.parametrize("kind", ["random", "mr", "mmmse"])
+def test_max_prod_fast_path_matches_fallback_and_cvxpy(fair, cellular, barrier_spy, kind):
+    objectives, solvers = fair
+    problem = make_problem(batch=4, cells=4, users=5, seed=8) if kind == "random" else cellular[kind]
+    fast = solvers.max_prod_power(problem)
+    assert barrier_spy == []  # no sample needed the fallback
+    barrier = solvers.max_prod_power(problem, newton_steps=0)  # every sample through the fallback
+    assert barrier_spy == [problem.batch_size]
+    ref = torch.stack([solvers.max_prod_cvxpy(problem[i : i + 1]) for i in range(problem.batch_size)])
+    geo_mean = objectives.MaxProd(None)
+    assert rel_diff(geo_mean, problem, fast, barrier) <= 1e-8
+    assert rel_diff(geo_mean, problem, fast, ref) <= 1e-6
+    assert max(kkt_residuals(problem, fast)) <= 1e-8
+    assert max(kkt_residuals(problem, barrier)) <= 1e-8
+    for p in (fast, barrier):
+        assert problem.constraint_violation(p).max() == 0 and (p > 0).all()
+        assert p.dtype == torch.float64 and p.shape == (problem.batch_size, problem.num_vars)
+
+
+def test_max_prod_fallback_takes_only_unconverged_samples(fair, cellular, barrier_spy):
+    objectives, solvers = fair
+    problem = PowerControlProblem.cat([cellular["mmmse"], make_problem(batch=4, cells=4, users=5, seed=9)])
+    # after 5 minorant steps one Newton step solves the random samples, not the cellular ones
+    p = solvers.max_prod_power(problem, mm_steps=5, newton_steps=1)
+    assert barrier_spy == [4]
+    exact = solvers.max_prod_power(problem)
+    assert rel_diff(objectives.MaxProd(None), problem, p, exact) <= 1e-8
+    assert max(kkt_residuals(problem, p)) <= 1e-8
+
+
+def test_max_prod_is_scale_invariant(fair, cellular):
+    _, solvers = fair
+    problem = cellular["mr"]
+    p = solvers.max_prod_power(problem)
+    # powers in mW and gains per mW, noise in pW: the same SINRs, the powers scale by 1000
+    scaled = PowerControlProblem(
+        signal_gain=problem.signal_gain * 1e9,
+        interference_gain=problem.interference_gain * 1e9,
+        noise=problem.noise * 1e12,
+        group=problem.group,
+        budget=problem.budget * 1e3,
+        weights=problem.weights,
+    )
+    q = solvers.max_prod_power(scaled)
+    assert ((q / 1e3 - p).abs() / p).max() <= 1e-8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_max_prod_on_cuda(fair, cellular):
+    _, solvers = fair
+    problem = PowerControlProblem.cat([cellular["mmmse"], make_problem(batch=4, cells=4, users=5, seed=10)])
+    p = solvers.max_prod_power(problem.to("cuda"))
+    assert p.device.type == "cuda"
+    assert ((p.cpu() - solvers.max_prod_power(problem)).abs() / p.cpu()).max() <= 1e-8

@@ -107,3 +107,51 @@ def test_problems_of_an_expensive_precoder_are_cached(tmp_path):
     calls.clear()
     again.problem("val")
     assert all(c == 1 for c in calls)  # reused from the cache
+
+
+def test_per_user_metrics_against_a_hand_computation():
+    """``test/mse_se`` is the mean over samples and users of the squared SE difference (the paper's
+    "MSE of SEs"); mean and 5th percentile per scheme, with the learner and solver tagged as such."""
+    import numpy as np
+
+    from mimo_l2o.runner import per_user_metrics
+
+    g = torch.Generator().manual_seed(0)
+    se = {name: 3 * torch.rand(50, 20, generator=g, dtype=torch.float64) for name in ("pos", "opt", "equal")}
+    out = per_user_metrics(se, learner="pos", solver="opt")
+    a, b = se["pos"].numpy(), se["opt"].numpy()
+    assert out["test/mse_se"] == pytest.approx(
+        float(np.mean([(x - y) ** 2 for x, y in zip(a.ravel(), b.ravel(), strict=True)]))
+    )
+    for tag, name in (("learner", "pos"), ("solver", "opt"), ("equal", "equal")):
+        values = se[name].numpy().ravel()
+        assert out[f"test/se_mean_{tag}"] == pytest.approx(values.mean())
+        assert out[f"test/se_p5_{tag}"] == pytest.approx(np.percentile(values, 5))
+    assert len(out) == 7
+
+
+def test_cellular_problems_are_cached_and_features_are_positions(tmp_path):
+    """The cellular scenario stores positions, gains and angles (no correlation matrices); the
+    Monte-Carlo problems are built once per chunk and cached; the learner input is the positions."""
+    run = _run_config(
+        "scenario=cellular",
+        "scenario.num_antennas=4",
+        "precoder.num_realizations=5",
+        "data.num_train=12",
+        "data.num_val=6",
+        "data.num_test=6",
+        "data.chunk_size=5",
+        "learner.train.batch_size=4",
+    )
+    parts = build_parts(run)
+    data = Data(run, parts, Cache(tmp_path), torch.device("cpu"), progress=False)
+    net = data.network("val")
+    assert sorted(net.tensors) == ["beta", "theta", "user_positions"]
+    problem = data.problem("val")
+    direct = parts.precoder(net.to(dtype=torch.float64))
+    torch.testing.assert_close(problem.signal_gain, direct.signal_gain, rtol=1e-12, atol=0)
+    assert problem.num_vars == 20 and problem.budget.shape == (6, 4)
+    labels = data.labels("val")
+    assert labels.dtype == torch.float64 and labels.shape == (6, 20)
+    x = parts.scenario.features(net, "user_positions")
+    assert x.shape == (6, 40) and bool((x >= 0).all() and (x < 1).all())

@@ -23,6 +23,9 @@ class MaxMin(Objective):
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         return user_rates(problem, decision).amin(dim=1)
 
+    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        return user_rates(problem, decision)
+
 
 @OBJECTIVES.register("max_prod")
 class MaxProd(Objective):
@@ -37,3 +40,6 @@ class MaxProd(Objective):
 
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         return problem.sinr(decision).log().mean(dim=1).exp()
+
+    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        return user_rates(problem, decision)

@@ -22,3 +22,6 @@ class SumRate(Objective):
 
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         return (problem.weights.to(decision) * user_rates(problem, decision)).sum(dim=1)
+
+    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+        return user_rates(problem, decision)

@@ -18,15 +18,17 @@ so that ``SINR_jk = p_jk a_jk / (Σ_{l,i} p_li b_{li,jk} − p_jk a_jk + σ²)``
 signal gain is ``diag(a)`` and its interference gain ``b`` with ``a`` taken off the diagonal. Users (and
 power variables) are ordered ``j·K + k``; each BS has the budget ``p_max``.
 
-The realizations are drawn from a CPU generator seeded with ``seed`` at each call, in fixed blocks per
-sample in sample order, so a sample's gains depend on its position in the batch (to Monte-Carlo
-accuracy only).
+Each sample's realizations come from its own CPU generator, seeded with ``seed`` and a hash of the
+sample's large-scale gains, so a sample's problem depends neither on its position in the batch nor on
+the chunking, and two samples never share draws.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import Tensor
@@ -35,6 +37,7 @@ from mimo_l2o.components import Network, Precoder, PrecoderConfig
 from mimo_l2o.errors import require
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import PRECODERS
+from mimo_l2o.scenarios.cellular import correlation_matrices
 
 # rough bound on the bytes of the working tensors of one chunk of samples
 CHUNK_BYTES = 256 * 2**20
@@ -46,27 +49,49 @@ def sqrtm_psd(R: Tensor) -> Tensor:
     return (vecs * vals.clamp_min(0).sqrt().unsqueeze(-2).to(vecs.dtype)) @ vecs.mH
 
 
-def complex_normal(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    """``CN(0, 1)`` entries (real and imaginary parts of variance 1/2), complex128, CPU."""
-    return torch.randn(*shape, generator=generator, dtype=torch.complex128)
+def complex_normal(
+    shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = torch.complex128
+) -> Tensor:
+    """``CN(0, 1)`` entries (real and imaginary parts of variance 1/2), CPU."""
+    return torch.randn(*shape, generator=generator, dtype=dtype)
 
 
 def draw_normals(
-    batch: int, num_realizations: int, num_cells: int, num_users: int, num_antennas: int, generator
+    batch: int,
+    num_realizations: int,
+    num_cells: int,
+    num_users: int,
+    num_antennas: int,
+    generator: torch.Generator | list[torch.Generator],
+    dtype: torch.dtype = torch.complex128,
 ) -> tuple[Tensor, Tensor]:
-    """The ``CN(0, 1)`` draws of ``batch`` samples, one block per sample in sample order (so chunking
-    the batch does not change them): fading ``[b, N, L, L, K, M]`` and pilot noise ``[b, N, L, K, M]``."""
-    fading = (num_realizations, num_cells, num_cells, num_users, num_antennas)
-    noise = (num_realizations, num_cells, num_users, num_antennas)
+    """The ``CN(0, 1)`` draws of ``batch`` samples, one block per sample in sample order (from one
+    generator, or one generator per sample), realizations last: fading ``[b, L, L, K, M, N]`` and
+    pilot noise ``[b, L, K, M, N]``."""
+    fading = (num_cells, num_cells, num_users, num_antennas, num_realizations)
+    noise = (num_cells, num_users, num_antennas, num_realizations)
     sizes = (math.prod(fading), math.prod(noise))
-    blocks = torch.stack([complex_normal((sum(sizes),), generator) for _ in range(batch)])
+    generators = generator if isinstance(generator, list) else [generator] * batch
+    blocks = torch.stack([complex_normal((sum(sizes),), gen, dtype) for gen in generators])
     w, n = blocks.split(sizes, dim=1)
     return w.reshape(batch, *fading), n.reshape(batch, *noise)
 
 
+def sample_generators(network: Network, seed: int) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded with ``seed`` and the SHA-256 of the sample's large-scale
+    gains (``beta``, or ``R`` for networks given by their correlation matrices) in float64."""
+    key = network["beta"] if "beta" in network.tensors else network["R"]
+    gens = []
+    for row in key.to(torch.float64 if key.is_floating_point() else torch.complex128).cpu():
+        digest = hashlib.sha256(row.numpy().tobytes() + seed.to_bytes(8, "little", signed=True)).digest()
+        gens.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1)))
+    return gens
+
+
 def draw_channels(R: Tensor, w: Tensor) -> Tensor:
-    """``h = R^{1/2} w`` for ``R [b, L, L, K, M, M]`` and ``w [b, N, L, L, K, M]``: ``[b, N, L, L, K, M]``."""
-    return (sqrtm_psd(R).unsqueeze(1) @ w.to(R.device).unsqueeze(-1)).squeeze(-1)
+    """``h = R^{1/2} w`` for ``R [b, L, L, K, M, M]`` and ``w [b, L, L, K, M, N]``: ``[b, L, L, K, M, N]``
+    (one matrix product per correlation matrix, all realizations at once)."""
+    return sqrtm_psd(R) @ w.to(R.device)
 
 
 def mmse_estimates(
@@ -78,35 +103,44 @@ def mmse_estimates(
     ----------
     R : Tensor ``[b, L(BS j), L(cell l), K, M, M]``
         Correlation matrices ``R_{j,lk}``.
-    H : Tensor ``[b, N, L, L, K, M]``
-        Channel realizations ``h_{j,lk}``.
+    H : Tensor ``[b, L, L, K, M, N]``
+        Channel realizations ``h_{j,lk}``, realizations last.
+    noise : Tensor ``[b, L, K, M, N]``
+        ``CN(0, 1)`` draws of the pilot noise (scaled here to ``CN(0, σ²/(p τ_p) I)``).
     pilot_power, noise_power : float
         ``p`` and ``σ²`` (W).
-    noise : Tensor ``[b, N, L, K, M]``
-        ``CN(0, 1)`` draws of the pilot noise (scaled here to ``CN(0, σ²/(p τ_p) I)``).
 
     Returns
     -------
-    (Tensor ``[b, N, L, L, K, M]``, Tensor ``[b, L, L, K, M, M]``)
+    (Tensor ``[b, L, L, K, M, N]``, Tensor ``[b, L, L, K, M, M]``)
         The estimates ``ĥ_{j,lk}`` and their covariances ``Φ_{j,lk}``.
     """
-    b, n, nl, _, k, m = H.shape
+    k, m = H.shape[3], H.shape[4]
     scale = (noise_power / (pilot_power * k)) ** 0.5
-    y = H.sum(dim=3) + scale * noise.to(H.device)  # [b, N, j, k, M]
+    y = H.sum(dim=2) + scale * noise.to(H.device)  # [b, j, k, M, N]
     eye = torch.eye(m, dtype=R.dtype, device=R.device)
     Q = R.sum(dim=2) + scale**2 * eye  # [b, j, k, M, M]
-    # A_{j,lk} = R_{j,lk} Q_{j,k}^{-1} = (Q^{-1} R)ᴴ (both Hermitian)
+    # A_{j,lk} = R_{j,lk} Q_{j,k}⁻¹ = (Q⁻¹ R)ᴴ (both Hermitian); Q factored once per (j, k)
     A = torch.linalg.solve(Q.unsqueeze(2), R).mH  # [b, j, l, k, M, M]
-    estimates = (A.unsqueeze(1) @ y.unsqueeze(3).unsqueeze(-1)).squeeze(-1)
-    return estimates, A @ R
+    return A @ y.unsqueeze(2), A @ R
 
 
 def _unit(v: Tensor) -> Tensor:
-    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-300)
+    return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.real.dtype).tiny)
+
+
+class Precision(str, Enum):
+    single = "single"  # complex64
+    double = "double"  # complex128
 
 
 class MassiveMIMOPrecoder(Precoder):
-    """Shared Monte-Carlo machinery; subclasses choose the combining vectors (:meth:`directions`)."""
+    """Shared Monte-Carlo machinery; subclasses choose the combining vectors (:meth:`directions`).
+
+    Needs the correlation matrices: a network's ``R`` if it carries one, else built from its
+    ``beta`` and ``theta`` (:func:`mimo_l2o.scenarios.cellular.correlation_matrices`), one chunk of
+    samples at a time.
+    """
 
     @dataclass
     class Config(PrecoderConfig):
@@ -118,10 +152,16 @@ class MassiveMIMOPrecoder(Precoder):
             Channel realizations per network for the averages of eqs. 10-11 (>= 1).
         seed : int
             Seed of the realizations (fading and pilot noise).
+        precision : Precision
+            ``single`` (complex64, the default) or ``double`` (complex128) draws and arithmetic for
+            the Monte-Carlo averages. Rounding in single precision (~1e-6 relative) is far inside the
+            Monte-Carlo error (~1/√N); single is about twice as fast. The problems are float64 either
+            way.
         """
 
         num_realizations: int = 100
         seed: int = 0
+        precision: Precision = Precision.single
 
         def __post_init__(self) -> None:
             require(
@@ -131,38 +171,53 @@ class MassiveMIMOPrecoder(Precoder):
             )
 
     expensive = True
-    requires = ("R",)
+    requires = ("beta", "theta")
+    version = 3
+
+    @classmethod
+    def accepts(cls, tensors: tuple[str, ...]) -> bool:
+        return "R" in tensors or all(t in tensors for t in cls.requires)
 
     def directions(
         self, estimates: Tensor, R: Tensor, Phi: Tensor, pilot_power: float, noise_power: float
     ) -> Tensor:
-        """Combining vectors ``v_jk`` ``[b, N, L, K, M]`` from the estimates ``[b, N, L, L, K, M]``."""
+        """Combining vectors ``v_jk`` ``[b, L, N, K, M]`` from the estimates ``[b, L, L, K, M, N]``."""
         raise NotImplementedError
 
     def gains(self, network: Network) -> tuple[Tensor, Tensor]:
         """``a [batch, L, K]`` (eq. 10) and ``b [batch, L, K, L, K]`` with ``b[:, l, i, j, k] = b_{li,jk}``
         (eq. 11, without the subtraction)."""
-        R = network["R"]
         p, sigma2 = float(network.params["pilot_power"]), float(network.params["noise_power"])
-        batch, nl, _, k, m, _ = R.shape
+        if "R" in network.tensors:
+            batch, nl, _, k, m, _ = network["R"].shape
+        else:
+            batch, nl, _, k = network["beta"].shape
+            m = int(network.params["num_antennas"])
         nr = self.config.num_realizations
-        generator = torch.Generator().manual_seed(self.config.seed)
-        per_sample = 16 * (4 * nr * nl * nl * k * m + 4 * nl * nl * k * m * m + 2 * nr * nl * m * m)
+        per_sample = 16 * (6 * nl * nl * k * m * (m + nr) + 3 * nr * nl * m * m)
         chunk = max(1, CHUNK_BYTES // per_sample)
+        own = torch.arange(nl)
+        dtype = torch.complex64 if Precision(self.config.precision) == Precision.single else torch.complex128
+        # gains relative to the pilot noise σ²/(p τ_p), so that single precision sees numbers near 1
+        unit = sigma2 / (p * k)
         a_parts, b_parts = [], []
         for start in range(0, batch, chunk):
-            Rc = R[start : start + chunk]
-            w, noise = draw_normals(Rc.shape[0], nr, nl, k, m, generator)
-            H = draw_channels(Rc, w)  # [b, N, j, l, k, M]
-            est, Phi = mmse_estimates(Rc, H, noise, p, sigma2)
-            W = _unit(self.directions(est, Rc, Phi, p, sigma2))  # [b, N, j, k, M]
-            own = torch.arange(nl)
-            h_own = H[:, :, own, own]  # [b, N, j, k, M]: h_{j,jk}
-            a_parts.append((W.conj() * h_own).sum(-1).mean(1).abs() ** 2)
-            # b_{li,jk} = E|w_liᴴ h_{l,jk}|²
-            g = torch.einsum("bnlim,bnljkm->bnlijk", W.conj(), H)
-            b_parts.append((g.abs() ** 2).mean(1))
-        return torch.cat(a_parts), torch.cat(b_parts)
+            part = network.select(slice(start, start + chunk))
+            Rc = part["R"].to(torch.complex128) if "R" in part.tensors else correlation_matrices(part)
+            Rc = (Rc / unit).to(dtype)
+            gens = sample_generators(part, self.config.seed)
+            w, noise = draw_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
+            H = draw_channels(Rc, w)  # [b, j, l, k, M, N]
+            est, Phi = mmse_estimates(Rc, H, noise, p, sigma2 / unit)
+            W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))  # [b, j, N, k, M]
+            h_own = H[:, own, own].permute(0, 1, 4, 2, 3)  # h_{j,jk}: [b, j, N, k, M]
+            a_parts.append((W.conj() * h_own).sum(-1).mean(2).abs() ** 2)
+            # b_{li,jk} = E|w_liᴴ h_{l,jk}|²: at each BS l, [N, K] precoders against [LK] channels
+            b_, _, _, _, _, n_ = H.shape
+            at_bs = H.reshape(b_, nl, nl * k, m, n_).permute(0, 1, 4, 3, 2)  # [b, l, N, M, (j,k)]
+            g = W.conj() @ at_bs  # [b, l, N, i, (j,k)]
+            b_parts.append((g.abs() ** 2).mean(2).reshape(b_, nl, k, nl, k))
+        return unit * torch.cat(a_parts).double(), unit * torch.cat(b_parts).double()
 
     def __call__(self, network: Network) -> PowerControlProblem:
         a, b = self.gains(network)
@@ -196,9 +251,8 @@ class MR(MassiveMIMOPrecoder):
         name: str = "mr"
 
     def directions(self, estimates, R, Phi, pilot_power, noise_power):
-        nl = estimates.shape[2]
-        own = torch.arange(nl)
-        return estimates[:, :, own, own]
+        own = torch.arange(estimates.shape[1])
+        return estimates[:, own, own].permute(0, 1, 4, 2, 3)  # ĥ_{j,jk}: [b, j, N, k, M]
 
 
 @PRECODERS.register("mmmse")
@@ -213,13 +267,13 @@ class MMMSE(MassiveMIMOPrecoder):
         name: str = "mmmse"
 
     def directions(self, estimates, R, Phi, pilot_power, noise_power):
-        b, n, nl, _, k, m = estimates.shape
+        b, nl, _, k, m, n = estimates.shape
         eye = torch.eye(m, dtype=R.dtype, device=R.device)
         Z = (R - Phi).sum(dim=(2, 3)) + (noise_power / pilot_power) * eye  # [b, j, M, M]
-        Hj = estimates.reshape(b, n, nl, nl * k, m)  # [b, N, j, (l,i), M]
-        C = Hj.transpose(-1, -2) @ Hj.conj() + Z.unsqueeze(1)  # Σ ĥ ĥᴴ + Z, [b, N, j, M, M]
+        Hj = estimates.reshape(b, nl, nl * k, m, n).permute(0, 1, 4, 3, 2)  # [b, j, N, M, (l,i)]
+        C = Hj @ Hj.mH + Z.unsqueeze(2)  # Σ ĥ ĥᴴ + Z, [b, j, N, M, M]
         own = torch.arange(nl)
-        rhs = estimates[:, :, own, own].transpose(-1, -2)  # [b, N, j, M, K]
+        rhs = estimates[:, own, own].permute(0, 1, 4, 3, 2)  # [b, j, N, M, K]
         return torch.linalg.solve(C, rhs).transpose(-1, -2)
 
 
@@ -235,9 +289,9 @@ class RZF(MassiveMIMOPrecoder):
         name: str = "rzf"
 
     def directions(self, estimates, R, Phi, pilot_power, noise_power):
-        m = estimates.shape[-1]
-        own = torch.arange(estimates.shape[2])
-        Hjj = estimates[:, :, own, own]  # [b, N, j, K, M]
+        m = estimates.shape[4]
+        own = torch.arange(estimates.shape[1])
+        Hjj = estimates[:, own, own].permute(0, 1, 4, 3, 2)  # [b, j, N, M, K]
         eye = torch.eye(m, dtype=R.dtype, device=R.device)
-        C = Hjj.transpose(-1, -2) @ Hjj.conj() + (noise_power / pilot_power) * eye
-        return torch.linalg.solve(C, Hjj.transpose(-1, -2)).transpose(-1, -2)
+        C = Hjj @ Hjj.mH + (noise_power / pilot_power) * eye
+        return torch.linalg.solve(C, Hjj).transpose(-1, -2)

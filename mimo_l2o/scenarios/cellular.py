@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 from torch import Tensor
@@ -23,6 +24,10 @@ from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import standard_normal_from_uniform
+
+# candidate shadowing draws per UE (with shadowing, the first that leaves the own BS strongest is kept;
+# all miss with probability below 1e-6 for 10 dB, then the one with the best own-BS margin is kept)
+SHADOW_CANDIDATES = 16
 
 # candidate points drawn per UE; the first at >= min_distance from the own BS is kept. The valid
 # fraction of a cell is at least 1 − π/4, so all 64 miss with probability <= 0.785^64 ≈ 2e-7 (then the
@@ -50,29 +55,75 @@ def local_scattering_correlation(beta: Tensor, theta: Tensor, num_antennas: int,
     -------
     Tensor ``[..., M, M]`` complex128.
     """
-    m = torch.arange(num_antennas, dtype=torch.float64, device=beta.device)
-    lag = m[None, :] - m[:, None]  # n − m
+    lag = torch.arange(num_antennas, dtype=torch.float64, device=beta.device)  # n − 1 on the first row
     th = theta[..., None, None]
     phase = 2 * math.pi * 0.5 * torch.sin(th) * lag
     spread = torch.exp(-(asd**2) / 2 * (2 * math.pi * 0.5 * torch.cos(th) * lag) ** 2)
-    return torch.polar(beta[..., None, None] * spread, phase)
+    return _hermitian_toeplitz(beta, row=torch.polar(spread, phase)[..., 0, :])
+
+
+def local_scattering_integral(
+    beta: Tensor, theta: Tensor, num_antennas: int, asd: float, nodes: int = 2001
+) -> Tensor:
+    """The same correlation matrices by numerical integration over the Gaussian angular spread
+    (no small-angle approximation): ``[R]_{1,n} = β ∫ exp(j2π d sin(θ + δ)(n − 1)) N(δ; 0, σ²) dδ``,
+    ``d = 1/2``, by the trapezoid rule over ``δ ∈ [−8σ, 8σ]`` (the Gaussian is below 1e-14 beyond);
+    ``nodes`` points keep the phase step ``π (M − 1) · 16σ / (nodes − 1)`` well below π.
+    """
+    m = torch.arange(num_antennas, dtype=torch.float64, device=beta.device)
+    delta = torch.linspace(-8 * asd, 8 * asd, nodes, dtype=torch.float64, device=beta.device)
+    weight = torch.exp(-0.5 * (delta / asd) ** 2)
+    weight = weight / torch.trapezoid(weight, delta)  # the truncated Gaussian integrates to 1
+    angle = theta[..., None] + delta  # [..., D]
+    phase = torch.pi * torch.sin(angle)[..., None, :] * m[:, None]  # [..., M, D]
+    row = torch.trapezoid(torch.polar(weight.expand_as(phase), phase), delta, dim=-1)
+    return _hermitian_toeplitz(beta, row)
+
+
+def _hermitian_toeplitz(beta: Tensor, row: Tensor) -> Tensor:
+    """``β ·`` the Hermitian Toeplitz matrices with first row ``row [..., M]`` (``row[0]`` real 1)."""
+    num_antennas = row.shape[-1]
+    m = torch.arange(num_antennas, device=row.device)
+    lag = m[None, :] - m[:, None]  # n − m: row entry for n >= m, conjugate below the diagonal
+    full = row[..., lag.abs()]
+    full = torch.where(lag >= 0, full, full.conj())
+    return beta[..., None, None].to(full.real.dtype) * full
+
+
+def correlation_matrices(network: Network) -> Tensor:
+    """``R [n, L(BS j), L(cell l), K, M, M]`` of a cellular network, from its ``beta`` and ``theta``
+    (complex128), by the model its params name (``correlation``: ``closed_form`` or ``integral``)."""
+    beta = network["beta"].to(torch.float64)
+    theta = network["theta"].to(torch.float64)
+    build = local_scattering_integral if network.params["correlation"] == "integral" else None
+    build = build or local_scattering_correlation
+    return build(beta, theta, int(network.params["num_antennas"]), float(network.params["asd"]))
+
+
+class CorrelationModel(str, Enum):
+    closed_form = "closed_form"  # small-angle approximation of the Gaussian local scattering model
+    integral = "integral"  # the exact integral over the Gaussian angular distribution
 
 
 @SCENARIOS.register("cellular")
 class Cellular(Scenario):
-    """Multi-cell massive MIMO: UE positions, large-scale gains and spatial correlation matrices.
+    """Multi-cell massive MIMO: UE positions, large-scale gains and the angles that, with the ASD,
+    give the spatial correlation matrices.
 
     Network tensors (``n`` samples, CPU); UE ``k`` of cell ``l`` is user ``l·K + k``:
 
     - ``user_positions [n, L, K, 2]``: (x, y) in metres, in ``[0, √L·cell_side)²`` (float64).
     - ``beta [n, L, L, K]``: ``beta[b, j, l, k]`` large-scale gain from UE ``k`` of cell ``l`` to BS
       ``j`` (linear, float64), with wrap-around.
-    - ``R [n, L, L, K, M, M]``: the correlation matrices ``R_{j,lk}`` (complex128, trace ``M·β``). Large:
-      ``16·L²·K·M²`` bytes a sample, 1.3 MB for the defaults (L=4, K=5, M=32) and 12.8 MB for the
-      paper's M = 100.
+    - ``theta [n, L, L, K]``: the nominal angle of arrival (radians) of that UE at that BS, from the
+      nearest wrapped copy.
+
+    The correlation matrices ``R_{j,lk}`` (``16·L²·K·M²`` bytes a sample: 12.8 MB at the paper's
+    M = 100) are not stored: :func:`correlation_matrices` builds them from ``beta`` and ``theta`` when a
+    precoder needs them.
 
     Params: ``pilot_power``, ``noise_power``, ``p_max`` (W, per BS), ``coherence``, ``num_cells``,
-    ``num_users`` (per cell), ``num_antennas``, ``cell_side`` (m).
+    ``num_users`` (per cell), ``num_antennas``, ``cell_side`` (m), ``asd`` (radians), ``correlation``.
     """
 
     @dataclass
@@ -100,13 +151,16 @@ class Cellular(Scenario):
         min_distance : float
             Minimum UE–BS distance in metres, ``0 <= min_distance < cell_side / 2`` (35).
         shadowing_db : float
-            Standard deviation of log-normal shadowing in dB (0: the paper uses none).
+            Standard deviation of log-normal shadowing in dB (0: the paper uses none; 10 in the book).
+            With shadowing, each UE's draws are redrawn until its own BS is its strongest.
         asd_deg : float
             Angular standard deviation of the local scattering model in degrees (10), > 0.
         coherence : int
             Samples per coherence block τ_c (200).
         pilot_power : float
             Uplink pilot (and data) power per UE in W (100 mW).
+        correlation : CorrelationModel
+            ``closed_form`` (small-angle approximation, the default) or ``integral`` (exact).
         """
 
         name: str = "cellular"
@@ -122,6 +176,7 @@ class Cellular(Scenario):
         asd_deg: float = 10.0
         coherence: int = 200
         pilot_power: float = 0.1
+        correlation: CorrelationModel = CorrelationModel.closed_form
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -162,7 +217,7 @@ class Cellular(Scenario):
             """Side of the whole (wrapped) area, √L · cell_side (metres)."""
             return self.grid * self.cell_side
 
-    tensors = ("user_positions", "beta", "R")
+    tensors = ("user_positions", "beta", "theta")
     provides = ("user_positions",)
 
     def bs_positions(self) -> Tensor:
@@ -189,9 +244,10 @@ class Cellular(Scenario):
         n, nc, k, s = num_samples, cfg.num_cells, cfg.num_users, cfg.cell_side
         bs = self.bs_positions()
 
-        # one block of uniforms per sample: candidate points (2·C per UE), then shadowing (2·L·L·K)
-        u = torch.rand(n, 2 * CANDIDATES * nc * k + 2 * nc * nc * k, generator=generator, dtype=torch.float64)
-        u_pos, u_sh1, u_sh2 = u.split([2 * CANDIDATES * nc * k, nc * nc * k, nc * nc * k], dim=1)
+        # one block of uniforms per sample: candidate points (2·C per UE), then shadowing candidates
+        num_pos, num_sh = 2 * CANDIDATES * nc * k, SHADOW_CANDIDATES * nc * nc * k
+        u = torch.rand(n, num_pos + 2 * num_sh, generator=generator, dtype=torch.float64)
+        u_pos, u_sh1, u_sh2 = u.split([num_pos, num_sh, num_sh], dim=1)
         offsets = s * (u_pos.view(n, nc, k, CANDIDATES, 2) - 0.5)  # relative to the own BS
         radius = torch.linalg.vector_norm(offsets, dim=-1)  # [n, L, K, C]
         valid = radius >= cfg.min_distance
@@ -204,14 +260,21 @@ class Cellular(Scenario):
         offset = self.wrapped_offsets(user_positions)  # [n, L(BS), L, K, 2]
         distance = torch.linalg.vector_norm(offset, dim=-1)
         theta = torch.atan2(offset[..., 1], offset[..., 0])
-        shadow_db = cfg.shadowing_db * standard_normal_from_uniform(u_sh1, u_sh2).view(n, nc, nc, k)
-        # in the log domain (exp/log give the same bits whatever the batch size)
-        log_beta = (-35.3 + shadow_db) * (math.log(10) / 10) - 3.76 * torch.log(distance)
-        beta = torch.exp(log_beta)
-        R = local_scattering_correlation(beta, theta, cfg.num_antennas, math.radians(cfg.asd_deg))
+        # in the log domain (exp/log give the same bits whatever the batch size), dB for the test below
+        path_db = -35.3 - 37.6 * torch.log(distance) / math.log(10)  # [n, L(BS), L, K]
+        shadow = standard_normal_from_uniform(u_sh1, u_sh2).view(n, SHADOW_CANDIDATES, nc, nc, k)
+        gain_db = path_db[:, None] + cfg.shadowing_db * shadow  # [n, S, L(BS), L, K]
+        own = torch.arange(nc)
+        own_db = gain_db[:, :, own, own]  # [n, S, L, K]: at the own BS
+        margin = own_db - gain_db.amax(dim=2)  # 0 when the own BS is the strongest
+        ok = margin >= 0
+        pick = torch.where(ok.any(1), ok.to(torch.int8).argmax(1), margin.argmax(1))  # [n, L, K]
+        index = pick[:, None, None, :, :].expand(n, 1, nc, nc, k)
+        gain_db = torch.gather(gain_db, 1, index).squeeze(1)
+        beta = torch.exp(gain_db * (math.log(10) / 10))
 
         return Network(
-            tensors={"user_positions": user_positions, "beta": beta, "R": R},
+            tensors={"user_positions": user_positions, "beta": beta, "theta": theta},
             params={
                 "pilot_power": float(cfg.pilot_power),
                 "noise_power": float(cfg.noise_power),
@@ -221,6 +284,8 @@ class Cellular(Scenario):
                 "num_users": int(k),
                 "num_antennas": int(cfg.num_antennas),
                 "cell_side": float(s),
+                "asd": math.radians(cfg.asd_deg),
+                "correlation": CorrelationModel(cfg.correlation).value,
             },
         )
 

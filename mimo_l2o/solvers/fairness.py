@@ -8,8 +8,9 @@ After precoding, user ``k``'s SINR is ``p_k a_k / (Σ_j p_j b_kj + σ_k²)`` (eq
 * Max-min (eq. 12): the optimal common SINR and powers in closed form through Perron-Frobenius
   theory, for all samples at once (:func:`max_min_power`); reference: bisection with LP feasibility
   tests (:func:`max_min_bisection_cvxpy`).
-* Max product (eq. 13): concave in the log-powers ``x = log p``; a batched barrier method with Newton
-  steps (:func:`max_prod_power`); reference: the same convex form in cvxpy (:func:`max_prod_cvxpy`).
+* Max product (eq. 13): concave in the log-powers ``x = log p``; batched minorize-maximize steps, then
+  Newton steps on the KKT conditions, with a barrier method as fallback (:func:`max_prod_power`);
+  reference: the same convex form in cvxpy (:func:`max_prod_cvxpy`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def diagonal_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor,
         problem.group.to(a.device),
         problem.budget.to(a),
     )
+
+
+def _scaled_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The dimensionless form of eqs. (12)-(13): powers ``q_k = p_k / P_g(k)`` against budgets 1, gains
+    ``B̃_kj = B_kj P_g(j) / σ_k²`` against noise 1 (``SINR_k = (a_k P_g(k) / σ_k²) q_k / (B̃_k · q + 1)``).
+
+    Returns ``B̃ [B, n, n]``, ``group [n]``, the scale ``P_g(k) [B, n]`` (``p = q · scale``) and ``G``.
+    """
+    _, interference, noise, group, budget = diagonal_form(problem)
+    scale = budget[:, group]
+    return interference * scale[:, None, :] / noise[:, :, None], group, scale, budget.shape[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,8 +105,10 @@ def max_min_bisection_cvxpy(
     """Reference max-min for ONE sample: bisection on the common SINR ``t`` with LP feasibility tests.
 
     Feasibility of ``t``: ``p >= 0``, ``Σ_{k∈g} p_k <= P_g``, ``a_k p_k >= t (B_k · p + σ_k²)`` (eq. 12
-    in SINR form). Starts from ``[min SINR at full power, min_k a_k P_g(k) / σ_k²]`` and stops when
-    ``hi − lo <= tol · lo``.
+    in SINR form), posed in the dimensionless form of :func:`_scaled_form` (powers over budgets, each
+    SINR constraint over ``σ_k²``): with realistic gains (``a ~ 1e-12``, ``σ² ~ 4e-13``) the LP in watts
+    has coefficients below the solver's feasibility tolerance and ``p = 0`` passes for feasible. Starts
+    from ``[min SINR at full power, min_k a_k P_g(k) / σ_k²]`` and stops when ``hi − lo <= tol · lo``.
 
     Returns
     -------
@@ -107,23 +121,24 @@ def max_min_bisection_cvxpy(
 
     if problem.batch_size != 1:
         raise ValueError(f"max_min_bisection_cvxpy takes one sample, got {problem.batch_size}")
-    a_t, b_t, s_t, g_t, p_t = diagonal_form(problem)
-    a, bmat, sigma = (v[0].cpu().numpy() for v in (a_t, b_t, s_t))
-    group, budget = g_t.cpu().numpy(), p_t[0].cpu().numpy()
-    indicator = (group[None, :] == np.arange(budget.shape[0])[:, None]).astype(float)
+    a_t, _, s_t, _, _ = diagonal_form(problem)
+    gains_t, g_t, scale_t, num_groups = _scaled_form(problem)
+    gains, scale, group = gains_t[0].cpu().numpy(), scale_t[0].cpu().numpy(), g_t.cpu().numpy()
+    snr = (a_t[0] / s_t[0]).cpu().numpy() * scale  # a_k P_g(k) / σ_k²
+    indicator = (group[None, :] == np.arange(num_groups)[:, None]).astype(float)
 
-    p = cp.Variable(a.shape[0], nonneg=True)
+    q = cp.Variable(snr.shape[0], nonneg=True)  # p / P_g
     t = cp.Parameter(nonneg=True)
-    lp = cp.Problem(cp.Minimize(0), [indicator @ p <= budget, cp.multiply(a, p) >= t * (bmat @ p + sigma)])
+    lp = cp.Problem(cp.Minimize(0), [indicator @ q <= 1.0, cp.multiply(snr, q) >= t * (gains @ q + 1.0)])
     full = problem.full_power().to(torch.float64)
     best = full[0].cpu()
     lo = float(problem.to(dtype=torch.float64).sinr(full).amin())
-    hi = float(np.min(a * budget[group] / sigma))
+    hi = float(np.min(snr))
     while hi - lo > tol * lo:
         t.value = 0.5 * (lo + hi)
         lp.solve(solver=cp.HIGHS)
         if lp.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            lo, best = t.value, torch.as_tensor(np.maximum(p.value, 0.0))
+            lo, best = t.value, torch.as_tensor(np.maximum(q.value, 0.0) * scale)
         else:
             hi = t.value
     return best, (lo, hi)
@@ -222,37 +237,17 @@ def _values(
 _MAX_CENTERING = 100  # Newton steps per centering (damped Newton needs far fewer from the last center)
 
 
-def max_prod_power(
-    problem: PowerControlProblem, tol: float = 1e-10, max_iter: int = 1000, mu: float = 20.0
+def _max_prod_barrier(
+    interference: Tensor, noise: Tensor, group: Tensor, budget: Tensor, tol: float, max_iter: int, mu: float
 ) -> Tensor:
-    """Max product SINR powers (eq. 13) for per-group sum-power budgets, all samples at once.
+    """The barrier method of :func:`max_prod_power` (its fallback): powers ``[b, n]``.
 
-    In the log-powers ``x = log p`` the problem is concave: maximize
-    ``Σ_k x_k − log(Σ_j B_kj e^{x_j} + σ_k²)`` (``Σ log SINR`` up to ``Σ log a``) subject to
-    ``log Σ_{k∈g} e^{x_k} <= log P_g``. Barrier method: for ``t = 1, μ, μ², ...`` maximize
-    ``φ(x) + Σ_g log(−h_g(x)) / t`` by damped Newton steps (analytic Hessians, batched solves,
-    backtracking over 40 step sizes at once) from the strictly feasible ``p = full_power / 2``, until
-    the duality gap per user ``G / (t U)`` is at most ``tol``. Then each user's SINR is within a factor
-    ``exp(tol)`` of the optimum in geometric mean; multipliers ``λ_g = 1 / (S_g t (−h_g))`` satisfy the
-    KKT conditions with complementary slackness ``≈ 1/t``.
-
-    Parameters
-    ----------
-    problem : PowerControlProblem
-        Diagonal ``signal_gain`` (see :func:`diagonal_form`), ``budget [B, G]``.
-    tol : float
-        Duality gap per user at which to stop (in ``log SINR``).
-    max_iter : int
-        Limit on the Newton steps in all.
-    mu : float
-        Factor by which ``t`` grows between centerings.
-
-    Returns
-    -------
-    Tensor ``[B, n]``
-        Powers, float64, on the problem's device.
+    For ``t = 1, μ, μ², ...`` maximize ``φ(x) + Σ_g log(−h_g(x)) / t`` (``φ`` of
+    :func:`_log_prod_terms`, ``h_g = log Σ_{k∈g} e^{x_k} − log P_g``) by damped Newton steps (analytic
+    Hessians, batched solves, backtracking over 40 step sizes at once) from the strictly feasible
+    ``p = full_power / 2``, until the duality gap per user ``G / (t n)`` is at most ``tol`` or
+    ``max_iter`` Newton steps are spent in all.
     """
-    _, interference, noise, group, budget = diagonal_form(problem)
     batch, n = noise.shape
     num_groups = budget.shape[1]
     log_budget = budget.log()
@@ -285,6 +280,272 @@ def max_prod_power(
             break
         t *= mu
     return x.exp()
+
+
+def _matvec(gains: Tensor, q: Tensor) -> Tensor:
+    """``I = B̃ q + 1``, ``[b, n]`` (batched BLAS: several times faster than ``einsum`` on a CPU)."""
+    return torch.bmm(gains, q[:, :, None])[:, :, 0] + 1.0
+
+
+def _vecmat(v: Tensor, gains: Tensor) -> Tensor:
+    """``B̃ᵀ v``, ``[b, n]``."""
+    return torch.bmm(v[:, None, :], gains)[:, 0, :]
+
+
+def _mm_multipliers(
+    c: Tensor, group: Tensor, count: Tensor, start: Tensor | None = None, steps: int = 3
+) -> tuple[Tensor, Tensor]:
+    """Per-group multipliers of the minorant step: ``μ_g`` with ``Σ_{m∈g} 1/(c_m + μ_g) = 1`` where
+    that sum exceeds 1 at ``μ = 0`` (the budget binds), else ``μ_g = 0``.
+
+    ``u(μ) = 1 / Σ_{m∈g} 1/(c_m + μ)`` is concave and increasing, so Newton's method on ``u(μ) = 1``
+    climbs monotonically to the root from below (quadratically near it) and lands below it from above.
+    It starts at ``start`` (the last step's multipliers) and is kept above the lower bound
+    ``n_g − mean_{m∈g} c_m`` (AM-HM) of the root. Returns ``μ [b, G]`` and whether each budget binds
+    ``[b, G]`` (bool). A few steps suffice: the minorant step rescales onto the budget anyway.
+    """
+    num_groups = count.shape[0]
+    c = c.clamp_min(torch.finfo(c.dtype).tiny ** 0.5)  # a user nobody hears: 1/c stays finite
+    binds = group_sum(1.0 / c, group, num_groups) > 1.0
+    lower = (count - group_sum(c, group, num_groups) / count).clamp_min(0.0)
+    mu = lower if start is None else torch.maximum(lower, start)
+    for _ in range(steps):
+        inv = 1.0 / (c + mu[:, group])
+        total = group_sum(inv, group, num_groups)
+        mu = mu + (total - 1.0) * total / group_sum(inv * inv, group, num_groups)  # (1 − u) / u'
+        mu = torch.maximum(mu, lower)
+    return torch.where(binds, mu, torch.zeros_like(mu)), binds
+
+
+def _minorant_steps(
+    gains: Tensor, group: Tensor, count: Tensor, q: Tensor, steps: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``steps`` minorize-maximize steps from ``q``; returns ``q``, the last multipliers ``μ [b, G]`` and
+    the binding budgets ``[b, G]`` (bool).
+
+    ``−log(B̃_k · q + 1)`` is convex in ``q``, so its tangent at the current ``q⁰`` bounds it from below;
+    the bound ``Σ_m log q_m − c_m q_m + const`` with ``c_m = Σ_k B̃_km / (B̃_k · q⁰ + 1)`` is maximized under
+    the budgets by ``q_m = 1 / (c_m + μ_g(m))`` (:func:`_mm_multipliers`). Every step raises
+    ``Σ log SINR``; the iteration converges linearly to the optimum.
+    """
+    num_groups = count.shape[0]
+    binds = torch.ones(q.shape[0], num_groups, dtype=torch.bool, device=q.device)
+    mu = torch.zeros(q.shape[0], num_groups, dtype=q.dtype, device=q.device)
+    for step in range(steps):
+        c = _vecmat(1.0 / _matvec(gains, q), gains)
+        mu, binds = _mm_multipliers(c, group, count, mu if step else None)
+        q = 1.0 / (c + mu[:, group])
+        used = group_sum(q, group, num_groups)  # 1 up to the multiplier's rounding where binding
+        q = q / torch.where(binds, used, torch.ones_like(used))[:, group]
+    return q, mu, binds
+
+
+def _nonneg_lcp(mat: Tensor, d: Tensor, free: Tensor, pivots: int) -> tuple[Tensor, Tensor]:
+    """``ν >= 0`` with ``w = M ν − d >= 0`` and ``νᵀ w = 0``, for positive definite ``M [b, G, G]`` and
+    ``d [b, G]``: the dual of the step's quadratic program, by block principal pivoting (Júdice & Pires
+    1994).
+
+    From the guess ``free`` (the groups with ``ν > 0``) solve ``M_FF ν_F = d_F``; swap every group
+    with ``ν_g < 0`` or ``w_g < 0`` (or, after three swaps that did not reduce their number, the last
+    such group only, which terminates for P-matrices). At most ``pivots`` solves of ``G × G`` systems.
+    Returns ``ν [b, G]`` and ``free [b, G]``.
+    """
+    batch, num_groups = d.shape
+    eye = torch.eye(num_groups, dtype=d.dtype, device=d.device)
+    eps = 1e-13 * (1.0 + d.abs().amax(dim=1, keepdim=True))
+    best = torch.full((batch,), num_groups + 1, device=d.device)
+    stalls = torch.zeros(batch, dtype=torch.long, device=d.device)
+    nu = d.new_zeros(batch, num_groups)
+    for _ in range(pivots):
+        mask = free.to(d)
+        system = mat * mask[:, :, None] * mask[:, None, :] + eye * (1.0 - mask)[:, None, :]
+        nu = torch.linalg.solve_ex(system, d * mask)[0]
+        w = (mat @ nu[:, :, None])[:, :, 0] - d
+        wrong = (free & (nu < -eps)) | (~free & (w < -eps))
+        count = wrong.sum(dim=1)
+        if not bool(wrong.any()):
+            break
+        stalls = torch.where(count < best, 0, stalls + 1)
+        best = torch.minimum(best, count)
+        last = wrong & (wrong.flip(1).cumsum(1).flip(1) == 1)
+        free = free ^ torch.where((stalls >= 3)[:, None], last, wrong)
+    return nu.clamp_min(0.0), free & (nu > 0)
+
+
+def _newton_polish(
+    gains: Tensor, group: Tensor, q: Tensor, lam: Tensor, free: Tensor, tol: float, steps: int
+) -> tuple[Tensor, Tensor]:
+    """Newton steps on the KKT conditions (sequential quadratic programming with exact Hessians) in
+    ``x = log q``, from ``q`` with multiplier estimates ``lam [b, G]`` and the guess ``free [b, G]`` of the
+    binding budgets, until the KKT residual is at most ``tol``; returns ``q [b, n]`` and which samples
+    converged ``[b]``.
+
+    At a feasible ``q`` with ``I = B̃ q + 1``, ``c = B̃ᵀ (1/I)`` and group sums ``S``, the gradient of
+    ``φ(x) = Σ_k x_k − log I_k`` is ``g = 1 − q c`` and the budgets are ``log S_g <= 0``. The KKT residual
+    is the largest of the stationarity error ``max_k |g_k − λ_g q_k|``, ``max_g −λ_g`` and
+    ``max_g |λ_g (1 − S_g)|`` with the multipliers ``λ_g = Σ_{m∈g} g_m / S_g``: in the original problem
+    ``|p_k ∂_k − λ_g' p_k|``, ``−λ_g' P_g`` and ``|λ_g' (P_g − S_g)|`` for ``λ_g' = Σ_{m∈g} p_m ∂_m / S_g``
+    (``∂_k`` the derivative of ``Σ log SINR``), all dimensionless.
+
+    A step solves the quadratic program of the Lagrangian (Hessian with the current multipliers,
+    augmented by ``λ_g`` times the outer product of the constraint gradient, which leaves the step of
+    a binding group unchanged) and the linearized budgets, in ``y = q dx``:
+
+        max  (1/q − c)ᵀ y − ½ yᵀ (diag((c + λ_g) / q) − B̂ᵀ B̂) y   s.t.  Σ_{m∈g} y_m <= −S_g log S_g,
+
+    ``B̂ = diag(1/I) B̃``: one Cholesky factorization, and the ``G``-dimensional dual (a linear
+    complementarity problem, :func:`_nonneg_lcp`) whose solution gives the new multipliers. Then
+    ``q ← q e^{dx}``, each group above its budget (or binding, after a full step) scaled onto it; a step
+    that lowers ``φ`` beyond rounding is halved, up to 8 times. Near the optimum the binding budgets are
+    found and the convergence is quadratic. Samples leave the working batch as they converge; those
+    still unconverged after ``steps`` steps, with a failed factorization or without an ascent step are
+    returned unconverged.
+    """
+    batch, n = q.shape
+    num_groups = lam.shape[1]
+    onehot = torch.nn.functional.one_hot(group, num_groups).to(q)  # E, [n, G]
+    tol = max(tol, 16 * n * torch.finfo(q.dtype).eps)  # rounding floor of the residual
+    out, converged = q.clone(), torch.zeros(batch, dtype=torch.bool, device=q.device)
+    work = torch.arange(batch, device=q.device)
+    total = _matvec(gains, q)
+    value = (q / total).log().sum(dim=1)
+    for it in range(steps + 1):
+        inv = 1.0 / total
+        c = _vecmat(inv, gains)
+        grad = 1.0 - q * c
+        used = group_sum(q, group, num_groups)
+        unit = group_sum(grad, group, num_groups) / used  # multipliers per unit power
+        stationarity = (grad - q * unit[:, group]).abs().amax(dim=1)
+        residual = torch.maximum(stationarity, (unit * (1.0 - used)).abs().amax(dim=1)).maximum(
+            -unit.amin(dim=1)
+        )
+        ok = residual <= tol
+        stop = ok | (it == steps)
+        if bool(stop.any()):
+            out[work[ok]], converged[work[ok]] = q[ok], True
+            keep = ~stop
+            if not bool(keep.any()):
+                break
+            work, gains, q, lam, free = work[keep], gains[keep], q[keep], lam[keep], free[keep]
+            total, value, inv, c, used = total[keep], value[keep], inv[keep], c[keep], used[keep]
+        scaled = gains * inv[:, :, None]  # B̂
+        system = torch.bmm(scaled.transpose(1, 2), scaled).neg_()
+        system.diagonal(dim1=1, dim2=2).add_((c + lam[:, group]) / q)
+        chol, info = torch.linalg.cholesky_ex(system)
+        rhs = torch.cat([(1.0 / q - c)[:, :, None], onehot.expand(len(q), n, num_groups)], dim=2)
+        solved = torch.cholesky_solve(rhs, chol)
+        base, basis = solved[:, :, 0], solved[:, :, 1:]
+        slack = -used * used.log()  # linearized room under each budget, >= 0
+        lam, free = _nonneg_lcp(
+            onehot.T @ basis, group_sum(base, group, num_groups) - slack, free, 4 * num_groups
+        )
+        dx = (base - (basis @ lam[:, :, None])[:, :, 0]) / q
+        bad = (info != 0) | ~torch.isfinite(dx).all(dim=1)
+        dx = torch.where(bad[:, None], torch.zeros_like(dx), dx)
+        # the full step, halved where it lowers φ beyond rounding
+        step = torch.ones_like(value)
+        accept = torch.zeros_like(bad)
+        new_q, new_total, new_value = q.clone(), total.clone(), value.clone()
+        rounding = 1e-13 * (1.0 + value.abs())
+        for _ in range(9):
+            todo = ~accept & ~bad
+            if not bool(todo.any()):
+                break
+            idx = todo.nonzero()[:, 0]
+            trial = q[idx] * (step[idx, None] * dx[idx]).exp()
+            trial_used = group_sum(trial, group, num_groups)
+            snap = (trial_used > 1.0) | (free[idx] & (step[idx] == 1.0)[:, None])
+            trial = trial / torch.where(snap, trial_used, torch.ones_like(trial_used))[:, group]
+            trial_total = _matvec(gains[idx], trial)
+            trial_value = (trial / trial_total).log().sum(dim=1)
+            good = trial_value >= value[idx] - rounding[idx]
+            idx = idx[good]
+            new_q[idx], new_total[idx], new_value[idx] = trial[good], trial_total[good], trial_value[good]
+            accept[idx] = True
+            step = torch.where(todo, 0.5 * step, step)
+        q, total, value = new_q, new_total, new_value
+        failed = bad | ~accept
+        if bool(failed.any()):  # no ascent step: leaves unconverged
+            keep = ~failed
+            if not bool(keep.any()):
+                break
+            work, gains, q, lam, free = work[keep], gains[keep], q[keep], lam[keep], free[keep]
+            total, value = total[keep], value[keep]
+    return out, converged
+
+
+def max_prod_power(
+    problem: PowerControlProblem,
+    tol: float = 1e-10,
+    max_iter: int = 1000,
+    mu: float = 20.0,
+    mm_steps: int = 10,
+    newton_steps: int = 20,
+) -> Tensor:
+    """Max product SINR powers (eq. 13) for per-group sum-power budgets, all samples at once.
+
+    In the log-powers ``x = log p`` the problem is concave: maximize
+    ``Σ_k x_k − log(Σ_j B_kj e^{x_j} + σ_k²)`` (``Σ log SINR`` up to ``Σ log a``) subject to
+    ``log Σ_{k∈g} e^{x_k} <= log P_g``. Its KKT conditions in ``p``: ``1/p_m − Σ_k B_km / I_k = λ_g(m)``
+    with ``I_k = Σ_j B_kj p_j + σ_k²``, ``λ_g >= 0`` and ``λ_g (P_g − S_g) = 0``. Solved in the
+    dimensionless form of :func:`_scaled_form` (powers over budgets, gains over noise), so any scale works:
+
+    1. ``mm_steps`` minorize-maximize steps ``p_m ← 1/(c_m + λ_g)``, ``c_m = Σ_k B_km / I_k``, from equal
+       power at full budget (:func:`_minorant_steps`): each raises ``Σ log SINR`` (linear convergence)
+       and gives multiplier estimates and a guess of the binding budgets;
+    2. Newton steps on the KKT conditions with the binding budgets chosen by a ``G``-dimensional
+       complementarity problem at each step (:func:`_newton_polish`, quadratic convergence), at most
+       ``newton_steps``, until the dimensionless KKT residual (stationarity ``max_k |p_k ∂_k − λ_g p_k|``
+       with ``∂_k`` the derivative of ``Σ log SINR``, dual feasibility, complementary slackness) is at
+       most ``tol``. Samples leave the batch as they converge; from the minorant start, 2-6 steps;
+    3. the samples that do not converge so (none in the tests, on cellular M-MMSE/MR/RZF problems or
+       on badly scaled random ones) are solved by the barrier method with damped Newton steps
+       (``_max_prod_barrier``: duality gap per user ``tol``, at most ``max_iter`` Newton steps, barrier
+       parameter growing by ``mu``), about 30 times slower.
+
+    At most ``4 n ε`` relative is then taken off groups that exceed their budget by rounding, so that
+    the powers are feasible exactly.
+
+    Parameters
+    ----------
+    problem : PowerControlProblem
+        Diagonal ``signal_gain`` (see :func:`diagonal_form`), ``budget [B, G]``.
+    tol : float
+        KKT residual at which the Newton steps stop, and duality gap per user (in ``log SINR``) at which
+        the fallback stops. Residuals below ``16 n ε`` (rounding) count as met.
+    max_iter : int
+        Limit on the Newton steps of the barrier fallback in all.
+    mu : float
+        Factor by which the barrier parameter of the fallback grows between centerings.
+    mm_steps : int
+        Minorize-maximize steps before the Newton steps.
+    newton_steps : int
+        Limit on the Newton steps of stage 2; 0 sends every sample to the barrier fallback.
+
+    Returns
+    -------
+    Tensor ``[B, n]``
+        Powers, float64, on the problem's device.
+    """
+    gains, group, scale, num_groups = _scaled_form(problem)
+    batch, n = scale.shape
+    count = torch.bincount(group, minlength=num_groups).to(gains)
+    q = (1.0 / count)[group].expand(batch, n)
+    q, lam, binds = _minorant_steps(gains, group, count, q, mm_steps)
+    converged = torch.zeros(batch, dtype=torch.bool, device=q.device)
+    if newton_steps > 0:
+        q, converged = _newton_polish(gains, group, q, lam, binds, tol, newton_steps)
+    if not bool(converged.all()):
+        rest = (~converged).nonzero()[:, 0]
+        ones = torch.ones(len(rest), num_groups, dtype=q.dtype, device=q.device)
+        noise = torch.ones(len(rest), n, dtype=q.dtype, device=q.device)
+        q = q.index_copy(0, rest, _max_prod_barrier(gains[rest], noise, group, ones, tol, max_iter, mu))
+    p = q * scale
+    # groups on their budget may exceed it by rounding: pull those back by a few ulps, to feasible
+    budget = problem.budget.to(p)
+    used = group_sum(p, group, num_groups)
+    shrink = budget / used * (1.0 - 4 * n * torch.finfo(p.dtype).eps)
+    return p * torch.where(used > budget, shrink, torch.ones_like(shrink))[:, group]
 
 
 def max_prod_cvxpy(problem: PowerControlProblem) -> Tensor:
@@ -320,9 +581,10 @@ class MaxProdNewtonConfig(SolverConfig):
     name : str
         Registry key, ``max_prod_newton``.
     tol : float
-        Duality gap per user at which the barrier method stops (in ``log SINR``).
+        KKT residual at which the Newton steps of :func:`max_prod_power` stop, and duality gap per user
+        (in ``log SINR``) at which its barrier fallback stops.
     max_iter : int
-        Limit on the Newton steps in all.
+        Limit on the Newton steps of the barrier fallback in all.
     """
 
     name: str = MISSING
@@ -336,7 +598,8 @@ class MaxProdNewtonConfig(SolverConfig):
 
 @SOLVERS.register("max_prod_newton")
 class MaxProdNewton(Solver):
-    """Max product SINR powers (eq. 13): batched barrier-Newton method; see :func:`max_prod_power`."""
+    """Max product SINR powers (eq. 13), batched: minorize-maximize and Newton steps on the KKT conditions,
+    barrier method as fallback; see :func:`max_prod_power`."""
 
     Config = MaxProdNewtonConfig
     objectives = ("max_prod",)

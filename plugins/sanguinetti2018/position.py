@@ -1,0 +1,533 @@
+"""Power allocation from UE positions: Sanguinetti, Zappone & Debbah (2018), "Deep learning power
+allocation in massive MIMO", Section IV and Tables II-IV.
+
+For each cell ``j`` a network maps the ``2KL`` normalised UE coordinates of the whole network to the
+``K`` powers of cell ``j``; the ``L`` networks are evaluated at once as grouped layers (weights
+``[L, in, out]``, one batched matrix product per layer).
+
+* :class:`PositionMLPLearner` (``position_mlp``, max-prod; Tables II and III): dense ELU layers and a
+  linear output of ``K + 1`` values, the cell's powers and their sum, both divided by the cell budget.
+  With ``use_sum`` the ``K`` powers (clamped at 0) are rescaled to add up to the predicted sum (clamped
+  to ``[0, budget]``), so the decision spends what the network predicts the cell spends.
+* :class:`PositionLSTMLearner` (``position_lstm``, max-min; Table IV): LSTM 256 → LSTM 128 → dense 64
+  ReLU → dense ``K`` ReLU, Keras-style LSTMs (one bias vector, gate order i, f, g, o).
+
+Both are trained with the relative MSE (:func:`relative_mse`) to the solver's powers divided by the
+budget. With ``shared: true`` one network serves every cell, fed the positions in that cell's own frame
+(:class:`CellFrames`): ``L`` times the training examples per sample, and equivariant to translations of
+the whole layout by whole cells on the torus.
+
+Features: ``user_positions`` ``[n, L·K·2]`` (UE ``k`` of cell ``l``, (x, y), divided by the side of the
+whole wrapped area); BS ``l`` sits at ``((l % g + 0.5) / g, (l // g + 0.5) / g)``, ``g = √L``. Power
+variables are ordered ``l·K + k``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mimo_l2o.errors import require
+from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, LearnerSpec, OptimizerName, TrainConfig
+
+FEATURE = "user_positions"
+# added to the squared label (or label norm) in the relative MSE: labels are powers / budget, of
+# order 1e-4 to 1, so only labels below ~1e-4 (none from the fairness solvers) are weighed less
+REL_EPS = 1e-8
+# smallest power / budget a log-output target takes (optimal powers are positive; this guards zeros)
+LOG_FLOOR = 1e-6
+
+
+# relative margin below each budget in the final decision: float32 powers scaled onto a budget can
+# sum to it plus a rounding (one ulp), which test/constraint_violation would report
+BUDGET_MARGIN = 1e-5
+
+
+class RelativeMSE(str, Enum):
+    element = "element"  # mean over every output of (ŷ − y)² / (y² + ε): each power's relative error
+    cell = "cell"  # mean over cells of ‖ŷ_j − y_j‖² / (‖y_j‖² + ε): the error relative to the cell's vector
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout of the network
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CellLayout:
+    """``L`` cells on a ``g × g`` grid with ``K`` UEs each, from a :class:`LearnerSpec`."""
+
+    num_cells: int
+    num_users: int
+
+    @property
+    def grid(self) -> int:
+        return math.isqrt(self.num_cells)
+
+    @classmethod
+    def from_spec(cls, spec: LearnerSpec) -> CellLayout:
+        nl = int(len(spec.budget))
+        require(nl >= 1, "scenario", "the learner needs at least one cell (budget group)")
+        require(math.isqrt(nl) ** 2 == nl, "scenario.num_cells", f"must be a perfect square (grid), got {nl}")
+        require(spec.num_vars % nl == 0, "scenario", f"{spec.num_vars} powers do not split into {nl} cells")
+        k = spec.num_vars // nl
+        expected = torch.arange(nl).repeat_interleave(k)
+        require(
+            torch.equal(spec.group.cpu().long(), expected),
+            "scenario",
+            "power variables must be ordered l·K + k with one budget group per cell",
+        )
+        shape = spec.input_shapes.get(FEATURE)
+        require(shape is not None, "scenario", f"the learner needs the feature '{FEATURE}'")
+        require(
+            math.prod(shape) == 2 * nl * k,
+            "scenario",
+            f"'{FEATURE}' has shape {tuple(shape)}; expected {2 * nl * k} = 2·L·K coordinates",
+        )
+        return cls(nl, k)
+
+    def bs_positions(self) -> Tensor:
+        """``[L, 2]`` BS positions in area units: cell ``l`` at column ``l % g``, row ``l // g``."""
+        g, idx = self.grid, torch.arange(self.num_cells)
+        return (torch.stack([idx % g, idx // g], dim=1).double() + 0.5) / g
+
+    def cell_order(self) -> Tensor:
+        """``[L, L]``: row ``j`` lists the cells by their grid offset from cell ``j`` (the ``m``-th
+        entry is the cell at ``(col_j + m % g, row_j + m // g)`` mod ``g``), so ``j`` itself comes first."""
+        g, idx = self.grid, torch.arange(self.num_cells)
+        col, row = idx % g, idx // g
+        return ((col[:, None] + col[None, :]) % g) + g * ((row[:, None] + row[None, :]) % g)
+
+
+class CellFrames(nn.Module):
+    """Positions ``[B, L·K·2]`` → per-cell inputs ``[C, B, L·K·2]``, cell-major.
+
+    ``shared=False``: ``C = 1``, the raw coordinates (every cell's network sees the same input).
+    ``shared=True``: ``C = L``; for cell ``j`` every position is translated so that BS ``j`` is at the
+    origin with wrap-around, ``x' = ((x − bs_j + 0.5) mod 1) − 0.5``, and the cells are reordered by
+    their grid offset from ``j`` (:meth:`CellLayout.cell_order`), own cell first.
+    """
+
+    def __init__(self, layout: CellLayout, shared: bool):
+        super().__init__()
+        self.layout, self.shared = layout, shared
+        self.register_buffer("bs", layout.bs_positions().float())
+        self.register_buffer("order", layout.cell_order())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.shared:
+            return x.unsqueeze(0)
+        nl, k = self.layout.num_cells, self.layout.num_users
+        pos = x.view(x.shape[0], nl, k, 2)
+        rel = torch.remainder(pos[None] - self.bs[:, None, None, None, :] + 0.5, 1.0) - 0.5  # [L, B, L, K, 2]
+        index = self.order[:, None, :, None, None].expand(nl, x.shape[0], nl, k, 2)
+        return torch.gather(rel, 2, index).flatten(2)
+
+
+class Standardize(nn.Module):
+    """``(h − mean) / std`` per input feature, the statistics of the training inputs' frames (over
+    samples and cells alike, so a shared network stays equivariant)."""
+
+    def __init__(self, frames: Tensor):
+        super().__init__()
+        flat = frames.reshape(-1, frames.shape[-1]).double()
+        self.register_buffer("mean", flat.mean(0).float())
+        self.register_buffer("std", flat.std(0).clamp_min(1e-6).float())
+
+    def forward(self, h: Tensor) -> Tensor:
+        return (h - self.mean) / self.std
+
+
+def cell_inputs(layout: CellLayout, shared: bool, train_inputs: Tensor | None = None) -> nn.Module:
+    """The per-cell input module: :class:`CellFrames`, then, given training inputs, :class:`Standardize`
+    with their statistics."""
+    frames = CellFrames(layout, shared)
+    if train_inputs is None:
+        return frames
+    with torch.no_grad():
+        return nn.Sequential(frames, Standardize(frames(train_inputs.float())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouped layers: one set of weights per cell (or one shared), applied with batched matmuls
+# ---------------------------------------------------------------------------------------------
+def glorot_uniform_(weight: Tensor, generator: torch.Generator) -> None:
+    """Keras' default kernel initialiser on ``[G, in, out]``: U(±√(6 / (in + out)))."""
+    fan_in, fan_out = weight.shape[-2], weight.shape[-1]
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        weight.copy_((torch.rand(weight.shape, generator=generator, dtype=weight.dtype) * 2 - 1) * bound)
+
+
+class GroupedLinear(nn.Module):
+    """``G`` dense layers at once: ``x [C, B, in] → [max(C, G), B, out]`` with weights ``[G, in, out]``
+    (``C`` or ``G`` may be 1 and is then broadcast)."""
+
+    def __init__(self, groups: int, in_features: int, out_features: int, generator: torch.Generator):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(groups, 1, out_features))
+        glorot_uniform_(self.weight, generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] == self.weight.shape[0]:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.matmul(x, self.weight) + self.bias
+
+
+class GroupedLSTM(nn.Module):
+    """``G`` Keras-style LSTM layers at once (gates i, f, g, o; one bias; forget bias 1; Glorot input
+    kernel, orthogonal recurrent kernel): ``x [C, B, T, in] → h [max(C, G), B, T, H]``.
+
+    Parameters per group: ``4H (in + H + 1)``, as Keras counts them.
+    """
+
+    def __init__(self, groups: int, in_features: int, hidden: int, generator: torch.Generator):
+        super().__init__()
+        self.hidden = hidden
+        self.weight_ih = nn.Parameter(torch.empty(groups, in_features, 4 * hidden))
+        self.weight_hh = nn.Parameter(torch.empty(groups, hidden, 4 * hidden))
+        bias = torch.zeros(groups, 1, 4 * hidden)
+        bias[..., hidden : 2 * hidden] = 1.0  # Keras' unit_forget_bias
+        self.bias = nn.Parameter(bias)
+        glorot_uniform_(self.weight_ih, generator)
+        with torch.no_grad():
+            for group in range(groups):
+                self.weight_hh[group].copy_(
+                    nn.init.orthogonal_(torch.empty(hidden, 4 * hidden), generator=generator)
+                )
+
+    def forward(self, x: Tensor) -> Tensor:
+        cells, batch, steps, _ = x.shape
+        # the input projection of every step at once: one [B·T, in] @ [in, 4H] product per cell
+        proj = torch.matmul(x.reshape(cells, batch * steps, -1), self.weight_ih) + self.bias
+        proj = proj.view(-1, batch, steps, proj.shape[-1])  # [G', B, T, 4H]
+        h = c = None
+        out = []
+        for t in range(steps):
+            gates = proj[:, :, t] if h is None else proj[:, :, t] + torch.matmul(h, self.weight_hh)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = (
+                torch.sigmoid(i) * torch.tanh(g)
+                if c is None
+                else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            )
+            h = torch.sigmoid(o) * torch.tanh(c)
+            out.append(h)
+        return torch.stack(out, dim=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and decoding
+# ---------------------------------------------------------------------------------------------
+def relative_mse(prediction: Tensor, target: Tensor, kind: RelativeMSE = RelativeMSE.element) -> Tensor:
+    """The relative MSE of ``[B, L, D]`` predictions, a scalar.
+
+    ``element``: the mean over samples, cells and outputs of ``(ŷ − y)² / (y² + 1e-8)``;
+    ``cell``: the mean over samples and cells of ``‖ŷ_j − y_j‖² / (‖y_j‖² + 1e-8)`` (norms over ``D``).
+    """
+    err = (prediction - target).square()
+    if RelativeMSE(kind) == RelativeMSE.cell:
+        return (err.sum(-1) / (target.square().sum(-1) + REL_EPS)).mean()
+    return (err / (target.square() + REL_EPS)).mean()
+
+
+def cell_targets(labels: Tensor, budget: Tensor, with_sum: bool) -> Tensor:
+    """Labels ``[B, L·K]`` in W → ``[B, L, K(+1)]``: the powers and (``with_sum``) their sum, divided by
+    each cell's budget ``[L]``."""
+    y = labels.view(labels.shape[0], budget.shape[0], -1) / budget[:, None]
+    return torch.cat([y, y.sum(-1, keepdim=True)], dim=-1) if with_sum else y
+
+
+def scale_to_sum(outputs: Tensor) -> Tensor:
+    """``[..., K+1]`` (powers / budget, sum / budget) → ``[..., K]``: the powers clamped at 0 and scaled
+    to add up to the sum clamped to ``[0, 1]`` (an even split of it where every power is 0)."""
+    k = outputs.shape[-1] - 1
+    p = outputs[..., :k].clamp_min(0)
+    total = outputs[..., k:].clamp(0, 1)
+    have = p.sum(-1, keepdim=True)
+    return torch.where(have > 0, p * (total / have.clamp_min(torch.finfo(p.dtype).tiny)), total / k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+class PositionMLP(nn.Module):
+    """Per-cell MLPs (Tables II-III): positions ``[B, 2KL]`` → powers ``[B, L·K]`` in W.
+
+    :meth:`outputs` gives the ``K + 1`` linear outputs per cell ``[B, L, K+1]`` (powers and their sum,
+    divided by the budget) that the loss compares with the labels. Given ``train_inputs``, the
+    per-cell inputs are standardized with their statistics (:func:`cell_inputs`).
+    """
+
+    def __init__(
+        self,
+        layout: CellLayout,
+        budget: Tensor,
+        hidden: list[int],
+        k_layer: bool,
+        shared: bool,
+        use_sum: bool,
+        generator: torch.Generator,
+        train_inputs: Tensor | None = None,
+    ):
+        super().__init__()
+        self.use_sum = use_sum
+        self.frames = cell_inputs(layout, shared, train_inputs)
+        self.register_buffer("budget", budget.clone().float())
+        groups, k = (1 if shared else layout.num_cells), layout.num_users
+        widths = [2 * layout.num_cells * k, *hidden, *([k] if k_layer else []), k + 1]
+        self.layers = nn.ModuleList(
+            GroupedLinear(groups, a, b, generator) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+
+    def outputs(self, x: Tensor) -> Tensor:
+        h = self.frames(x)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = nn.functional.elu(h)
+        return h.transpose(0, 1)  # [L, B, K+1] (a network per cell, or a shared one on L frames)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.outputs(x)
+        k = y.shape[-1] - 1
+        p = scale_to_sum(y) if self.use_sum else y[..., :k]
+        return (p * self.budget[:, None]).flatten(1)
+
+
+class PositionLSTM(nn.Module):
+    """Per-cell recurrent networks (Table IV): positions ``[B, 2KL]`` → powers ``[B, L·K]`` in W.
+
+    The input is a sequence: ``single`` feeds the ``2KL`` coordinates as one step (the input size that
+    Table IV's total of 509,829 parameters implies), ``positions`` the ``L·K`` UEs as steps of 2
+    coordinates (cell by cell, UE by UE; in ``shared`` mode the own cell first).
+    :meth:`outputs` gives the ReLU outputs ``[B, L, K]`` (powers / budget), or with ``log_output`` the
+    linear ``log(power / budget)``. Given ``train_inputs``, the per-cell inputs are standardized with
+    their statistics (:func:`cell_inputs`).
+    """
+
+    def __init__(
+        self,
+        layout: CellLayout,
+        budget: Tensor,
+        lstm: list[int],
+        dense: list[int],
+        single_step: bool,
+        shared: bool,
+        generator: torch.Generator,
+        train_inputs: Tensor | None = None,
+        log_output: bool = False,
+    ):
+        super().__init__()
+        self.single_step = single_step
+        self.log_output = log_output
+        self.frames = cell_inputs(layout, shared, train_inputs)
+        self.register_buffer("budget", budget.clone().float())
+        groups, k = (1 if shared else layout.num_cells), layout.num_users
+        width = 2 * layout.num_cells * k if single_step else 2
+        recurrent = []
+        for hidden in lstm:
+            recurrent.append(GroupedLSTM(groups, width, hidden, generator))
+            width = hidden
+        self.recurrent = nn.ModuleList(recurrent)
+        widths = [width, *dense, k]
+        self.dense = nn.ModuleList(
+            GroupedLinear(groups, a, b, generator) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+
+    def outputs(self, x: Tensor) -> Tensor:
+        h = self.frames(x)  # [C, B, 2KL]
+        h = h.unsqueeze(2) if self.single_step else h.view(*h.shape[:2], -1, 2)  # [C, B, T, F]
+        for layer in self.recurrent:
+            h = layer(h)
+        h = h[:, :, -1]
+        for i, layer in enumerate(self.dense):
+            h = layer(h)
+            if not (self.log_output and i == len(self.dense) - 1):
+                h = torch.relu(h)
+        return h.transpose(0, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.outputs(x)
+        # a log output is capped at log 1: no single power above the budget (and never inf)
+        return ((y.clamp(max=0.0).exp() if self.log_output else y) * self.budget[:, None]).flatten(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learners
+# ---------------------------------------------------------------------------------------------
+def _adam(lr: float, batch_size: int, max_epochs: int, patience: int) -> TrainConfig:
+    return TrainConfig(
+        optimizer=OptimizerName.adam,
+        lr=lr,
+        batch_size=batch_size,
+        max_epochs=max_epochs,
+        early_stopping_patience=patience,
+    )
+
+
+def _check_widths(key: str, widths: list[int], allow_empty: bool = True) -> None:
+    require(allow_empty or len(widths) >= 1, key, "needs at least one layer")
+    require(all(w >= 1 for w in widths), key, f"widths must be >= 1, got {list(widths)}")
+
+
+@dataclass
+class PositionMLPConfig(LearnerConfig):
+    """Parameters
+    ----------
+    hidden : list[int]
+        Widths of the hidden ELU layers before the ``K``-unit one (Table II: 64, 32, 32, 16; Table III:
+        512, 256, 128, 128).
+    k_layer : bool
+        End the hidden stack with an ELU layer of ``K`` units (layer 5 of Tables II and III).
+    use_sum : bool
+        Final decision from the predicted sum: the ``K`` powers (clamped at 0) scaled to add up to the
+        predicted sum clamped to ``[0, budget]``; off: the ``K`` outputs as they are.
+    shared : bool
+        One network for all cells, fed the positions in each cell's own frame; off: one per cell.
+    loss : RelativeMSE
+        ``element``: the relative error of every output; ``cell``: of each cell's output vector
+        (:func:`relative_mse`).
+    standardize : bool
+        Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
+        inside the model; off: the coordinates as they are (the paper).
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [64, 32, 32, 16])
+    k_layer: bool = True
+    use_sum: bool = True
+    shared: bool = False
+    loss: RelativeMSE = RelativeMSE.cell
+    standardize: bool = True
+    train: TrainConfig = field(default_factory=lambda: _adam(3e-3, 128, 60, 10))
+
+    def __post_init__(self) -> None:
+        _check_widths("hidden", self.hidden)
+        require(len(self.hidden) >= 1 or self.k_layer, "hidden", "needs a hidden layer (or k_layer: true)")
+
+
+class PowerOutput(str, Enum):
+    relu = "relu"  # ReLU powers / budget, relative MSE (Table IV)
+    log = "log"  # linear log(power / budget), MSE of the log powers: every UE's power to a relative accuracy
+
+
+class LSTMSequence(str, Enum):
+    single = "single"  # the 2KL coordinates as one step (Table IV's parameter total)
+    positions = "positions"  # the L·K UEs as steps of (x, y)
+
+
+@dataclass
+class PositionLSTMConfig(LearnerConfig):
+    """Parameters
+    ----------
+    lstm : list[int]
+        Units of the stacked LSTM layers (Table IV: 256, 128).
+    dense : list[int]
+        Widths of the ReLU dense layers before the ``K`` ReLU outputs (Table IV: 64).
+    sequence : LSTMSequence
+        ``single``: the ``2KL`` coordinates as one time step; ``positions``: ``L·K`` steps of (x, y).
+    shared : bool
+        One network for all cells, fed the positions in each cell's own frame; off: one per cell.
+    loss : RelativeMSE
+        ``element``: the relative error of every output; ``cell``: of each cell's output vector
+        (:func:`relative_mse`).
+    standardize : bool
+        Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
+        inside the model; off: the coordinates as they are (the paper).
+    output : PowerOutput
+        ``relu``: ReLU outputs, the powers divided by the budget (Table IV), relative-MSE loss; ``log``:
+        a linear last layer predicting ``log(power / budget)``, trained with the MSE of the log powers.
+        Max-min's objective is the smallest SINR, so one UE whose power is predicted 0 (or 10 times too
+        small) sinks its whole network: the log output keeps every power positive and learns each one
+        to a relative accuracy.
+    """
+
+    lstm: list[int] = field(default_factory=lambda: [256, 128])
+    dense: list[int] = field(default_factory=lambda: [64])
+    sequence: LSTMSequence = LSTMSequence.single
+    shared: bool = False
+    loss: RelativeMSE = RelativeMSE.cell
+    standardize: bool = True
+    output: PowerOutput = PowerOutput.relu
+    train: TrainConfig = field(default_factory=lambda: _adam(1e-3, 256, 100, 10))
+
+    def __post_init__(self) -> None:
+        _check_widths("lstm", self.lstm, allow_empty=False)
+        _check_widths("dense", self.dense)
+
+
+class _PositionLearner(Learner):
+    """What both learners share: the feature, the cell layout, the relative-MSE loss."""
+
+    requires_labels = True
+    inputs = (FEATURE,)
+    with_sum: bool = False
+
+    def __init__(self, config: Any, spec: LearnerSpec):
+        super().__init__(config, spec)
+        self.layout = CellLayout.from_spec(spec)
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        return features[FEATURE].flatten(1).float()
+
+    def finalize(self) -> nn.Module:
+        """The feasible projection onto budgets ``(1 − 1e-5) p_max``, so that float32 rounding never
+        leaves a cell above ``p_max``."""
+        return FeasiblePower(self.spec.group, self.spec.budget * (1 - BUDGET_MARGIN))
+
+    def targets(self, labels: Tensor) -> Tensor:
+        """Labels ``[B, L·K]`` (W) → what :meth:`outputs` of the model predicts, ``[B, L, K(+1)]``."""
+        return cell_targets(labels.float(), self.spec.budget.to(labels.device).float(), self.with_sum)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        return relative_mse(model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss)
+
+
+class PositionMLPLearner(_PositionLearner):
+    """Sanguinetti et al. (2018), Tables II-III: per-cell MLPs from UE positions to powers and their sum."""
+
+    Config = PositionMLPConfig
+    with_sum = True
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        cfg = self.config
+        return PositionMLP(
+            self.layout,
+            self.spec.budget,
+            list(cfg.hidden),
+            cfg.k_layer,
+            cfg.shared,
+            cfg.use_sum,
+            generator,
+            train_inputs if cfg.standardize else None,
+        )
+
+
+class PositionLSTMLearner(_PositionLearner):
+    """Sanguinetti et al. (2018), Table IV: per-cell LSTM networks from UE positions to powers."""
+
+    Config = PositionLSTMConfig
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        cfg = self.config
+        return PositionLSTM(
+            self.layout,
+            self.spec.budget,
+            list(cfg.lstm),
+            list(cfg.dense),
+            LSTMSequence(cfg.sequence) == LSTMSequence.single,
+            cfg.shared,
+            generator,
+            train_inputs if cfg.standardize else None,
+            log_output=PowerOutput(cfg.output) == PowerOutput.log,
+        )
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        if PowerOutput(self.config.output) == PowerOutput.log:
+            target = self.targets(batch["labels"]).clamp_min(LOG_FLOOR).log()
+            return (model.outputs(batch["inputs"]) - target).square().mean()
+        return super().loss(model, batch)

@@ -1,0 +1,114 @@
+"""Cellular massive MIMO through the app on tiny sizes: ``scenario=cellular`` brings its companions,
+the run logs the metric contract plus the per-user SE metrics and figure, and the logged
+``test/mse_se`` equals a recomputation from the logged model and the cached test set."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from tests.conftest import run_app
+
+TINY_CELLULAR = [
+    "scenario=cellular",
+    "scenario.num_antennas=4",
+    "precoder.num_realizations=5",
+    "data.num_train=300",
+    "data.num_val=100",
+    "data.num_test=100",
+    "data.chunk_size=100",
+    "learner.train.max_epochs=2",
+    "learner.train.batch_size=50",
+    "eval.timing_samples=50",
+    "eval.timing_repeats=2",
+    "num_threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cellular_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cellular")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MIMO_L2O_CACHE_DIR": str(work / "cache"),
+    }
+    overrides = [*TINY_CELLULAR, "precoder=mmmse", "objective=max_min"]
+    proc = run_app(*overrides, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("mimo_l2o").experiment_id])
+    return env, overrides, client, run
+
+
+def test_companions_and_metrics(cellular_run):
+    _, _, client, run = cellular_run
+    tags, metrics = run.data.tags, run.data.metrics
+    assert run.info.status == "FINISHED"
+    # scenario=cellular chose the learner and the baselines; objective=max_min chose its solver
+    assert (tags["scenario"], tags["precoder"], tags["objective"]) == ("cellular", "mmmse", "max_min")
+    assert (tags["solver"], tags["learner"]) == ("max_min_pf", "position_mlp")
+    for key in (
+        "test/objective_ratio",
+        "test/objective_equal",
+        "test/objective_random",
+        "test/speedup",
+        "test/mse_se",
+        "test/se_mean_learner",
+        "test/se_p5_learner",
+        "test/se_mean_solver",
+        "test/se_p5_solver",
+        "test/se_mean_equal",
+        "test/se_p5_equal",
+    ):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["test/constraint_violation"] == 0.0
+    # the exact max-min optimum beats equal power in the minimum SE of every sample, so on average
+    assert metrics["test/objective_solver"] > metrics["test/objective_equal"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"cdf_objective.png", "cdf_se_per_user.png"} <= artifacts
+
+
+def test_logged_mse_se_equals_a_recomputation(cellular_run):
+    import mlflow.pytorch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.plugins import Plugins
+
+    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+    from mimo_l2o.cache import Cache
+    from mimo_l2o.config import register_configs, validate
+    from mimo_l2o.runner import Data, build_parts
+
+    env, overrides, _, run = cellular_run
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    Plugins.instance().register(PluginSearchPath)
+    register_configs()
+    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = validate(compose("config", overrides=overrides))
+    finally:
+        del os.environ["MIMO_L2O_CACHE_DIR"]
+    parts = build_parts(cfg)
+    data = Data(cfg, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
+    learner = parts.learner_cls(cfg.learner, data.spec())
+    problem = data.problem("test")
+    with torch.no_grad():
+        p = problem.project(model(data.inputs("test", learner)).double())
+
+    # the per-user SE by hand: prelog · log2(1 + SINR), SINR = a_k p_k / (Σ_j B_kj p_j + σ²)
+    def se(power):
+        a = problem.signal_gain.diagonal(dim1=1, dim2=2)
+        sinr = a * power / ((problem.interference_gain * power[:, None, :]).sum(-1) + problem.noise)
+        return problem.prelog * torch.log2(1 + sinr)
+
+    mse = float((se(p) - se(data.labels("test"))).square().mean())
+    assert mse == pytest.approx(run.data.metrics["test/mse_se"], rel=1e-6)
+    # every cell within its budget
+    spent = torch.zeros(len(p), 4, dtype=p.dtype).index_add_(1, problem.group, p)
+    assert bool((spent <= problem.budget * (1 + 1e-9)).all()) and bool((p >= 0).all())
