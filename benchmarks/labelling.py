@@ -63,10 +63,10 @@ def main() -> None:
                 print(f"| {m} | {cls.name} | {precision} | {cost} |")
         problem = pre(net)
     # solvers on the last problems, repeated up to --solver-setups
-    reps = max(1, args.solver_setups // len(problem))
+    reps = max(1, args.solver_setups // problem.batch_size)
     batch = problem.cat([problem] * reps)
     for name, fn in (("max_min_pf", max_min_power), ("max_prod_newton", max_prod_power)):
-        seconds = median_time(lambda fn=fn: fn(batch), args.repeats) / len(batch)
+        seconds = median_time(lambda fn=fn: fn(batch), args.repeats) / batch.batch_size
         print(f"\n{name}: {1e3 * seconds:.3f} ms / setup ({PRESET * seconds / 60:.1f} min for 350k setups)")
 
 

@@ -13,9 +13,11 @@ For each cell ``j`` a network maps the ``2KL`` normalised UE coordinates of the 
   ReLU → dense ``K`` ReLU, Keras-style LSTMs (one bias vector, gate order i, f, g, o).
 
 Both are trained with the relative MSE (:func:`relative_mse`) to the solver's powers divided by the
-budget. With ``shared: true`` one network serves every cell, fed the positions in that cell's own frame
-(:class:`CellFrames`): ``L`` times the training examples per sample, and equivariant to translations of
-the whole layout by whole cells on the torus.
+budget, or (LSTM, ``output: log``) with the MSE of the log powers; inputs are standardized with
+training-set statistics (``standardize``), and the final decision is the feasible projection onto
+``(1 − 1e-5)`` times the budgets. With ``shared: true`` one network serves every cell, fed the
+positions in that cell's own frame (:class:`CellFrames`): ``L`` times the training examples per
+sample, and equivariant to translations of the whole layout by whole cells on the torus.
 
 Features: ``user_positions`` ``[n, L·K·2]`` (UE ``k`` of cell ``l``, (x, y), divided by the side of the
 whole wrapped area); BS ``l`` sits at ``((l % g + 0.5) / g, (l // g + 0.5) / g)``, ``g = √L``. Power
