@@ -209,9 +209,10 @@ class Objective:
 
     def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor | None:
         """Each user's spectral efficiency ``[batch, num_users]`` in bit/s/Hz, for the per-user
-        metrics (``test/mse_se``, ``test/se_mean_*``, ``test/se_p5_*``) and the per-user CDF figure;
-        ``None`` when the objective has no per-user rates."""
-        return None
+        metrics (``test/mse_se``, ``test/se_mean_*``, ``test/se_p5_*``) and the per-user CDF figure:
+        the problem's own rates (``problem.rates``), whatever the objective makes of them. A family
+        whose problems have no per-user rates returns ``None`` (no per-user metrics)."""
+        return problem.rates(decision) if hasattr(problem, "rates") else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -110,6 +110,10 @@ class PowerControlProblem:
         """SINR of every user for powers ``p`` ``[batch, num_vars]``: ``[batch, num_users]``."""
         return self.signal(p) / (self.interference(p) + self.noise)
 
+    def rates(self, p: Tensor) -> Tensor:
+        """Each user's spectral efficiency ``prelog · log2(1 + SINR)`` [bit/s/Hz], ``[batch, num_users]``."""
+        return self.prelog * self.sinr(p).log1p() / 0.6931471805599453
+
     def direct_gain(self) -> Tensor:
         """``a [batch, num_users]``: each user's gain from its own power variable.
 

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from mimo_l2o.objectives.sum_rate import SumRate, user_rates
+from mimo_l2o.objectives.sum_rate import SumRate
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES
 
@@ -161,7 +161,7 @@ def test_sum_rate_matches_loop_with_random_weights(batch, k, seed):
     expected = sum_rate_loop(ic_sinr_loop(gains, noise, p), weights)
     assert_rel(value, expected, 1e-12)
     # per-user rates, unweighted
-    rates = user_rates(problem, p)
+    rates = problem.rates(p)
     sinr = ic_sinr_loop(gains, noise, p)
     assert_rel(rates, [[math.log2(1 + s) for s in row] for row in sinr], 1e-12)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from mimo_l2o.components import Objective
-from mimo_l2o.objectives.sum_rate import user_rates
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES
 
@@ -21,10 +20,7 @@ class MaxMin(Objective):
     label = "min SE [bit/s/Hz]"
 
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
-        return user_rates(problem, decision).amin(dim=1)
-
-    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
-        return user_rates(problem, decision)
+        return problem.rates(decision).amin(dim=1)
 
 
 @OBJECTIVES.register("max_prod")
@@ -40,6 +36,3 @@ class MaxProd(Objective):
 
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         return problem.sinr(decision).log().mean(dim=1).exp()
-
-    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
-        return user_rates(problem, decision)

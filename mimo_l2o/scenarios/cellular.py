@@ -95,8 +95,8 @@ def correlation_matrices(network: Network) -> Tensor:
     (complex128), by the model its params name (``correlation``: ``closed_form`` or ``integral``)."""
     beta = network["beta"].to(torch.float64)
     theta = network["theta"].to(torch.float64)
-    build = local_scattering_integral if network.params["correlation"] == "integral" else None
-    build = build or local_scattering_correlation
+    integral = network.params["correlation"] == CorrelationModel.integral.value
+    build = local_scattering_integral if integral else local_scattering_correlation
     return build(beta, theta, int(network.params["num_antennas"]), float(network.params["asd"]))
 
 

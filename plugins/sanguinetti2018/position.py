@@ -378,17 +378,11 @@ def _check_widths(key: str, widths: list[int], allow_empty: bool = True) -> None
 
 
 @dataclass
-class PositionMLPConfig(LearnerConfig):
-    """Parameters
+class _PositionConfig(LearnerConfig):
+    """Keys both position learners share.
+
+    Parameters
     ----------
-    hidden : list[int]
-        Widths of the hidden ELU layers before the ``K``-unit one (Table II: 64, 32, 32, 16; Table III:
-        512, 256, 128, 128).
-    k_layer : bool
-        End the hidden stack with an ELU layer of ``K`` units (layer 5 of Tables II and III).
-    use_sum : bool
-        Final decision from the predicted sum: the ``K`` powers (clamped at 0) scaled to add up to the
-        predicted sum clamped to ``[0, budget]``; off: the ``K`` outputs as they are.
     shared : bool
         One network for all cells, fed the positions in each cell's own frame; off: one per cell.
     loss : RelativeMSE
@@ -399,12 +393,30 @@ class PositionMLPConfig(LearnerConfig):
         inside the model; off: the coordinates as they are (the paper).
     """
 
-    hidden: list[int] = field(default_factory=lambda: [64, 32, 32, 16])
-    k_layer: bool = True
-    use_sum: bool = True
     shared: bool = False
     loss: RelativeMSE = RelativeMSE.cell
     standardize: bool = True
+
+
+@dataclass
+class PositionMLPConfig(_PositionConfig):
+    """Parameters
+    ----------
+    hidden : list[int]
+        Widths of the hidden ELU layers before the ``K``-unit one (Table II: 64, 32, 32, 16; Table III:
+        512, 256, 128, 128).
+    k_layer : bool
+        End the hidden stack with an ELU layer of ``K`` units (layer 5 of Tables II and III).
+    use_sum : bool
+        Final decision from the predicted sum: the ``K`` powers (clamped at 0) scaled to add up to the
+        predicted sum clamped to ``[0, budget]``; off: the ``K`` outputs as they are.
+    shared, loss, standardize
+        As in :class:`_PositionConfig`.
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [64, 32, 32, 16])
+    k_layer: bool = True
+    use_sum: bool = True
     train: TrainConfig = field(default_factory=lambda: _adam(3e-3, 128, 60, 10))
 
     def __post_init__(self) -> None:
@@ -423,7 +435,7 @@ class LSTMSequence(str, Enum):
 
 
 @dataclass
-class PositionLSTMConfig(LearnerConfig):
+class PositionLSTMConfig(_PositionConfig):
     """Parameters
     ----------
     lstm : list[int]
@@ -432,14 +444,8 @@ class PositionLSTMConfig(LearnerConfig):
         Widths of the ReLU dense layers before the ``K`` ReLU outputs (Table IV: 64).
     sequence : LSTMSequence
         ``single``: the ``2KL`` coordinates as one time step; ``positions``: ``L·K`` steps of (x, y).
-    shared : bool
-        One network for all cells, fed the positions in each cell's own frame; off: one per cell.
-    loss : RelativeMSE
-        ``element``: the relative error of every output; ``cell``: of each cell's output vector
-        (:func:`relative_mse`).
-    standardize : bool
-        Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
-        inside the model; off: the coordinates as they are (the paper).
+    shared, loss, standardize
+        As in :class:`_PositionConfig`.
     output : PowerOutput
         ``relu``: ReLU outputs, the powers divided by the budget (Table IV), relative-MSE loss; ``log``:
         a linear last layer predicting ``log(power / budget)``, trained with the MSE of the log powers.
@@ -451,9 +457,6 @@ class PositionLSTMConfig(LearnerConfig):
     lstm: list[int] = field(default_factory=lambda: [256, 128])
     dense: list[int] = field(default_factory=lambda: [64])
     sequence: LSTMSequence = LSTMSequence.single
-    shared: bool = False
-    loss: RelativeMSE = RelativeMSE.cell
-    standardize: bool = True
     output: PowerOutput = PowerOutput.relu
     train: TrainConfig = field(default_factory=lambda: _adam(1e-3, 256, 100, 10))
 

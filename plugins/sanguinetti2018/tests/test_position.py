@@ -39,14 +39,6 @@ TABLE_III = [20992, 131328, 32896, 16512, 645, 36]
 TABLE_IV = [304128, 197120, 8256, 325]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
