@@ -72,3 +72,35 @@ def run_app(
         text=True,
         timeout=timeout,
     )
+
+
+def isolated_env(work: Path) -> dict[str, str]:
+    """Environment for an app run with its own SQLite MLflow store and cache under ``work``."""
+    return {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MIMO_L2O_CACHE_DIR": str(work / "cache"),
+    }
+
+
+def rebuild_data(env: dict[str, str], overrides: list[str]):
+    """The run's config, parts and cached data (CPU) as an app run with ``env`` and ``overrides`` left
+    them: ``(run config, parts, Data)``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.plugins import Plugins
+
+    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+    from mimo_l2o.cache import Cache
+    from mimo_l2o.config import register_configs, validate
+    from mimo_l2o.runner import Data, build_parts
+
+    Plugins.instance().register(PluginSearchPath)
+    register_configs()
+    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            run = validate(compose("config", overrides=list(overrides)))
+    finally:
+        del os.environ["MIMO_L2O_CACHE_DIR"]
+    parts = build_parts(run)
+    data = Data(run, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
+    return run, parts, data

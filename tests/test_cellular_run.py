@@ -5,12 +5,11 @@ the run logs the metric contract plus the per-user SE metrics and figure, and th
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
 
-from tests.conftest import run_app
+from tests.conftest import isolated_env, rebuild_data, run_app
 
 TINY_CELLULAR = [
     "scenario=cellular",
@@ -31,10 +30,7 @@ TINY_CELLULAR = [
 @pytest.fixture(scope="module")
 def cellular_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("cellular")
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "MIMO_L2O_CACHE_DIR": str(work / "cache"),
-    }
+    env = isolated_env(work)
     overrides = [*TINY_CELLULAR, "precoder=mmmse", "objective=max_min"]
     proc = run_app(*overrides, cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,26 +72,10 @@ def test_companions_and_metrics(cellular_run):
 
 def test_logged_mse_se_equals_a_recomputation(cellular_run):
     import mlflow.pytorch
-    from hydra import compose, initialize_config_dir
-    from hydra.core.plugins import Plugins
-
-    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
-    from mimo_l2o.cache import Cache
-    from mimo_l2o.config import register_configs, validate
-    from mimo_l2o.runner import Data, build_parts
 
     env, overrides, _, run = cellular_run
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
-    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = validate(compose("config", overrides=overrides))
-    finally:
-        del os.environ["MIMO_L2O_CACHE_DIR"]
-    parts = build_parts(cfg)
-    data = Data(cfg, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
+    cfg, parts, data = rebuild_data(env, overrides)
     learner = parts.learner_cls(cfg.learner, data.spec())
     problem = data.problem("test")
     with torch.no_grad():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, run_app
+from tests.conftest import TINY, isolated_env, rebuild_data, run_app
 
 CONTRACT = [
     "test/objective_learner",
@@ -37,10 +37,7 @@ CONTRACT = [
 def default_run(tmp_path_factory):
     """One tiny default run; yields (workdir, env, completed process)."""
     work = tmp_path_factory.mktemp("e2e")
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "MIMO_L2O_CACHE_DIR": str(work / "cache"),
-    }
+    env = isolated_env(work)
     proc = run_app(*TINY, cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return work, env, proc
@@ -97,30 +94,11 @@ def test_per_epoch_metrics_are_logged(default_run):
 def test_logged_model_reproduces_the_logged_objective(default_run):
     """Load the policy back, rebuild the test set from the cache, and recompute the metric."""
     import mlflow.pytorch
-    from hydra import compose, initialize_config_dir
-
-    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
-    from mimo_l2o.cache import Cache
-    from mimo_l2o.config import register_configs, validate
-    from mimo_l2o.runner import Data, build_parts
 
     work, env, _ = default_run
     (run,) = _runs(_client(env))
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
-    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=TINY)
-    finally:
-        del os.environ["MIMO_L2O_CACHE_DIR"]
-    cfg_run = validate(cfg)
-    parts = build_parts(cfg_run)
-    data = Data(cfg_run, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
+    cfg_run, parts, data = rebuild_data(env, TINY)
     learner = parts.learner_cls(cfg_run.learner, data.spec())
     with torch.no_grad():
         decision = model(data.inputs("test", learner)).double()
