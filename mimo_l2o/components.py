@@ -207,6 +207,12 @@ class Objective:
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def smooth(self, problem: PowerControlProblem, decision: Tensor, temperature: float) -> Tensor:
+        """A smooth stand-in for the objective ``[batch]`` that learners may train on (positive,
+        larger is better); by default the objective itself. ``temperature`` sets how closely a
+        non-smooth objective (a minimum) is followed: larger is closer."""
+        return self(problem, decision)
+
     def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor | None:
         """Each user's spectral efficiency ``[batch, num_users]`` in bit/s/Hz, for the per-user
         metrics (``test/mse_se``, ``test/se_mean_*``, ``test/se_p5_*``) and the per-user CDF figure:

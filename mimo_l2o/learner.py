@@ -24,9 +24,12 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from mimo_l2o.components import POWER_CONTROL
+from mimo_l2o.components import POWER_CONTROL, Objective
 from mimo_l2o.errors import require
-from mimo_l2o.problem import project_onto_budgets
+from mimo_l2o.problem import PowerControlProblem, project_onto_budgets
+
+# key prefix of the problem tensors in a training batch (``problem.signal_gain``, ...)
+PROBLEM_KEY = "problem."
 
 
 class OptimizerName(str, Enum):
@@ -116,12 +119,19 @@ class LearnerSpec:
         Budget group of each variable.
     budget : Tensor ``[num_groups]``
         Budget of each group (the same for every sample of the scenario).
+    problem : PowerControlProblem, optional
+        One problem of the training set (float32, CPU): the structure (``group``, ``prelog``) that
+        :meth:`Learner.batch_problem` puts a batch's problem tensors into.
+    objective : Objective, optional
+        The run's objective, for learners that train on it.
     """
 
     input_shapes: dict[str, tuple[int, ...]]
     num_vars: int
     group: Tensor
     budget: Tensor
+    problem: PowerControlProblem | None = None
+    objective: Objective | None = None
 
 
 class FeasiblePower(nn.Module):
@@ -179,6 +189,24 @@ class Learner:
     @property
     def reports_raw(self) -> bool:
         return False
+
+    @property
+    def uses_problems(self) -> bool:
+        """Whether training batches carry the problems (``problem.<tensor>`` keys, see
+        :meth:`batch_problem`): always for learners without labels, which train on the objective."""
+        return not self.requires_labels
+
+    @staticmethod
+    def problem_tensors(problem: PowerControlProblem) -> dict[str, Tensor]:
+        """A problem's batched tensors under the batch keys ``problem.<name>``."""
+        return {PROBLEM_KEY + k: v for k, v in problem.batched_tensors().items()}
+
+    def batch_problem(self, batch: dict[str, Any]) -> PowerControlProblem:
+        """The problems of a training batch (the ``problem.<name>`` tensors in the spec's structure)."""
+        require(self.spec.problem is not None, "learner", "the runner gave no problem structure")
+        tensors = {k[len(PROBLEM_KEY) :]: v for k, v in batch.items() if k.startswith(PROBLEM_KEY)}
+        device = next(iter(tensors.values())).device
+        return self.spec.problem.to(device).with_batched_tensors(tensors)
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         """Model input ``[batch, ...]`` (float32) from the named features."""

@@ -254,6 +254,8 @@ class Data:
             num_vars=problem.num_vars,
             group=problem.group.cpu(),
             budget=problem.budget[0].cpu(),
+            problem=problem.to("cpu", torch.float32),
+            objective=self.parts.objective,
         )
 
 
@@ -323,6 +325,9 @@ def _run(
     if learner.requires_labels:
         train_data["labels"] = labels["train"].float()
         val_data["labels"] = labels["val"].float()
+    if learner.uses_problems:  # float32 copies for training on the objective
+        for split, batch in (("train", train_data), ("val", val_data)):
+            batch.update(learner.problem_tensors(data.problem(split).to("cpu", torch.float32)))
     val_problem = data.problem("val")
     val_reference = _mean_objective(objective, val_problem, labels["val"].to(device))
     val_inputs = val_data["inputs"].to(device)

@@ -92,3 +92,38 @@ def test_logged_mse_se_equals_a_recomputation(cellular_run):
     # every cell within its budget
     spent = torch.zeros(len(p), 4, dtype=p.dtype).index_add_(1, problem.group, p)
     assert bool((spent <= problem.budget * (1 + 1e-9)).all()) and bool((p >= 0).all())
+
+
+def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp_path):
+    """``position_lstm`` (``train_on: objective`` in its YAML) gets the training problems from the
+    runner; the best validation loss it logs is ``−mean log`` of the smooth max-min SE of the logged
+    model's feasible decisions on the cached validation problems (the logged policy's decisions sit
+    within ``1e-5`` relative below budgets that the loss's projection fills exactly)."""
+    import mlflow
+    import mlflow.pytorch
+
+    env = isolated_env(tmp_path)
+    overrides = [
+        *TINY_CELLULAR,
+        "precoder=mr",
+        "objective=max_min",
+        "learner=position_lstm",
+        "learner.lstm=[8]",
+        "learner.dense=[8]",
+        "learner.pretrain_epochs=1",
+    ]
+    proc = run_app(*overrides, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("mimo_l2o").experiment_id])
+    assert run.data.tags["learner"] == "position_lstm"
+    assert run.data.metrics["test/constraint_violation"] == 0.0
+    policy = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    cfg, parts, data = rebuild_data(env, overrides)
+    learner = parts.learner_cls(cfg.learner, data.spec())
+    assert learner.uses_problems and cfg.learner.train_on == "objective"
+    problem = data.problem("val").to(dtype=torch.float32)
+    with torch.no_grad():
+        value = parts.objective.smooth(problem, policy(data.inputs("val", learner)), cfg.learner.temperature)
+    assert float(-value.log().mean()) == pytest.approx(run.data.metrics["train/best_val_loss"], rel=1e-4)

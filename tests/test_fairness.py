@@ -107,6 +107,30 @@ def test_max_prod_objective_is_geometric_mean_sinr(fair):
     assert torch.isfinite(q.grad).all()
 
 
+def test_max_min_smooth_objective_is_a_soft_minimum_within_its_bounds(fair):
+    objectives, _ = fair
+    problem = make_problem(batch=4)
+    p = torch.rand(4, 12, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.01
+    objective = objectives.MaxMin(None)
+    exact = objective(problem, p)
+    for t in (1.0, 20.0, 200.0):
+        got = objective.smooth(problem, p, t)
+        for i in range(4):
+            sinrs = [hand_sinr(problem, p, i, k) for k in range(12)]
+            soft = sum(s ** (-t) for s in sinrs) ** (-1 / t)  # exp(-logsumexp(-t log s) / t)
+            assert got[i].item() == pytest.approx(problem.prelog * math.log2(1 + soft), rel=1e-10)
+            lower = problem.prelog * math.log2(1 + 12 ** (-1 / t) * min(sinrs))
+            assert lower - 1e-12 <= got[i].item() <= exact[i].item() + 1e-12
+    assert torch.allclose(objective.smooth(problem, p, 1e4), exact, rtol=1e-3)
+    q = p.clone().requires_grad_(True)
+    objective.smooth(problem, q, 20.0).sum().backward()
+    assert bool((q.grad != 0).all())  # every power moves the soft minimum, not only the argmin's
+    # the other objectives train on themselves
+    torch.testing.assert_close(
+        objectives.MaxProd(None).smooth(problem, p, 20.0), objectives.MaxProd(None)(problem, p)
+    )
+
+
 def test_max_prod_newton_satisfies_kkt(fair):
     _, solvers = fair
     problem = make_problem(batch=40, cells=4, users=5, seed=3)

@@ -3,6 +3,9 @@ SINR (eq. 13)."""
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 from mimo_l2o.components import Objective
@@ -21,6 +24,15 @@ class MaxMin(Objective):
 
     def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
         return problem.rates(decision).amin(dim=1)
+
+    def smooth(self, problem: PowerControlProblem, decision: Tensor, temperature: float) -> Tensor:
+        """The SE at the soft minimum of the SINRs, ``prelog · log2(1 + s)`` with
+        ``log s = −log Σ_u exp(−t · log SINR_u) / t``: between ``prelog · log2(1 + U^(−1/t) · SINR_min)``
+        and the minimum SE (``t`` the temperature, ``U`` users), with a gradient for every user's
+        SINR rather than only the smallest one's."""
+        log_sinr = problem.sinr(decision).log()
+        soft_min = -torch.logsumexp(-temperature * log_sinr, dim=1) / temperature
+        return problem.prelog * soft_min.exp().log1p() / math.log(2)
 
 
 @OBJECTIVES.register("max_prod")

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from mimo_l2o.errors import require
 from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.problem import project_onto_budgets
 
 FEATURE = "user_positions"
 # added to the squared label (or label norm) in the relative MSE: labels are powers / budget, of
@@ -48,6 +49,11 @@ LOG_FLOOR = 1e-6
 # relative margin below each budget in the final decision: float32 powers scaled onto a budget can
 # sum to it plus a rounding (one ulp), which test/constraint_violation would report
 BUDGET_MARGIN = 1e-5
+
+
+class TrainOn(str, Enum):
+    labels = "labels"  # the solver's powers (the paper): relative MSE, or MSE of log powers
+    objective = "objective"  # the run's objective on the training problems (after label pretraining)
 
 
 class RelativeMSE(str, Enum):
@@ -254,6 +260,32 @@ def scale_to_sum(outputs: Tensor) -> Tensor:
     return torch.where(have > 0, p * (total / have.clamp_min(torch.finfo(p.dtype).tiny)), total / k)
 
 
+def permute_users(
+    batch: dict[str, Tensor], layout: CellLayout, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """The batch with the UEs of every cell in a random order, drawn per sample: the positions
+    ``inputs [B, L·K·2]``, the ``labels [B, L·K]`` and the problem tensors (``problem.*``: gains
+    ``[B, L·K, L·K]`` permuted on both axes, per-UE vectors ``[B, L·K]`` on theirs, per-cell budgets kept)
+    alike, so each sample is the same network with its UEs renumbered (a UE's index carries no meaning)."""
+    inputs = batch["inputs"]
+    b, nl, k = inputs.shape[0], layout.num_cells, layout.num_users
+    v = nl * k
+    keys = torch.rand(b, nl, k, generator=generator).argsort(-1)
+    perm = (keys + k * torch.arange(nl)[:, None]).flatten(1).to(inputs.device)  # [B, V]
+    out = {}
+    for name, t in batch.items():
+        if name == "inputs":
+            out[name] = t.view(b, v, 2).gather(1, perm[..., None].expand(b, v, 2)).flatten(1)
+        elif t.dim() == 3 and t.shape[1:] == (v, v):
+            rows = t.gather(1, perm[..., None].expand(b, v, v))
+            out[name] = rows.gather(2, perm[:, None, :].expand(b, v, v))
+        elif t.dim() == 2 and t.shape[1] == v:
+            out[name] = t.gather(1, perm)
+        else:
+            out[name] = t
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
@@ -391,11 +423,31 @@ class _PositionConfig(LearnerConfig):
     standardize : bool
         Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
         inside the model; off: the coordinates as they are (the paper).
+    train_on : TrainOn
+        ``labels``: fit the solver's powers (the paper). ``objective``: fit them for
+        ``pretrain_epochs`` epochs, then maximize the run's objective (its smooth form,
+        ``Objective.smooth``) on the training problems: the loss is ``−log`` of it for the feasible
+        decision, and the validation loss (early stopping, best weights) is that from the first epoch.
+    pretrain_epochs : int
+        Epochs on the labels before the objective (``train_on: objective``).
+    temperature : float
+        Sharpness of the smooth objective (the soft minimum of max-min; ``Objective.smooth``).
+    permute_users : bool
+        Renumber the UEs of every cell at random in each training batch (:func:`permute_users`), so the
+        network learns that a UE's index carries no meaning.
     """
 
     shared: bool = False
     loss: RelativeMSE = RelativeMSE.cell
     standardize: bool = True
+    train_on: TrainOn = TrainOn.labels
+    pretrain_epochs: int = 8
+    temperature: float = 20.0
+    permute_users: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.pretrain_epochs >= 0, "pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
 
 
 @dataclass
@@ -420,6 +472,7 @@ class PositionMLPConfig(_PositionConfig):
     train: TrainConfig = field(default_factory=lambda: _adam(3e-3, 128, 60, 10))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_widths("hidden", self.hidden)
         require(len(self.hidden) >= 1 or self.k_layer, "hidden", "needs a hidden layer (or k_layer: true)")
 
@@ -461,12 +514,14 @@ class PositionLSTMConfig(_PositionConfig):
     train: TrainConfig = field(default_factory=lambda: _adam(1e-3, 256, 100, 10))
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check_widths("lstm", self.lstm, allow_empty=False)
         _check_widths("dense", self.dense)
 
 
 class _PositionLearner(Learner):
-    """What both learners share: the feature, the cell layout, the relative-MSE loss."""
+    """What both learners share: the feature, the cell layout, the losses (labels or objective) and the
+    UE renumbering."""
 
     requires_labels = True
     inputs = (FEATURE,)
@@ -475,6 +530,18 @@ class _PositionLearner(Learner):
     def __init__(self, config: Any, spec: LearnerSpec):
         super().__init__(config, spec)
         self.layout = CellLayout.from_spec(spec)
+        self.epoch = 0  # epochs done (on_epoch_end), for the switch from labels to the objective
+        self.generator = torch.Generator().manual_seed(0)  # reseeded by build_model
+        if self.on_objective:
+            require(spec.objective is not None, "learner.train_on", "objective: the runner gave no objective")
+
+    @property
+    def on_objective(self) -> bool:
+        return TrainOn(self.config.train_on) == TrainOn.objective
+
+    @property
+    def uses_problems(self) -> bool:
+        return self.on_objective
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         return features[FEATURE].flatten(1).float()
@@ -488,8 +555,30 @@ class _PositionLearner(Learner):
         """Labels ``[B, L·K]`` (W) → what :meth:`outputs` of the model predicts, ``[B, L, K(+1)]``."""
         return cell_targets(labels.float(), self.spec.budget.to(labels.device).float(), self.with_sum)
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+    def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """The loss against the solver's powers."""
         return relative_mse(model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss)
+
+    def objective_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """``−mean log`` of the smooth objective of the feasible decision on the batch's problems."""
+        problem = self.batch_problem(batch)
+        decision = project_onto_budgets(model(batch["inputs"]), self.spec.group, problem.budget)
+        value = self.spec.objective.smooth(problem, decision, self.config.temperature)
+        return -value.clamp_min(torch.finfo(value.dtype).tiny).log().mean()
+
+    def start(self, generator: torch.Generator) -> None:
+        """Seed the UE renumbering from the model's generator (called by ``build_model``)."""
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        if model.training and self.config.permute_users:
+            batch = permute_users(batch, self.layout, self.generator)
+        if self.on_objective and not (model.training and self.epoch < self.config.pretrain_epochs):
+            return self.objective_loss(model, batch)
+        return self.label_loss(model, batch)
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epoch = epoch + 1
 
 
 class PositionMLPLearner(_PositionLearner):
@@ -500,6 +589,7 @@ class PositionMLPLearner(_PositionLearner):
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
+        self.start(generator)
         return PositionMLP(
             self.layout,
             self.spec.budget,
@@ -519,6 +609,7 @@ class PositionLSTMLearner(_PositionLearner):
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
+        self.start(generator)
         return PositionLSTM(
             self.layout,
             self.spec.budget,
@@ -531,8 +622,8 @@ class PositionLSTMLearner(_PositionLearner):
             log_output=PowerOutput(cfg.output) == PowerOutput.log,
         )
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+    def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         if PowerOutput(self.config.output) == PowerOutput.log:
             target = self.targets(batch["labels"]).clamp_min(LOG_FLOOR).log()
             return (model.outputs(batch["inputs"]) - target).square().mean()
-        return super().loss(model, batch)
+        return super().label_loss(model, batch)

@@ -21,12 +21,14 @@ from mimo_l2o_plugins.sanguinetti2018.position import (
     PositionMLPLearner,
     PowerOutput,
     RelativeMSE,
+    permute_users,
     relative_mse,
     scale_to_sum,
 )
 
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import FeasiblePower, LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import LEARNERS
 from mimo_l2o.training import fit
 
@@ -373,6 +375,110 @@ def test_final_decision_is_feasible(make):
 
 
 # ---------------------------------------------------------------------------------------------
+# training on the objective, UE renumbering
+# ---------------------------------------------------------------------------------------------
+def problems(n: int, seed: int, num_cells: int = L, num_users: int = K) -> PowerControlProblem:
+    """Cellular-like problems: diagonal signal gains, dense interference, per-cell budgets (float32)."""
+    g, v = gen(seed), num_cells * num_users
+    a = 10 * (1 + torch.rand(n, v, generator=g))
+    return PowerControlProblem(
+        signal_gain=torch.diag_embed(a),
+        interference_gain=torch.rand(n, v, v, generator=g),
+        noise=0.5 + torch.rand(n, v, generator=g),
+        group=torch.arange(num_cells).repeat_interleave(num_users),
+        budget=torch.full((n, num_cells), P_MAX),
+        weights=torch.ones(n, v),
+        prelog=0.9,
+    )
+
+
+def with_problems(learner, x: torch.Tensor, labels: torch.Tensor, problem: PowerControlProblem) -> dict:
+    return {"inputs": x, "labels": labels, **learner.problem_tensors(problem)}
+
+
+def test_permute_users_renumbers_ues_within_cells_consistently():
+    n = 6
+    x, problem = positions(n, 1), problems(n, 2)
+    labels = torch.rand(n, L * K, generator=gen(3))
+    learner = lstm(lstm=[8], dense=[8])
+    batch = with_problems(learner, x, labels, problem)
+    out = permute_users(batch, learner.layout, gen(4))
+    # each sample's UEs are renumbered within their cells, and not all in the identity order
+    perm = torch.stack(
+        [torch.stack([(labels[i] == y).nonzero()[0, 0] for y in out["labels"][i]]) for i in range(n)]
+    )
+    assert torch.equal(perm // K, torch.arange(L).repeat_interleave(K).expand(n, -1))
+    assert not torch.equal(perm, torch.arange(L * K).expand(n, -1))
+    for i in range(n):
+        for u in range(L * K):
+            assert torch.equal(out["inputs"][i].view(-1, 2)[u], x[i].view(-1, 2)[perm[i, u]])
+    # the permuted problem at the permuted powers gives the permuted SINRs (the same network)
+    renumbered = problem.with_batched_tensors({k[8:]: v for k, v in out.items() if k.startswith("problem.")})
+    p = torch.rand(n, L * K, generator=gen(5)) * P_MAX / K
+    p_perm = p.gather(1, perm)
+    torch.testing.assert_close(renumbered.sinr(p_perm), problem.sinr(p).gather(1, perm))
+    torch.testing.assert_close(renumbered.budget, problem.budget)
+
+
+def test_objective_training_switches_from_labels_to_the_smooth_objective():
+    from mimo_l2o.objectives.fairness import MaxMin
+    from mimo_l2o.solvers.fairness import MaxMinPF
+
+    n = 16
+    x, problem = positions(n, 1), problems(n, 2)
+    labels = torch.rand(n, L * K, generator=gen(3)) * P_MAX / K + 1e-3
+    s = spec()
+    s.problem, s.objective = problem[:1], MaxMin(None)
+    learner = PositionLSTMLearner(
+        PositionLSTMConfig(
+            name="position_lstm",
+            lstm=[8],
+            dense=[8],
+            output=PowerOutput.log,
+            train_on="objective",
+            pretrain_epochs=2,
+            temperature=5.0,
+        ),
+        s,
+    )
+    assert learner.uses_problems and not lstm().uses_problems
+    model = learner.build_model(x, gen(0))
+    batch = with_problems(learner, x, labels, problem)
+    with torch.no_grad():
+        target = (labels.view(n, L, K) / P_MAX).log()
+        label_loss = (model.outputs(x) - target).square().mean()
+        p = model(x)
+        p = p * (P_MAX / p.view(n, L, K).sum(-1).clamp_min(P_MAX)).repeat_interleave(K, dim=1)  # onto budgets
+        sinr = problem.sinr(p)
+        soft = sinr.pow(-5.0).sum(-1).pow(-1 / 5.0)
+        objective_loss = -(0.9 * torch.log2(1 + soft)).log().mean()
+    model.train()
+    assert learner.loss(model, batch).item() == pytest.approx(label_loss.item(), rel=1e-5)  # pretraining
+    model.eval()
+    assert learner.loss(model, batch).item() == pytest.approx(objective_loss.item(), rel=1e-5)  # validation
+    learner.on_epoch_end(1, {})  # two epochs done: the objective from now on
+    model.train()
+    assert learner.loss(model, batch).item() == pytest.approx(objective_loss.item(), rel=1e-5)
+    # a few Adam steps on the objective raise the exact minimum SE of the feasible decisions
+    before = MaxMin(None)(problem, learner.finalize()(model(x))).mean()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        learner.loss(model, batch).backward()
+        opt.step()
+    after = MaxMin(None)(problem, learner.finalize()(model(x))).mean()
+    # better (about 10 % measured), and never above the exact optimum
+    exact = problem.to(dtype=torch.float64)
+    optimum = MaxMin(None)(exact, MaxMinPF(MaxMinPF.Config(name="max_min_pf")).solve(exact, MaxMin(None)))
+    assert 1.05 * before < after <= optimum.float().mean()
+
+
+def test_objective_training_needs_an_objective():
+    with pytest.raises(ConfigError, match="objective"):
+        lstm(train_on="objective")
+
+
+# ---------------------------------------------------------------------------------------------
 # configuration and specification checks
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -382,6 +488,8 @@ def test_final_decision_is_feasible(make):
         (lambda: PositionMLPConfig(name="position_mlp", hidden=[], k_layer=False), "hidden"),
         (lambda: PositionLSTMConfig(name="position_lstm", lstm=[]), "lstm"),
         (lambda: PositionLSTMConfig(name="position_lstm", dense=[-1]), "dense"),
+        (lambda: PositionLSTMConfig(name="position_lstm", temperature=0.0), "temperature"),
+        (lambda: PositionMLPConfig(name="position_mlp", pretrain_epochs=-1), "pretrain_epochs"),
     ],
 )
 def test_bad_config_raises_naming_the_key(make, key):
