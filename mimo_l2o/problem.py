@@ -47,6 +47,10 @@ def project_onto_budgets(p: Tensor, group: Tensor, budget: Tensor) -> Tensor:
     return p * scale[..., group.to(p.device)]
 
 
+# tensors that describe the variables, not the samples: shared by the whole batch
+SHARED = ("group", "owner")
+
+
 @dataclass
 class PowerControlProblem:
     """A batch of power-control problems.
@@ -68,6 +72,9 @@ class PowerControlProblem:
     prelog : float
         Pre-log factor of the rates (1 for interference channels, ``(τ_c − τ_p)/τ_c`` when pilots
         take part of the coherence block).
+    owner : Tensor ``[num_vars]`` (long), optional
+        The user each variable's power is meant for, ``0 .. num_users - 1`` (cell-free: the UE of a
+        UE-AP pair); ``None`` means variable ``u`` is user ``u``'s (one variable per user).
     """
 
     signal_gain: Tensor
@@ -77,6 +84,7 @@ class PowerControlProblem:
     budget: Tensor
     weights: Tensor
     prelog: float = 1.0
+    owner: Tensor | None = None
 
     family = "power_control"
 
@@ -131,6 +139,12 @@ class PowerControlProblem:
             raise ValueError("needs a diagonal signal_gain (user k is served by variable k only)")
         return a
 
+    def user_power(self, p: Tensor) -> Tensor:
+        """Power spent on each user, ``Σ_{v: owner_v = u} p_v``, ``[batch, num_users]``."""
+        if self.owner is None:
+            return p
+        return group_sum(p, self.owner, self.num_users)
+
     def group_power(self, p: Tensor) -> Tensor:
         """Total power of each budget group, ``[batch, num_groups]``."""
         return group_sum(p, self.group, self.num_groups)
@@ -156,22 +170,22 @@ class PowerControlProblem:
             value = getattr(self, f.name)
             if not isinstance(value, Tensor):
                 kwargs[f.name] = value
-            elif f.name == "group":
+            elif f.name in SHARED:
                 kwargs[f.name] = fn_shared(value)
             else:
                 kwargs[f.name] = fn_batched(value)
         return replace(self, **kwargs)
 
     def batched_tensors(self) -> dict[str, Tensor]:
-        """The tensors with a sample dimension (everything but ``group`` and ``prelog``)."""
+        """The tensors with a sample dimension (everything but ``group``, ``owner`` and ``prelog``)."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "group" and isinstance(getattr(self, f.name), Tensor)
+            if f.name not in SHARED and isinstance(getattr(self, f.name), Tensor)
         }
 
     def with_batched_tensors(self, tensors: dict[str, Tensor]) -> PowerControlProblem:
-        """The same problem structure (``group``, ``prelog``) with other batched tensors."""
+        """The same problem structure (``group``, ``owner``, ``prelog``) with other batched tensors."""
         return replace(self, **tensors)
 
     def __getitem__(self, index) -> PowerControlProblem:
@@ -198,7 +212,7 @@ class PowerControlProblem:
         kwargs = {}
         for f in fields(first):
             value = getattr(first, f.name)
-            if isinstance(value, Tensor) and f.name != "group":
+            if isinstance(value, Tensor) and f.name not in SHARED:
                 kwargs[f.name] = torch.cat([getattr(p, f.name) for p in problems])
             else:
                 kwargs[f.name] = value

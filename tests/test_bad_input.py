@@ -34,6 +34,20 @@ CASES = {
     "bad optimizer choice": (["learner.train.optimizer=adamw"], ["learner.train.optimizer", "adamw"]),
     "bad device": (["device=tpu"], ["device", "tpu"]),
     "unsupported device": (["device=meta"], ["device", "meta", "allowed"]),
+    # cell-free massive MIMO (issue 4)
+    "no APs": (["scenario=cellfree", "scenario.num_aps=0"], ["scenario.num_aps", ">= 1", "0"]),
+    "no AP antennas": (["scenario=cellfree", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),
+    "no cell-free users": (["scenario=cellfree", "scenario.num_users=0"], ["scenario.num_users", ">= 1"]),
+    "AP budget zero": (["scenario=cellfree", "scenario.p_max=0"], ["scenario.p_max", "> 0"]),
+    "area zero": (["scenario=cellfree", "scenario.side=0"], ["scenario.side", "> 0"]),
+    "circuit power zero": (
+        ["scenario=cellfree", "objective.circuit_power=0"],
+        ["objective.circuit_power", "> 0"],
+    ),
+    "amplifier inefficiency negative": (
+        ["scenario=cellfree", "objective.pa_inefficiency=-1"],
+        ["objective.pa_inefficiency", "> 0"],
+    ),
     # cellular massive MIMO (issue 3)
     "no antennas": (["scenario=cellular", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),
     "more users than pilots fit": (

@@ -125,6 +125,17 @@ def test_option_composes_and_validates(group, name):
         assert getattr(run, other).name == load_option(other, option)[0]["name"], other
 
 
+def scenario_for(group: str, name: str) -> str:
+    """The first scenario a precoder accepts, or whose features a learner reads."""
+    for scenario in registry.SCENARIOS.names():
+        cls = registry.SCENARIOS.get(scenario)
+        if group == "precoder" and registry.PRECODERS.get(name).accepts(cls.tensors):
+            return scenario
+        if group == "learner" and set(registry.LEARNERS.get(name).inputs) <= set(cls.provides):
+            return scenario
+    raise AssertionError(f"no scenario for {group}={name}")
+
+
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
 def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     run = validate(compose_run(f"{group}={name}"))
@@ -156,7 +167,16 @@ def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
         with pytest.raises(ConfigError) as err:
             build_parts(run)
         assert err.value.key == group and f"scenario={run.scenario.name}" in str(err.value)
-        run = validate(compose_run("scenario=cellular", f"{group}={name}"))
+        run = validate(compose_run(f"scenario={scenario_for(group, name)}", f"{group}={name}"))
+    learner = registry.LEARNERS.get(run.learner.name)
+    lacking = set(learner.inputs) - set(registry.SCENARIOS.get(run.scenario.name).provides)
+    if lacking:
+        # a scenario that no learner of this default can read (its own learner comes with it, or is
+        # named): refused before any work, naming the learner and what the scenario provides
+        with pytest.raises(ConfigError) as err:
+            build_parts(run)
+        assert err.value.key == "learner" and f"scenario={run.scenario.name}" in str(err.value)
+        return
     parts = build_parts(run)
     assert parts.scenario.name == run.scenario.name
     assert parts.solver.name == run.solver.name

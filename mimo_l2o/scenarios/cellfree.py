@@ -1,0 +1,146 @@
+"""Cell-free massive MIMO: Raghunath, Peng & Jorswieck (2023), Section II and V.
+
+``L`` access points (APs) with ``N`` antennas each on a regular grid over a square area, ``h`` metres
+above ``K`` single-antenna UEs dropped uniformly over the same area (no wrap-around). Large-scale gain
+``β_lk`` [dB] = −30.5 − 36.7·log10(d_lk / 1 m) + X_lk with ``d`` the 3-D distance and ``X`` i.i.d.
+log-normal shadowing (4 dB); Rayleigh fading ``h_lk ~ CN(0, β_lk I_N)``. With user-centric association
+AP ``l`` serves UE ``k`` only if ``β_lk`` is at least a threshold; by default every AP serves every UE.
+
+Sampling draws one fixed block of uniforms per sample (positions, shadowing, fading), so the first
+``n`` samples of a larger batch drawn from the same seed are the same ``n`` samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mimo_l2o.components import Network, Scenario, ScenarioConfig
+from mimo_l2o.errors import require
+from mimo_l2o.registry import SCENARIOS
+from mimo_l2o.scenarios.draws import standard_normal_from_uniform
+
+
+def ap_grid(num_aps: int, side: float) -> Tensor:
+    """``[L, 2]`` AP positions: a ``rows × cols`` grid, ``rows`` the largest divisor of ``L`` at most
+    ``√L`` (5 → 1 × 5, 9 → 3 × 3, 10 → 2 × 5, 15 → 3 × 5), each AP at the centre of its grid cell,
+    row by row."""
+    rows = max(d for d in range(1, math.isqrt(num_aps) + 1) if num_aps % d == 0)
+    cols = num_aps // rows
+    idx = torch.arange(num_aps, dtype=torch.float64)
+    x = (torch.remainder(idx, cols) + 0.5) * side / cols
+    y = (torch.div(idx, cols, rounding_mode="floor") + 0.5) * side / rows
+    return torch.stack([x, y], dim=1)
+
+
+def path_loss_db(distance: Tensor) -> Tensor:
+    """−30.5 − 36.7·log10(d / 1 m) dB (the paper's model; 2 GHz carrier)."""
+    return -30.5 - 36.7 * torch.log10(distance)
+
+
+@SCENARIOS.register("cellfree")
+class CellFree(Scenario):
+    """``L`` APs with ``N`` antennas serving ``K`` UEs over a square area, Rayleigh fading.
+
+    Network tensors (``n`` samples, CPU):
+
+    - ``channels [n, L, K, N]`` complex128: ``h_lk``, the channel from AP ``l`` to UE ``k`` (power-gain
+      units: ``E|h|² = β`` per antenna), whether or not ``l`` serves ``k`` (its beams reach ``k`` anyway);
+    - ``beta [n, L, K]`` float64: large-scale gains ``β_lk`` (linear);
+    - ``serves [n, L, K]`` bool: the association (all true by default);
+    - ``user_positions [n, K, 2]`` float64: UE positions in metres.
+
+    Params: ``noise_power``, ``p_max`` (per AP, W), ``num_aps``.
+    """
+
+    @dataclass
+    class Config(ScenarioConfig):
+        """Cell-free massive MIMO (Raghunath et al. 2023, Section V).
+
+        Parameters
+        ----------
+        name : str
+            Registry key, ``cellfree``.
+        num_users : int
+            UEs K (the paper: 10 and 15).
+        p_max : float
+            Power budget of each AP in W (the paper gives none; 1 W).
+        noise_power : float
+            Receiver noise power in W (−86 dBm).
+        seed : int
+            Seed of the data.
+        num_aps : int
+            APs L (the paper: 5, 10, 15).
+        num_antennas : int
+            Antennas N per AP (the paper: 5).
+        side : float
+            Side of the square area in metres (the paper: 100).
+        ap_height : float
+            Height of the APs above the UEs in metres (the paper: 10).
+        shadowing_db : float
+            Standard deviation of the i.i.d. log-normal shadowing in dB (the paper: 4).
+        association_db : float or None
+            User-centric association: AP ``l`` serves UE ``k`` only if ``β_lk`` ≥ this gain in dB;
+            ``None``: every AP serves every UE (the paper's default).
+        """
+
+        name: str = "cellfree"
+        num_users: int = 10
+        p_max: float = 1.0
+        noise_power: float = 10 ** (-86 / 10) * 1e-3
+        seed: int = 0
+        num_aps: int = 5
+        num_antennas: int = 5
+        side: float = 100.0
+        ap_height: float = 10.0
+        shadowing_db: float = 4.0
+        association_db: float | None = None
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            require(self.num_aps >= 1, "num_aps", f"must be an integer >= 1, got {self.num_aps}")
+            require(
+                self.num_antennas >= 1, "num_antennas", f"must be an integer >= 1, got {self.num_antennas}"
+            )
+            require(0 < self.side < math.inf, "side", f"must be > 0 and finite, got {self.side}")
+            require(
+                0 <= self.ap_height < math.inf, "ap_height", f"must be >= 0 and finite, got {self.ap_height}"
+            )
+            require(self.shadowing_db >= 0, "shadowing_db", f"must be >= 0, got {self.shadowing_db}")
+
+    tensors = ("channels", "beta", "serves", "user_positions")
+    provides = ("large_scale_gains",)
+
+    def sample(self, num_samples: int, generator: torch.Generator) -> Network:
+        """Draw ``num_samples`` networks from ``generator`` (CPU); see the class docstring."""
+        cfg = self.config
+        n, nl, k, m = num_samples, cfg.num_aps, cfg.num_users, cfg.num_antennas
+        sizes = (2 * k, 2 * nl * k, 4 * nl * k * m)
+        u = torch.rand(n, sum(sizes), generator=generator, dtype=torch.float64)
+        u_pos, u_shadow, u_fading = u.split(sizes, dim=1)
+        positions = u_pos.view(n, k, 2) * cfg.side
+        flat = ap_grid(nl, cfg.side)[None, :, None, :] - positions[:, None, :, :]  # [n, L, K, 2]
+        distance = torch.sqrt(flat.square().sum(-1) + cfg.ap_height**2)
+        shadow = standard_normal_from_uniform(*u_shadow.view(n, nl, k, 2).unbind(-1)) * cfg.shadowing_db
+        beta_db = path_loss_db(distance) + shadow
+        beta = 10 ** (beta_db / 10)
+        if cfg.association_db is None:
+            serves = torch.ones(n, nl, k, dtype=torch.bool)
+        else:
+            serves = beta_db >= cfg.association_db
+        g = standard_normal_from_uniform(*u_fading.view(n, nl, k, m, 2, 2).unbind(-1))  # [n, L, K, N, 2]
+        fading = torch.complex(g[..., 0], g[..., 1]) / math.sqrt(2)  # CN(0, 1)
+        channels = fading * beta.sqrt()[..., None]
+        return Network(
+            tensors={"channels": channels, "beta": beta, "serves": serves, "user_positions": positions},
+            params={"noise_power": float(cfg.noise_power), "p_max": float(cfg.p_max), "num_aps": nl},
+        )
+
+    def features(self, network: Network, name: str) -> Tensor:
+        """Learner inputs: ``large_scale_gains [n, L, K]`` (``β_lk`` in dB)."""
+        if name == "large_scale_gains":
+            return 10 * torch.log10(network["beta"])
+        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")
