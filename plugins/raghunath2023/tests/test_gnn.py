@@ -1,0 +1,96 @@
+"""The SINRnet layer against a brute-force loop over its four categories, the message passing against a
+loop over the graph, and the permutation equivariance in UEs and in APs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mimo_l2o_plugins.raghunath2023.gnn import APGraphNet, SINRLayer, category_means, neighbour_mean
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_category_means_equal_a_loop_over_the_sets():
+    k, d = 4, 3
+    z = torch.randn(2, k, k, d, generator=gen(0), dtype=torch.float64)
+    row, col, rest = category_means(z)
+    for b in range(2):
+        for i in range(k):
+            for j in range(k):
+                same_row = [z[b, i, jj] for jj in range(k) if jj != j]
+                same_col = [z[b, ii, j] for ii in range(k) if ii != i]
+                others = [z[b, ii, jj] for ii in range(k) for jj in range(k) if ii != i and jj != j]
+                torch.testing.assert_close(row[b, i, j], torch.stack(same_row).mean(0))
+                torch.testing.assert_close(col[b, i, j], torch.stack(same_col).mean(0))
+                torch.testing.assert_close(rest[b, i, j], torch.stack(others).mean(0))
+    zero = torch.zeros(1, 1, 1, d)
+    assert all(torch.equal(t, zero) for t in category_means(torch.ones(1, 1, 1, d)))
+
+
+def test_sinr_layer_uses_one_weight_set_per_category():
+    torch.manual_seed(0)
+    layer = SINRLayer(2, 3).double()
+    f = torch.randn(1, 3, 3, 2, generator=gen(1), dtype=torch.float64)
+    out = layer(f)
+    w, b = layer.linear.weight, layer.linear.bias
+    for i in range(3):
+        for j in range(3):
+            parts = []
+            for c, members in enumerate(
+                [
+                    [(i, j)],
+                    [(i, jj) for jj in range(3) if jj != j],
+                    [(ii, j) for ii in range(3) if ii != i],
+                    [(ii, jj) for ii in range(3) for jj in range(3) if ii != i and jj != j],
+                ]
+            ):
+                wc, bc = w[3 * c : 3 * c + 3], b[3 * c : 3 * c + 3]
+                parts.append(torch.stack([torch.relu(wc @ f[0, a, e] + bc) for a, e in members]).mean(0))
+            torch.testing.assert_close(out[0, i, j], torch.cat(parts))
+
+
+def test_neighbour_mean_equals_a_loop_over_the_graph():
+    m = torch.randn(2, 4, 2, 2, 3, generator=gen(2), dtype=torch.float64)
+    complete = neighbour_mean(m, None)
+    adjacency = torch.rand(2, 4, 4, generator=gen(3)) > 0.4
+    adjacency[:, 0] = False  # AP 0 hears nobody
+    sparse = neighbour_mean(m, adjacency)
+    for b in range(2):
+        for i in range(4):
+            others = [m[b, j] for j in range(4) if j != i]
+            torch.testing.assert_close(complete[b, i], torch.stack(others).mean(0))
+            heard = [m[b, j] for j in range(4) if adjacency[b, i, j]]
+            expected = torch.stack(heard).mean(0) if heard else torch.zeros_like(m[b, i])
+            torch.testing.assert_close(sparse[b, i], expected)
+
+
+@pytest.fixture(scope="module")
+def net_and_input():
+    torch.manual_seed(4)
+    net = APGraphNet(in_features=1, rounds=2, hidden=8, widths=[6, 6]).double()
+    x = torch.randn(3, 5, 6, 6, 1, generator=gen(5), dtype=torch.float64)  # 5 APs, 6 UEs
+    return net, x
+
+
+def test_permuting_ues_permutes_the_output(net_and_input):
+    net, x = net_and_input
+    out = net(x)  # [B, L, K]
+    perm = torch.randperm(6, generator=gen(6))
+    permuted = x[:, :, perm][:, :, :, perm]  # relabel UEs: rows and columns of every AP's matrix
+    torch.testing.assert_close(net(permuted), out[:, :, perm], rtol=0, atol=1e-10)
+    assert not torch.allclose(out[:, :, perm], out)  # a real permutation of distinct outputs
+
+
+def test_permuting_aps_permutes_the_output(net_and_input):
+    net, x = net_and_input
+    out = net(x)
+    perm = torch.randperm(5, generator=gen(7))
+    torch.testing.assert_close(net(x[:, perm]), out[:, perm], rtol=0, atol=1e-10)
+    # with an adjacency, relabelled on both axes
+    adjacency = torch.rand(3, 5, 5, generator=gen(8)) > 0.3
+    sparse = net(x, adjacency)
+    torch.testing.assert_close(
+        net(x[:, perm], adjacency[:, perm][:, :, perm]), sparse[:, perm], rtol=0, atol=1e-10
+    )
