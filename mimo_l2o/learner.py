@@ -38,6 +38,11 @@ class OptimizerName(str, Enum):
     sgd = "sgd"
 
 
+class Schedule(str, Enum):
+    plateau = "plateau"  # multiply by lr_factor after lr_patience epochs without a better validation loss
+    exponential = "exponential"  # decay geometrically from lr to min_lr over max_epochs, step by step
+
+
 @dataclass
 class TrainConfig:
     """Shared training loop settings.
@@ -59,9 +64,12 @@ class TrainConfig:
     early_stopping_patience : int
         Stop after this many epochs without a better validation loss (0: never); the best
         weights are restored.
+    schedule : Schedule
+        ``plateau``: multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without
+        a better validation loss, down to ``min_lr``. ``exponential``: decay it geometrically at every
+        step from ``lr`` to ``min_lr`` at the last step of ``max_epochs``.
     lr_patience, lr_factor, min_lr : int, float, float
-        Multiply the learning rate by ``lr_factor`` after ``lr_patience`` epochs without a better
-        validation loss, down to ``min_lr``.
+        The plateau schedule's patience and factor; the smallest learning rate of either schedule.
     """
 
     optimizer: OptimizerName = OptimizerName.adam
@@ -71,6 +79,7 @@ class TrainConfig:
     batch_size: int = 1000
     max_epochs: int = 100
     early_stopping_patience: int = 10
+    schedule: Schedule = Schedule.plateau
     lr_patience: int = 3
     lr_factor: float = 0.5
     min_lr: float = 1e-6
@@ -87,6 +96,11 @@ class TrainConfig:
         require(self.lr_patience >= 0, "train.lr_patience", "must be >= 0")
         require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.min_lr >= 0, "train.min_lr", f"must be >= 0, got {self.min_lr}")
+        require(
+            Schedule(self.schedule) != Schedule.exponential or 0 < self.min_lr <= self.lr,
+            "train.min_lr",
+            f"must be in (0, lr] for the exponential schedule, got {self.min_lr}",
+        )
 
 
 @dataclass
@@ -226,3 +240,7 @@ class Learner:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Hook for the learner's own schedules (called after validation each epoch)."""
+
+    def summary(self) -> dict[str, float]:
+        """Final values of the learner's own state, logged as ``train/<key>`` after training."""
+        return {}

@@ -360,7 +360,7 @@ def _run(
     metrics, per_sample, per_user = evaluate(
         run, parts, data, learner, model, finalize, labels["test"], device
     )
-    metrics.update({f"train/{k}": float(v) for k, v in summary.items()})
+    metrics.update({f"train/{k}": float(v) for k, v in {**summary, **learner.summary()}.items()})
     tracker.log_metrics(metrics)
     fig = cdf_figure(
         per_sample,

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from mimo_l2o.learner import Learner, OptimizerName, TrainConfig
+from mimo_l2o.learner import Learner, OptimizerName, Schedule, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,16 @@ def fit(
     val_data = {k: v.to(device) for k, v in val_data.items()}
     n_train = next(iter(train_data.values())).shape[0]
     optimizer = make_optimizer(model.parameters(), cfg)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
-    )
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    exponential = Schedule(cfg.schedule) == Schedule.exponential
+    if exponential:  # per step, reaching min_lr at the last step of max_epochs
+        total = max(cfg.max_epochs * steps_per_epoch - 1, 1)
+        gamma = (cfg.min_lr / cfg.lr) ** (1 / total)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr
+        )
     best_loss, best_epoch, best_state, stale = math.inf, -1, None, 0
     start = time.perf_counter()
     bar = tqdm(range(cfg.max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
@@ -87,6 +94,8 @@ def fit(
             loss = learner.loss(model, batch)
             loss.backward()
             optimizer.step()
+            if exponential:
+                scheduler.step()
             size = next(iter(batch.values())).shape[0]
             total += loss.detach().item() * size
             count += size
@@ -104,7 +113,8 @@ def fit(
         }
         if val_objective_ratio is not None:
             metrics["val/objective_ratio"] = val_objective_ratio(model)
-        scheduler.step(metrics["val/loss"])
+        if not exponential:
+            scheduler.step(metrics["val/loss"])
         learner.on_epoch_end(epoch, metrics)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
