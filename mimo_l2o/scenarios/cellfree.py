@@ -112,7 +112,7 @@ class CellFree(Scenario):
             require(self.shadowing_db >= 0, "shadowing_db", f"must be >= 0, got {self.shadowing_db}")
 
     tensors = ("channels", "beta", "serves", "user_positions")
-    provides = ("large_scale_gains",)
+    provides = ("large_scale_gains", "mrt_gains")
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks from ``generator`` (CPU); see the class docstring."""
@@ -140,7 +140,14 @@ class CellFree(Scenario):
         )
 
     def features(self, network: Network, name: str) -> Tensor:
-        """Learner inputs: ``large_scale_gains [n, L, K]`` (``β_lk`` in dB)."""
+        """Learner inputs: ``large_scale_gains [n, L, K]`` (``β_lk`` in dB) or ``mrt_gains [n, L, K, K]``, the
+        MRT effective gains ``G_l[k, j]`` of :func:`mimo_l2o.precoders.mrt.mrt_gains` in dB relative to the
+        noise power (what each AP knows: the node features of the GNN), floored at −60 dB."""
+        if name == "mrt_gains":
+            from mimo_l2o.precoders.mrt import mrt_gains
+
+            gains = mrt_gains(network["channels"]) * network["serves"][:, :, None, :]
+            return 10 * torch.log10((gains / network.params["noise_power"]).clamp_min(1e-6))
         if name == "large_scale_gains":
             return 10 * torch.log10(network["beta"])
         raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")

@@ -113,11 +113,20 @@ class ProjectedGradient(Solver):
         scale = torch.cat([share] * s)
         # Adam steps ~lr per coordinate, so it runs on q = p / share: the step is a fraction of the share
         q = (torch.cat(starts) / scale).requires_grad_(True)
-        optimizer = torch.optim.Adam([q], lr=cfg.lr)
-        decay = (cfg.final_lr / cfg.lr) ** (1 / max(cfg.steps - 1, 1))
         best = q.detach() * scale
         with torch.no_grad():
             best_value = objective(many, best)
+        with torch.enable_grad():  # also when the caller times it under no_grad
+            best, best_value = self._ascend(cfg, objective, many, q, scale, best, best_value)
+        per_start = best_value.view(s, n)
+        pick = per_start.argmax(0)
+        return best.view(s, n, -1)[pick, torch.arange(n, device=best.device)].detach()
+
+    @staticmethod
+    def _ascend(cfg, objective, many, q, scale, best, best_value):
+        """Projected Adam steps on ``q = p / scale``, keeping each row's best decision (every 10 steps)."""
+        optimizer = torch.optim.Adam([q], lr=cfg.lr)
+        decay = (cfg.final_lr / cfg.lr) ** (1 / max(cfg.steps - 1, 1))
         for step in range(cfg.steps):
             optimizer.zero_grad(set_to_none=True)
             (-objective(many, q * scale).sum()).backward()
@@ -131,6 +140,4 @@ class ProjectedGradient(Solver):
                     better = value > best_value
                     best = torch.where(better[:, None], p, best)
                     best_value = torch.where(better, value, best_value)
-        per_start = best_value.view(s, n)
-        pick = per_start.argmax(0)
-        return best.view(s, n, -1)[pick, torch.arange(n, device=best.device)].detach()
+        return best, best_value

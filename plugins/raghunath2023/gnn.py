@@ -94,14 +94,16 @@ def neighbour_mean(messages: Tensor, adjacency: Tensor | None) -> Tensor:
 
 class APGraphNet(nn.Module):
     """Rounds of eq. (10) on node features ``[B, L, K, K, in]``, then the diagonal of a final linear
-    read-out: one value per (AP, UE), ``[B, L, K]``.
+    read-out: ``outputs`` values per (AP, UE), ``[B, L, K]`` (or ``[B, L, K, outputs]`` when
+    ``outputs > 1``).
 
     Each round ``r``: ``m_j = φ_r(x_j)``, ``x_i ← γ_r(concat(x_i, mean_{j∈N(i)} m_j, x_i⁰))`` (the input
     features are fed to every round, a skip connection).
     """
 
-    def __init__(self, in_features: int, rounds: int, hidden: int, widths: list[int]):
+    def __init__(self, in_features: int, rounds: int, hidden: int, widths: list[int], outputs: int = 1):
         super().__init__()
+        self.outputs = outputs
         self.phi = nn.ModuleList()
         self.gamma = nn.ModuleList()
         size = in_features
@@ -109,11 +111,12 @@ class APGraphNet(nn.Module):
             self.phi.append(SINRNet(size, widths, hidden))
             self.gamma.append(SINRNet(size + hidden + in_features, widths, hidden))
             size = hidden
-        self.readout = nn.Linear(size, 1)
+        self.readout = nn.Linear(size, outputs)
 
     def forward(self, x0: Tensor, adjacency: Tensor | None = None) -> Tensor:
         x = x0
         for phi, gamma in zip(self.phi, self.gamma, strict=True):
             incoming = neighbour_mean(phi(x), adjacency)
             x = gamma(torch.cat([x, incoming, x0], dim=-1))
-        return self.readout(x).squeeze(-1).diagonal(dim1=-2, dim2=-1)  # [B, L, K]
+        out = self.readout(x).diagonal(dim1=-3, dim2=-2).transpose(-1, -2)  # [B, L, K, outputs]
+        return out.squeeze(-1) if self.outputs == 1 else out

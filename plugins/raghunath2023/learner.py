@@ -1,0 +1,213 @@
+"""The unsupervised GNN learner of Raghunath, Peng & Jorswieck (2023), Section III (``gnn``).
+
+Two GNNs over the APs (:class:`~mimo_l2o_plugins.raghunath2023.gnn.APGraphNet`) map the MRT gains to
+the lower bound ``a = α(H)`` and the width ``ℓ = β(H) ≥ 0`` of a uniform power distribution over the
+``K·L`` (UE, AP) pairs. Training maximizes eq. (7) without labels,
+``E_{u~U(0,1)} J(Π(a + ℓ ⊙ u)) − κ · Σ ℓ``, by the reparametrization trick, where ``J`` is the run's
+objective (energy efficiency) on the training problems and ``Π`` clips negatives and scales each AP
+onto its budget. ``κ`` follows eq. (8): 0 for the first ``h`` steps, then ``+Δκ`` when the support did
+not shrink below its mean over the last ``h`` steps, ``−Δκ/2`` (not below 0) otherwise.
+
+Decisions: the lower bound ``Π(a)`` (the paper) or the support's midpoint ``Π(a + ℓ/2)``, whichever
+scores better on the validation set at each validation (a buffer of the model, so the kept weights
+keep their choice); both are reported.
+
+Dense batched tensors: the graph is complete (every AP serves every UE by default), so the messages are
+one sum over the AP axis; torch_geometric would add nothing for ``L ≤ 15`` fully connected nodes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from mimo_l2o_plugins.raghunath2023.gnn import APGraphNet
+from torch import Tensor, nn
+
+from mimo_l2o.errors import require
+from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, Schedule, TrainConfig
+from mimo_l2o.problem import project_onto_budgets
+
+FEATURE = "mrt_gains"
+
+
+@dataclass
+class GNNConfig(LearnerConfig):
+    """Parameters
+    ----------
+    rounds : int
+        Message-passing rounds (eq. 10).
+    hidden : int
+        Features per channel entry between rounds.
+    widths : list[int]
+        Features per category of each SINRnet layer inside ``φ`` and ``γ`` (eq. 11).
+    norm_shift_mean, norm_shift_std : float
+        Eq. (13)'s shifted normalization ``(x − (μ − ε)) / (σ − ε')`` with ``ε = norm_shift_mean · σ``
+        and ``ε' = norm_shift_std · σ`` (0, 0: plain standardization).
+    kappa_step : float
+        ``Δκ`` of eq. (8) (Table I: 0.001).
+    kappa_window : int
+        ``h`` of eq. (8): steps without regularization, and the window of the support's mean.
+    samples : int
+        Draws of ``u`` per training sample and step.
+    separate : bool
+        Two GNNs with their own weights for ``a`` and ``ℓ`` (eq. 12); off: one GNN with two read-outs
+        (the issue's "two heads"), half the cost.
+    power_scale : float
+        Unit of the networks' outputs, as a fraction of each AP's budget split evenly over its UEs: the
+        EE optimum spends a few per cent of the budget, so outputs of order 1 start near it.
+    """
+
+    rounds: int = 2
+    hidden: int = 16
+    widths: list[int] = field(default_factory=lambda: [8, 8])
+    norm_shift_mean: float = 0.0
+    norm_shift_std: float = 0.0
+    kappa_step: float = 1e-3
+    kappa_window: int = 50
+    samples: int = 1
+    separate: bool = False
+    power_scale: float = 0.1
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            optimizer=OptimizerName.adam,
+            lr=1e-3,
+            min_lr=1e-7,
+            schedule=Schedule.exponential,
+            batch_size=64,
+            max_epochs=30,
+            early_stopping_patience=0,
+        )
+    )
+
+    def __post_init__(self) -> None:
+        require(self.rounds >= 1, "rounds", f"must be >= 1, got {self.rounds}")
+        require(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        require(all(w >= 1 for w in self.widths), "widths", f"must be >= 1, got {list(self.widths)}")
+        require(
+            0 <= self.norm_shift_std < 1, "norm_shift_std", f"must be in [0, 1), got {self.norm_shift_std}"
+        )
+        require(self.kappa_step >= 0, "kappa_step", f"must be >= 0, got {self.kappa_step}")
+        require(self.kappa_window >= 1, "kappa_window", f"must be >= 1, got {self.kappa_window}")
+        require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
+        require(self.power_scale > 0, "power_scale", f"must be > 0, got {self.power_scale}")
+
+
+class GNNPolicy(nn.Module):
+    """MRT gains in dB ``[B, L, K, K]`` → powers ``[B, K·L]`` in W (``v = k·L + l``).
+
+    :meth:`bounds` gives ``(a, ℓ)``; ``forward`` the lower bound or, when the buffer ``midpoint`` is
+    set, the midpoint ``a + ℓ/2`` (not yet feasible: the learner's ``finalize`` projects it).
+    """
+
+    def __init__(self, config: GNNConfig, share: float, mean: float, std: float):
+        super().__init__()
+        self.separate = config.separate
+        make = lambda outputs: APGraphNet(1, config.rounds, config.hidden, list(config.widths), outputs)  # noqa: E731
+        if self.separate:
+            self.alpha, self.beta = make(1), make(1)
+        else:
+            self.net = make(2)
+        shift_mean, shift_std = config.norm_shift_mean * std, config.norm_shift_std * std
+        self.register_buffer("mean", torch.tensor(mean - shift_mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std - shift_std, dtype=torch.float32))
+        self.register_buffer("share", torch.tensor(share * config.power_scale, dtype=torch.float32))
+        self.register_buffer("midpoint", torch.tensor(False))
+
+    def bounds(self, gains_db: Tensor) -> tuple[Tensor, Tensor]:
+        x = ((gains_db - self.mean) / self.std).unsqueeze(-1)
+        if self.separate:
+            out_a, out_w = self.alpha(x), self.beta(x)  # [B, L, K] each
+        else:
+            out_a, out_w = self.net(x).unbind(-1)
+        a = self.share * out_a
+        width = self.share * nn.functional.softplus(out_w)
+        return a.transpose(1, 2).flatten(1), width.transpose(1, 2).flatten(1)
+
+    def forward(self, gains_db: Tensor) -> Tensor:
+        a, width = self.bounds(gains_db)
+        return torch.where(self.midpoint, a + width / 2, a)
+
+
+class GNNLearner(Learner):
+    """Raghunath et al. (2023): an unsupervised GNN with a support-regularized stochastic policy."""
+
+    Config = GNNConfig
+    requires_labels = False
+    inputs = (FEATURE,)
+
+    def __init__(self, config: Any, spec: LearnerSpec):
+        super().__init__(config, spec)
+        shape = spec.input_shapes.get(FEATURE)
+        require(
+            shape is not None and len(shape) == 3, "scenario", f"the learner needs the feature '{FEATURE}'"
+        )
+        num_aps, k, _ = shape
+        require(spec.num_vars == num_aps * k, "scenario", "needs one power per (UE, AP) pair")
+        require(spec.objective is not None, "learner", "the runner gave no objective")
+        self.num_aps, self.num_users = num_aps, k
+        self.kappa = 0.0
+        self.steps = 0
+        self.history: deque[float] = deque(maxlen=config.kappa_window)
+        self.last_width = math.nan
+        self.val_lower = self.val_midpoint = math.nan
+        self.generator = torch.Generator().manual_seed(0)
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        return features[FEATURE].float()
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        share = float(self.spec.budget.min()) / self.num_users
+        flat = train_inputs.double().flatten()
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's initial weights, from the run's seed only
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return GNNPolicy(self.config, share, float(flat.mean()), float(flat.std()))
+
+    def _decide(self, problem, raw: Tensor) -> Tensor:
+        return project_onto_budgets(raw, problem.group, problem.budget)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        problem = self.batch_problem(batch)
+        objective = self.spec.objective
+        a, width = model.bounds(batch["inputs"])
+        if not model.training:
+            lower = objective(problem, self._decide(problem, a)).mean()
+            middle = objective(problem, self._decide(problem, a + width / 2)).mean()
+            self.val_lower, self.val_midpoint = float(lower), float(middle)
+            model.midpoint.fill_(bool(middle > lower))
+            return -torch.maximum(lower, middle)
+        draws = []
+        for _ in range(self.config.samples):
+            u = torch.rand(a.shape, generator=self.generator).to(a)
+            draws.append(objective(problem, self._decide(problem, a + width * u)))
+        support = width.sum(-1).mean()
+        loss = -torch.stack(draws).mean() + self.kappa * support
+        self._update_kappa(float(support.detach()))
+        return loss
+
+    def _update_kappa(self, support: float) -> None:
+        """Eq. (8), one training step: ``κ`` stays 0 for ``h`` steps, then rises by ``Δκ`` while the
+        support is not below its mean over the last ``h`` steps, and falls by ``Δκ/2`` (to ≥ 0) otherwise."""
+        cfg = self.config
+        if self.steps >= cfg.kappa_window:
+            window = sum(self.history) / len(self.history)
+            self.kappa = (
+                self.kappa + cfg.kappa_step
+                if window <= support
+                else max(0.0, self.kappa - cfg.kappa_step / 2)
+            )
+        self.history.append(support)
+        self.steps += 1
+        self.last_width = support / self.spec.num_vars
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "kappa": self.kappa,
+            "support_width_w": self.last_width,
+            "last_val_objective_lower": self.val_lower,
+            "last_val_objective_midpoint": self.val_midpoint,
+        }

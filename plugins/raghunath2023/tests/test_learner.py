@@ -1,0 +1,105 @@
+"""The GNN learner: the validation loss and the choice between the lower bound and the midpoint, the
+support penalty's schedule (eq. 8) against a hand simulation, UE and AP equivariance of the policy in
+the problem's variable order, and feasible decisions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mimo_l2o_plugins.raghunath2023.learner import GNNConfig, GNNLearner
+
+from mimo_l2o.learner import Learner, LearnerSpec
+from mimo_l2o.objectives.energy_efficiency import EnergyEfficiency, EnergyEfficiencyConfig
+from mimo_l2o.precoders.mrt import MRT
+from mimo_l2o.scenarios.cellfree import CellFree
+
+L, K = 3, 4
+
+
+@pytest.fixture(scope="module")
+def setup():
+    scenario = CellFree(CellFree.Config(num_aps=L, num_users=K, num_antennas=2))
+    net = scenario.sample(32, torch.Generator().manual_seed(0))
+    problem = MRT(None)(net).to(dtype=torch.float32)
+    x = scenario.features(net, "mrt_gains").float()
+    spec = LearnerSpec(
+        {"mrt_gains": (L, K, K)},
+        L * K,
+        problem.group,
+        problem.budget[0],
+        problem=problem[:1],
+        objective=EnergyEfficiency(EnergyEfficiencyConfig()),
+    )
+    learner = GNNLearner(GNNConfig(name="gnn", hidden=8, widths=[4], kappa_window=3, kappa_step=0.5), spec)
+    model = learner.build_model(x, torch.Generator().manual_seed(1))
+    return learner, model, x, problem
+
+
+def batch(learner: Learner, x, problem):
+    return {"inputs": x, **learner.problem_tensors(problem)}
+
+
+def test_validation_loss_takes_the_better_of_lower_bound_and_midpoint(setup):
+    learner, model, x, problem = setup
+    model.eval()
+    ee = EnergyEfficiency(EnergyEfficiencyConfig())
+    with torch.no_grad():
+        a, width = model.bounds(x)
+        lower = ee(problem, problem.project(a)).mean()
+        middle = ee(problem, problem.project(a + width / 2)).mean()
+        loss = learner.loss(model, batch(learner, x, problem))
+        assert float(loss) == pytest.approx(-max(float(lower), float(middle)), rel=1e-6)
+        assert bool(model.midpoint) == bool(middle > lower)
+        torch.testing.assert_close(model(x), a + width / 2 if middle > lower else a)
+        final = learner.finalize()(model(x))
+    assert bool((final >= 0).all()) and float(problem.constraint_violation(final).max()) <= 0
+
+
+def test_kappa_follows_eq_8(setup):
+    learner, *_ = setup
+    learner.kappa, learner.steps = 0.0, 0
+    learner.history.clear()
+    supports = [5.0, 4.0, 4.5, 4.6, 3.0, 3.0, 6.0, 1.0]
+    kappa, expected, seen = 0.0, [], []
+    for i, psi in enumerate(supports):
+        if i >= 3:  # h = 3 steps without the penalty
+            window = sum(seen[-3:]) / 3
+            kappa = kappa + 0.5 if window <= psi else max(0.0, kappa - 0.25)
+        seen.append(psi)
+        expected.append(kappa)
+        learner._update_kappa(psi)
+        assert learner.kappa == pytest.approx(kappa), i
+    assert expected == [0.0, 0.0, 0.0, 0.5, 0.25, 0.0, 0.5, 0.25]
+
+
+def test_policy_is_equivariant_to_ues_and_aps(setup):
+    _, model, x, _ = setup
+    a, width = model.bounds(x)  # [B, K·L], v = k·L + l
+    a, width = a.view(-1, K, L), width.view(-1, K, L)
+    ue = torch.tensor([2, 0, 3, 1])
+    pa, pw = model.bounds(x[:, :, ue][:, :, :, ue])
+    torch.testing.assert_close(pa.view(-1, K, L), a[:, ue], rtol=0, atol=1e-5)
+    torch.testing.assert_close(pw.view(-1, K, L), width[:, ue], rtol=0, atol=1e-5)
+    ap = torch.tensor([1, 2, 0])
+    pa, pw = model.bounds(x[:, ap])
+    torch.testing.assert_close(pa.view(-1, K, L), a[:, :, ap], rtol=0, atol=1e-5)
+    torch.testing.assert_close(pw.view(-1, K, L), width[:, :, ap], rtol=0, atol=1e-5)
+
+
+def test_training_steps_raise_the_energy_efficiency(setup):
+    learner, model, x, problem = setup
+    learner.kappa, learner.steps = 0.0, 0
+    ee = EnergyEfficiency(EnergyEfficiencyConfig())
+    model.midpoint.fill_(False)
+    with torch.no_grad():
+        before = ee(problem, problem.project(model(x))).mean()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        opt.zero_grad()
+        learner.loss(model, batch(learner, x, problem)).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        after = ee(problem, problem.project(model(x))).mean()
+    assert float(after) > 1.5 * float(before)
