@@ -252,11 +252,13 @@ def test_a_terminated_run_ends_killed(workdir):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    client = _client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]})
     deadline = time.time() + 120
     while not list((workdir / "cache").glob("labels/wmmse/*.chunks/*.pt")):
         assert proc.poll() is None and time.time() < deadline, "labelling never started"
         time.sleep(0.2)
+    # The client opens the store only now: the app created it (under its file lock) before it
+    # started labelling; a client opened earlier would race it to create MLflow's tables.
+    client = _client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]})
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode != 0
