@@ -59,15 +59,20 @@ class EvalConfig:
         Test samples (one batch) on which learner and solver are timed, on the same device.
     timing_repeats : int
         Timed repetitions after one warm-up; the median is reported.
+    timing_budget_s : float
+        Seconds after which the repetitions of one timing stop early (at least one is run): a solver
+        of seconds per sample is timed once or twice, not ``timing_repeats`` times.
     """
 
     baselines: list[str] = field(default_factory=lambda: ["max_power", "random"])
     timing_samples: int = 10000
     timing_repeats: int = 5
+    timing_budget_s: float = 60.0
 
     def __post_init__(self) -> None:
         require(self.timing_samples >= 1, "eval.timing_samples", f"must be >= 1, got {self.timing_samples}")
         require(self.timing_repeats >= 1, "eval.timing_repeats", f"must be >= 1, got {self.timing_repeats}")
+        require(self.timing_budget_s > 0, "eval.timing_budget_s", f"must be > 0, got {self.timing_budget_s}")
         for name in self.baselines:
             if name not in registry.SOLVERS.names():
                 raise ConfigError(

@@ -30,13 +30,19 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_per_sample_ms(
-    fn: Callable[[], object], num_samples: int, device: torch.device, repeats: int
+    fn: Callable[[], object],
+    num_samples: int,
+    device: torch.device,
+    repeats: int,
+    budget_s: float = float("inf"),
 ) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up, per sample, in ms."""
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up, per sample, in ms; the
+    runs stop early once they have taken ``budget_s`` seconds together (at least one run), so that a
+    solver of seconds per sample is not run ``repeats`` more times."""
     fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats and sum(times) < budget_s:
         start = time.perf_counter()
         fn()
         synchronize(device)

@@ -186,8 +186,8 @@ class Learner:
     inputs : tuple[str, ...]
         Names of the scenario features it reads (a scenario's ``provides``).
     reports_raw : bool
-        Whether its raw output differs from its final decision, so that the raw output's
-        objective is reported beside it (``test/objective_ratio_raw``).
+        Whether its raw output (:meth:`raw_output`) differs from its final decision, so that the
+        raw output's objective is reported beside it (``test/objective_ratio_raw``).
     """
 
     name: ClassVar[str]
@@ -203,6 +203,12 @@ class Learner:
     @property
     def reports_raw(self) -> bool:
         return False
+
+    @property
+    def exportable(self) -> bool:
+        """Whether the deployed policy is one static graph (``torch.export``, MLflow's ``pt2`` format);
+        otherwise it is logged by pickle."""
+        return True
 
     @property
     def uses_problems(self) -> bool:
@@ -233,6 +239,11 @@ class Learner:
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """Scalar training loss; ``batch`` has ``inputs`` and, when labelled, ``labels``."""
         raise NotImplementedError
+
+    def raw_output(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """The network's own decision before the learner post-processes it (for
+        ``test/objective_ratio_raw`` when :attr:`reports_raw`); by default the model's output."""
+        return model(inputs)
 
     def finalize(self) -> nn.Module:
         """Raw decision → final decision; by default only made feasible."""

@@ -43,7 +43,10 @@ def project_onto_budgets(p: Tensor, group: Tensor, budget: Tensor) -> Tensor:
     p = p.clamp_min(0)
     budget = budget.to(p)
     used = group_sum(p, group, budget.shape[-1])
-    scale = (budget / used.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1)
+    # min(1, budget / used) as budget / max(used, budget): no division by a vanishing sum, so the
+    # gradient stays finite when a group's powers are all (nearly) 0 (clamping used at the smallest
+    # float gave 0 · inf = NaN in the backward pass for sums below ~1e-19 in float32)
+    scale = budget / torch.maximum(used, budget)
     return p * scale[..., group.to(p.device)]
 
 

@@ -382,7 +382,7 @@ def _run(
     if run.tracking.log_model:
         example = data.inputs("test", learner)[:5].numpy()
         policy = Policy(copy.deepcopy(model), copy.deepcopy(finalize)).cpu().eval()
-        tracker.log_model(policy, example, _pip_requirements())
+        tracker.log_model(policy, example, _pip_requirements(), export=learner.exportable)
     for key in ("test/objective_ratio", "test/objective_learner", "test/objective_solver", "test/speedup"):
         log.info("%s = %.4f", key, metrics[key])
     return metrics
@@ -405,8 +405,7 @@ def evaluate(
     inputs = data.inputs("test", learner).to(device)
     model.eval()
     with torch.no_grad():
-        raw = model(inputs)
-        final = finalize(raw)
+        final = finalize(model(inputs))
         # the learner's own decision against the budgets in its own precision ...
         violation = float(problem.to(dtype=final.dtype).constraint_violation(final).max())
         # ... then evaluated in float64, where float32 budgets may exceed the true ones by a rounding
@@ -432,7 +431,7 @@ def evaluate(
         else:
             per_user = {}
         if learner.reports_raw:
-            raw_feasible = problem.project(raw.to(torch.float64))
+            raw_feasible = problem.project(learner.raw_output(model, inputs).to(torch.float64))
             metrics["test/objective_ratio_raw"] = (
                 float(objective(problem, raw_feasible).mean()) / mean[solver.name]
             )
@@ -440,11 +439,12 @@ def evaluate(
         n = min(run.eval.timing_samples, len(inputs))
         timed_problem, timed_inputs = problem[:n], inputs[:n]
         policy = Policy(model, finalize)
+        repeats, budget = run.eval.timing_repeats, run.eval.timing_budget_s
         metrics["test/time_learner_ms"] = time_per_sample_ms(
-            lambda: policy(timed_inputs), n, device, run.eval.timing_repeats
+            lambda: policy(timed_inputs), n, device, repeats, budget
         )
         metrics["test/time_solver_ms"] = time_per_sample_ms(
-            lambda: solver.solve(timed_problem, objective), n, device, run.eval.timing_repeats
+            lambda: solver.solve(timed_problem, objective), n, device, repeats, budget
         )
     metrics["test/speedup"] = metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"]
     return metrics, per_sample, per_user

@@ -144,13 +144,19 @@ class Tracker:
         with store_lock():
             _mlflow().MlflowClient().log_dict(self.run_id, data, artifact_file)
 
-    def log_model(self, model, input_example, pip_requirements: list[str]) -> str:
-        """Log a torch module with ``mlflow.pytorch`` under ``name="model"``; returns its URI."""
+    def log_model(self, model, input_example, pip_requirements: list[str], export: bool = True) -> str:
+        """Log a torch module with ``mlflow.pytorch`` under ``name="model"``; returns its URI. ``export``:
+        as an exported graph (``pt2``, MLflow's default), else by pickle (a module whose forward is no
+        static graph)."""
         mlflow = _mlflow()
         with store_lock():
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pytorch.log_model(
-                    model, name="model", input_example=input_example, pip_requirements=pip_requirements
+                    model,
+                    name="model",
+                    input_example=input_example,
+                    pip_requirements=pip_requirements,
+                    serialization_format="pt2" if export else "pickle",
                 )
         return info.model_uri
 

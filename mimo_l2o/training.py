@@ -92,12 +92,18 @@ def fit(
         for batch in _batches(train_data, cfg.batch_size, order):
             optimizer.zero_grad(set_to_none=True)
             loss = learner.loss(model, batch)
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"training diverged: the loss is {value} in epoch {epoch}; "
+                    f"try a smaller learner.train.lr (now {optimizer.param_groups[0]['lr']:.3g})"
+                )
             loss.backward()
             optimizer.step()
             if exponential:
                 scheduler.step()
             size = next(iter(batch.values())).shape[0]
-            total += loss.detach().item() * size
+            total += value * size
             count += size
         model.eval()
         with torch.no_grad():

@@ -82,6 +82,20 @@ def isolated_env(work: Path) -> dict[str, str]:
     }
 
 
+def app_run(work: Path, overrides: list[str]):
+    """``python -m mimo_l2o <overrides>`` in ``work`` with its own store and cache (it must succeed):
+    ``(env, MLflow client, the one run it logged)``."""
+    import mlflow
+
+    env = isolated_env(work)
+    proc = run_app(*overrides, cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("mimo_l2o").experiment_id])
+    return env, client, run
+
+
 def rebuild_data(env: dict[str, str], overrides: list[str]):
     """The run's config, parts and cached data (CPU) as an app run with ``env`` and ``overrides`` left
     them: ``(run config, parts, Data)``."""
@@ -104,3 +118,17 @@ def rebuild_data(env: dict[str, str], overrides: list[str]):
     parts = build_parts(run)
     data = Data(run, parts, Cache(env["MIMO_L2O_CACHE_DIR"]), torch.device("cpu"), progress=False)
     return run, parts, data
+
+
+def logged_test_decisions(env: dict[str, str], overrides: list[str], run):
+    """The logged policy of ``run`` (``mlflow.pytorch.load_model``) on the run's cached test set:
+    ``(parts, Data, test problem, feasible float64 decisions)``."""
+    import mlflow.pytorch
+
+    policy = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    cfg, parts, data = rebuild_data(env, overrides)
+    learner = parts.learner_cls(cfg.learner, data.spec())
+    problem = data.problem("test")
+    with torch.no_grad():
+        p = problem.project(policy(data.inputs("test", learner)).double())
+    return parts, data, problem, p

@@ -48,6 +48,19 @@ CASES = {
         ["scenario=cellfree", "objective.pa_inefficiency=-1"],
         ["objective.pa_inefficiency", "> 0"],
     ),
+    "SCA for another objective": (
+        ["scenario=cellfree", "objective=sum_rate", "solver=ee_sca"],
+        ["solver", "solver=ee_sca", "objective=sum_rate", "energy_efficiency"],
+    ),
+    "GNN on a scenario without an AP graph": (
+        ["scenario=cellular", "learner=gnn"],
+        ["learner", "learner=gnn", "mrt_gains", "scenario=cellular"],
+    ),
+    "GNN on the interference channel": (
+        ["learner=gnn"],
+        ["learner", "learner=gnn", "mrt_gains", "scenario=gaussian_ic"],
+    ),
+    "MRT without AP channels": (["precoder=mrt"], ["precoder", "precoder=mrt", "scenario=gaussian_ic"]),
     # cellular massive MIMO (issue 3)
     "no antennas": (["scenario=cellular", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),
     "more users than pilots fit": (

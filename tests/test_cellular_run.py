@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import isolated_env, rebuild_data, run_app
+from tests.conftest import app_run, logged_test_decisions, rebuild_data
 
 TINY_CELLULAR = [
     "scenario=cellular",
@@ -29,16 +29,8 @@ TINY_CELLULAR = [
 
 @pytest.fixture(scope="module")
 def cellular_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("cellular")
-    env = isolated_env(work)
     overrides = [*TINY_CELLULAR, "precoder=mmmse", "objective=max_min"]
-    proc = run_app(*overrides, cwd=work, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import mlflow
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("mimo_l2o").experiment_id])
+    env, client, run = app_run(tmp_path_factory.mktemp("cellular"), overrides)
     return env, overrides, client, run
 
 
@@ -71,15 +63,8 @@ def test_companions_and_metrics(cellular_run):
 
 
 def test_logged_mse_se_equals_a_recomputation(cellular_run):
-    import mlflow.pytorch
-
     env, overrides, _, run = cellular_run
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    cfg, parts, data = rebuild_data(env, overrides)
-    learner = parts.learner_cls(cfg.learner, data.spec())
-    problem = data.problem("test")
-    with torch.no_grad():
-        p = problem.project(model(data.inputs("test", learner)).double())
+    _, data, problem, p = logged_test_decisions(env, overrides, run)
 
     # the per-user SE by hand: prelog · log2(1 + SINR), SINR = a_k p_k / (Σ_j B_kj p_j + σ²)
     def se(power):
@@ -99,10 +84,8 @@ def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp
     runner; the best validation loss it logs is ``−mean log`` of the smooth max-min SE of the logged
     model's feasible decisions on the cached validation problems (the logged policy's decisions sit
     within ``1e-5`` relative below budgets that the loss's projection fills exactly)."""
-    import mlflow
     import mlflow.pytorch
 
-    env = isolated_env(tmp_path)
     overrides = [
         *TINY_CELLULAR,
         "precoder=mr",
@@ -112,11 +95,7 @@ def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp
         "learner.dense=[8]",
         "learner.pretrain_epochs=1",
     ]
-    proc = run_app(*overrides, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    client = mlflow.MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("mimo_l2o").experiment_id])
+    env, _, run = app_run(tmp_path, overrides)
     assert run.data.tags["learner"] == "position_lstm"
     assert run.data.metrics["test/constraint_violation"] == 0.0
     policy = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")

@@ -297,6 +297,7 @@ BAD = [
     ("data.chunk_size=0", "data.chunk_size"),
     ("eval.timing_samples=0", "eval.timing_samples"),
     ("eval.timing_repeats=0", "eval.timing_repeats"),
+    ("eval.timing_budget_s=0", "eval.timing_budget_s"),
     ("eval.baselines=[nosuch]", "eval.baselines"),
     ("learner.train.lr=0", "learner.train.lr"),
     ("learner.train.lr=-0.1", "learner.train.lr"),

@@ -182,3 +182,17 @@ def test_bad_config_names_the_key(key, value):
     with pytest.raises(ConfigError) as err:
         EESCAConfig(**{key: value})
     assert err.value.key == key
+
+
+def test_the_batched_optimizer_is_no_worse_than_sca_on_fixed_instances():
+    """``ee_pga`` with its defaults against SCA at its default tolerance, on the default cell-free
+    network (5 APs, 10 UEs): on average over the samples no more than 0.1 % below SCA's EE, and never
+    far below it (both are local methods: where SCA's start lies in a better basin, it wins)."""
+    scenario = CellFree(CellFree.Config())
+    problem = MRT(None)(scenario.sample(24, torch.Generator().manual_seed(11)))
+    sca = EESCA(EESCAConfig(workers=0)).solve(problem, EE)
+    pga = ProjectedGradient(ProjectedGradientConfig()).solve(problem, EE)
+    ratio = EE(problem, pga) / EE(problem, sca)
+    assert float(ratio.mean()) >= 0.999  # 1.019 measured: 1.24x on 2 samples, 0.92x on 1
+    assert float(ratio.min()) > 0.8
+    assert float(((ratio - 1).abs() < 1e-3).double().mean()) > 0.5  # mostly the same local optimum

@@ -344,6 +344,22 @@ def test_project_feasible_unchanged_and_infeasible_made_feasible():
     torch.testing.assert_close(problem.project(projected), projected, rtol=1e-14, atol=0)
 
 
+@pytest.mark.parametrize("dtype,nearly_nothing", [(torch.float32, 1e-30), (F64, 1e-200), (F64, 0.0)])
+def test_project_passes_the_identity_gradient_when_a_group_spends_nearly_nothing(dtype, nearly_nothing):
+    """A group whose powers are all (nearly) 0, as a learner's softplus outputs become when it switches
+    an AP off, is within its budget: the gradient is the identity, not 0 · inf = NaN (which dividing
+    by the squared group sum gave, and which trained weights to NaN)."""
+    problem = budget_problem().to(dtype=dtype)
+    p = (problem.full_power() * 0.5).clone()
+    p[:, [i for i, g in enumerate(GROUP) if g == 0]] = nearly_nothing
+    p.requires_grad_(True)
+    weight = uniform((5, 6), 75, 0.5, 1.5).to(dtype)
+    (problem.project(p) * weight).sum().backward()
+    inside = p.detach() > 0
+    torch.testing.assert_close(p.grad[inside], weight[inside], rtol=0, atol=0)
+    assert bool(p.grad.isfinite().all())
+
+
 def test_project_single_over_budget_group_is_scaled_onto_budget():
     problem = budget_problem()
     p = problem.full_power() * 0.5  # every group at half its budget

@@ -155,3 +155,30 @@ def test_cellular_problems_are_cached_and_features_are_positions(tmp_path):
     assert labels.dtype == torch.float64 and labels.shape == (6, 20)
     x = parts.scenario.features(net, "user_positions")
     assert x.shape == (6, 40) and bool((x >= 0).all() and (x < 1).all())
+
+
+@pytest.mark.parametrize(
+    "repeats,budget,durations,runs,expected_ms",
+    [
+        (5, float("inf"), [9, 1, 2, 3, 4, 5], 6, 3e3 / 10),  # warm-up, then 5 runs: median of 1..5 s
+        (5, 2.5, [9, 1, 2, 3, 4, 5], 3, 1.5e3 / 10),  # 1 + 2 s reach the budget: median of 1, 2
+        (5, 0.5, [9, 4, 1], 2, 4e3 / 10),  # one run already exceeds it: that one
+    ],
+)
+def test_timing_median_after_a_warm_up_within_the_budget(
+    monkeypatch, repeats, budget, durations, runs, expected_ms
+):
+    """A clock that advances by the given durations per call: the warm-up is not counted, the runs stop
+    at ``repeats`` or once their sum reaches the budget, and the median is per sample (10 here)."""
+    from mimo_l2o import evaluation
+
+    clock = {"now": 0.0, "calls": 0}
+
+    def fn():
+        clock["now"] += durations[clock["calls"]]
+        clock["calls"] += 1
+
+    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: clock["now"])
+    ms = evaluation.time_per_sample_ms(fn, 10, torch.device("cpu"), repeats, budget)
+    assert clock["calls"] == runs
+    assert ms == pytest.approx(expected_ms)

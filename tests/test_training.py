@@ -76,3 +76,25 @@ def test_exponential_schedule_needs_a_positive_floor():
     with pytest.raises(ConfigError) as err:
         TrainConfig(schedule=Schedule.exponential, min_lr=0.0)
     assert err.value.key == "train.min_lr"
+
+
+def test_a_diverging_loss_stops_training_with_the_learning_rate_named():
+    """A loss that turns NaN stops the loop at that step, before the weights take it in."""
+
+    class Diverging(Regression):
+        calls = 0
+
+        def loss(self, model, batch):
+            Diverging.calls += 1
+            loss = super().loss(model, batch)
+            return loss * math.nan if Diverging.calls == 3 else loss
+
+    cfg = LearnerConfig(name="diverging", train=TrainConfig(lr=0.5, batch_size=8, max_epochs=2))
+    model = nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 40)[:, None]
+    data = {"inputs": x, "labels": 2 * x}
+    message = r"loss is nan in epoch 0; try a smaller learner.train.lr \(now 0.5\)"
+    with pytest.raises(FloatingPointError, match=message):
+        fit(Diverging(cfg), model, data, data, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert Diverging.calls == 3
+    assert all(bool(p.isfinite().all()) for p in model.parameters())

@@ -4,7 +4,8 @@
 above ``K`` single-antenna UEs dropped uniformly over the same area (no wrap-around). Large-scale gain
 ``β_lk`` [dB] = −30.5 − 36.7·log10(d_lk / 1 m) + X_lk with ``d`` the 3-D distance and ``X`` i.i.d.
 log-normal shadowing (4 dB); Rayleigh fading ``h_lk ~ CN(0, β_lk I_N)``. With user-centric association
-AP ``l`` serves UE ``k`` only if ``β_lk`` is at least a threshold; by default every AP serves every UE.
+AP ``l`` serves UE ``k`` only if ``β_lk`` is at least a threshold, and every UE is served by its strongest
+AP whatever the threshold; by default every AP serves every UE.
 
 Sampling draws one fixed block of uniforms per sample (positions, shadowing, fading), so the first
 ``n`` samples of a larger batch drawn from the same seed are the same ``n`` samples.
@@ -22,6 +23,10 @@ from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import standard_normal_from_uniform
+
+# floor of the ``mrt_gains`` feature in dB relative to the noise: a beam that does not exist (AP ``l``
+# does not serve UE ``j``) has gain 0 and sits exactly here, far below any real link (> 0 dB at 100 m)
+MRT_GAINS_FLOOR_DB = -60.0
 
 
 def ap_grid(num_aps: int, side: float) -> Tensor:
@@ -83,8 +88,8 @@ class CellFree(Scenario):
         shadowing_db : float
             Standard deviation of the i.i.d. log-normal shadowing in dB (the paper: 4).
         association_db : float or None
-            User-centric association: AP ``l`` serves UE ``k`` only if ``β_lk`` ≥ this gain in dB;
-            ``None``: every AP serves every UE (the paper's default).
+            User-centric association: AP ``l`` serves UE ``k`` only if ``β_lk`` ≥ this gain in dB, or if
+            it is UE ``k``'s strongest AP; ``None``: every AP serves every UE (the paper's default).
         """
 
         name: str = "cellfree"
@@ -129,8 +134,10 @@ class CellFree(Scenario):
         beta = 10 ** (beta_db / 10)
         if cfg.association_db is None:
             serves = torch.ones(n, nl, k, dtype=torch.bool)
-        else:
-            serves = beta_db >= cfg.association_db
+        else:  # the strong links, and every UE's strongest AP (no UE is left without service)
+            strongest = beta_db.argmax(dim=1, keepdim=True)  # [n, 1, K]
+            own = torch.zeros_like(beta_db, dtype=torch.bool).scatter_(1, strongest, True)
+            serves = (beta_db >= cfg.association_db) | own
         g = standard_normal_from_uniform(*u_fading.view(n, nl, k, m, 2, 2).unbind(-1))  # [n, L, K, N, 2]
         fading = torch.complex(g[..., 0], g[..., 1]) / math.sqrt(2)  # CN(0, 1)
         channels = fading * beta.sqrt()[..., None]
@@ -142,12 +149,14 @@ class CellFree(Scenario):
     def features(self, network: Network, name: str) -> Tensor:
         """Learner inputs: ``large_scale_gains [n, L, K]`` (``β_lk`` in dB) or ``mrt_gains [n, L, K, K]``, the
         MRT effective gains ``G_l[k, j]`` of :func:`mimo_l2o.precoders.mrt.mrt_gains` in dB relative to the
-        noise power (what each AP knows: the node features of the GNN), floored at −60 dB."""
+        noise power (what each AP knows: the node features of the GNN), floored at
+        :data:`MRT_GAINS_FLOOR_DB` (−60 dB), where the beams of unserved pairs lie."""
         if name == "mrt_gains":
             from mimo_l2o.precoders.mrt import mrt_gains
 
             gains = mrt_gains(network["channels"]) * network["serves"][:, :, None, :]
-            return 10 * torch.log10((gains / network.params["noise_power"]).clamp_min(1e-6))
+            floor = 10 ** (MRT_GAINS_FLOOR_DB / 10)
+            return 10 * torch.log10((gains / network.params["noise_power"]).clamp_min(floor))
         if name == "large_scale_gains":
             return 10 * torch.log10(network["beta"])
         raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")

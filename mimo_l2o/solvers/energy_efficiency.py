@@ -69,10 +69,10 @@ class ProjectedGradientConfig(SolverConfig):
     """
 
     name: str = "ee_pga"
-    starts: int = 4
-    steps: int = 1500
+    starts: int = 2
+    steps: int = 500
     lr: float = 0.1
-    final_lr: float = 1e-4
+    final_lr: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -80,6 +80,47 @@ class ProjectedGradientConfig(SolverConfig):
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         require(0 < self.lr < math.inf, "lr", f"must be > 0, got {self.lr}")
         require(0 < self.final_lr <= self.lr, "final_lr", f"must be in (0, lr], got {self.final_lr}")
+
+
+def projected_ascent(
+    problem: PowerControlProblem,
+    objective: Objective,
+    start: Tensor,
+    steps: int,
+    lr: float,
+    final_lr: float,
+) -> tuple[Tensor, Tensor]:
+    """Projected gradient ascent of ``objective`` from ``start [batch, num_vars]`` (feasible): ``steps``
+    Adam steps on ``q = p / share`` (``share`` each group's budget split evenly over its variables, so
+    that a step is a fraction of it: ``lr`` at the first step, decaying exponentially to ``final_lr`` at
+    the last), each followed by the exact projection onto the budgets. Returns each row's best decision
+    and its objective, among the start and the iterates every 10 steps and at the last.
+
+    Runs with gradients enabled whatever the caller's mode (an ascent timed or deployed under
+    ``torch.no_grad``), in ``start``'s dtype; nothing flows back to ``start``.
+    """
+    share = even_split(problem.budget, problem.group).to(start)
+    best = start.detach().clone()
+    with torch.no_grad():
+        best_value = objective(problem, best)
+    with torch.enable_grad():
+        q = (best / share).requires_grad_(True)
+        optimizer = torch.optim.Adam([q], lr=lr)
+        decay = (final_lr / lr) ** (1 / max(steps - 1, 1))
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            (-objective(problem, q * share).sum()).backward()
+            optimizer.param_groups[0]["lr"] = lr * decay**step
+            optimizer.step()
+            with torch.no_grad():
+                p = project_capped_simplex(q * share, problem.group, problem.budget)
+                q.copy_(p / share)
+                if step % 10 == 9 or step == steps - 1:
+                    value = objective(problem, p)
+                    better = value > best_value
+                    best = torch.where(better[:, None], p, best)
+                    best_value = torch.where(better, value, best_value)
+    return best, best_value
 
 
 @SOLVERS.register("ee_pga")
@@ -96,7 +137,7 @@ class ProjectedGradient(Solver):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Powers ``[batch, num_vars]`` (float64, the problem's device): per sample, the best of the
-        starts after ``steps`` projected Adam steps."""
+        starts after ``steps`` projected Adam steps (:func:`projected_ascent`)."""
         cfg = self.config
         gen = torch.Generator().manual_seed(cfg.seed)
         if generator is not None:
@@ -110,34 +151,8 @@ class ProjectedGradient(Solver):
                 share * torch.rand(share.shape, generator=gen, dtype=torch.float64).to(share.device)
             )
         many = PowerControlProblem.cat([prob] * s)  # start-major: [s·n]
-        scale = torch.cat([share] * s)
-        # Adam steps ~lr per coordinate, so it runs on q = p / share: the step is a fraction of the share
-        q = (torch.cat(starts) / scale).requires_grad_(True)
-        best = q.detach() * scale
-        with torch.no_grad():
-            best_value = objective(many, best)
-        with torch.enable_grad():  # also when the caller times it under no_grad
-            best, best_value = self._ascend(cfg, objective, many, q, scale, best, best_value)
-        per_start = best_value.view(s, n)
-        pick = per_start.argmax(0)
-        return best.view(s, n, -1)[pick, torch.arange(n, device=best.device)].detach()
-
-    @staticmethod
-    def _ascend(cfg, objective, many, q, scale, best, best_value):
-        """Projected Adam steps on ``q = p / scale``, keeping each row's best decision (every 10 steps)."""
-        optimizer = torch.optim.Adam([q], lr=cfg.lr)
-        decay = (cfg.final_lr / cfg.lr) ** (1 / max(cfg.steps - 1, 1))
-        for step in range(cfg.steps):
-            optimizer.zero_grad(set_to_none=True)
-            (-objective(many, q * scale).sum()).backward()
-            optimizer.param_groups[0]["lr"] = cfg.lr * decay**step
-            optimizer.step()
-            with torch.no_grad():
-                p = project_capped_simplex(q * scale, many.group, many.budget)
-                q.copy_(p / scale)
-                if step % 10 == 9 or step == cfg.steps - 1:
-                    value = objective(many, p)
-                    better = value > best_value
-                    best = torch.where(better[:, None], p, best)
-                    best_value = torch.where(better, value, best_value)
-        return best, best_value
+        best, best_value = projected_ascent(
+            many, objective, torch.cat(starts), cfg.steps, cfg.lr, cfg.final_lr
+        )
+        pick = best_value.view(s, n).argmax(0)
+        return best.view(s, n, -1)[pick, torch.arange(n, device=best.device)]

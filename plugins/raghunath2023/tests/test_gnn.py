@@ -5,50 +5,38 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mimo_l2o_plugins.raghunath2023.gnn import APGraphNet, SINRLayer, category_means, neighbour_mean
+from mimo_l2o_plugins.raghunath2023.gnn import APGraphNet, SINRLayer, neighbour_mean
 
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_category_means_equal_a_loop_over_the_sets():
-    k, d = 4, 3
-    z = torch.randn(2, k, k, d, generator=gen(0), dtype=torch.float64)
-    row, col, rest = category_means(z)
-    for b in range(2):
-        for i in range(k):
-            for j in range(k):
-                same_row = [z[b, i, jj] for jj in range(k) if jj != j]
-                same_col = [z[b, ii, j] for ii in range(k) if ii != i]
-                others = [z[b, ii, jj] for ii in range(k) for jj in range(k) if ii != i and jj != j]
-                torch.testing.assert_close(row[b, i, j], torch.stack(same_row).mean(0))
-                torch.testing.assert_close(col[b, i, j], torch.stack(same_col).mean(0))
-                torch.testing.assert_close(rest[b, i, j], torch.stack(others).mean(0))
-    zero = torch.zeros(1, 1, 1, d)
-    assert all(torch.equal(t, zero) for t in category_means(torch.ones(1, 1, 1, d)))
-
-
-def test_sinr_layer_uses_one_weight_set_per_category():
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_sinr_layer_averages_one_weight_set_per_category(k):
+    """Eq. (11) by brute force: for every entry (i, j), category c's mean of ReLU(W_c f + b_c) over its
+    members (0 for an empty category)."""
     torch.manual_seed(0)
     layer = SINRLayer(2, 3).double()
-    f = torch.randn(1, 3, 3, 2, generator=gen(1), dtype=torch.float64)
+    f = torch.randn(2, k, k, 2, generator=gen(1), dtype=torch.float64)
     out = layer(f)
     w, b = layer.linear.weight, layer.linear.bias
-    for i in range(3):
-        for j in range(3):
-            parts = []
-            for c, members in enumerate(
-                [
-                    [(i, j)],
-                    [(i, jj) for jj in range(3) if jj != j],
-                    [(ii, j) for ii in range(3) if ii != i],
-                    [(ii, jj) for ii in range(3) for jj in range(3) if ii != i and jj != j],
-                ]
-            ):
-                wc, bc = w[3 * c : 3 * c + 3], b[3 * c : 3 * c + 3]
-                parts.append(torch.stack([torch.relu(wc @ f[0, a, e] + bc) for a, e in members]).mean(0))
-            torch.testing.assert_close(out[0, i, j], torch.cat(parts))
+    for n in range(2):
+        for i in range(k):
+            for j in range(k):
+                parts = []
+                for c, members in enumerate(
+                    [
+                        [(i, j)],
+                        [(i, jj) for jj in range(k) if jj != j],
+                        [(ii, j) for ii in range(k) if ii != i],
+                        [(ii, jj) for ii in range(k) for jj in range(k) if ii != i and jj != j],
+                    ]
+                ):
+                    wc, bc = w[3 * c : 3 * c + 3], b[3 * c : 3 * c + 3]
+                    values = [torch.relu(wc @ f[n, a, e] + bc) for a, e in members]
+                    parts.append(torch.stack(values).mean(0) if values else torch.zeros(3, dtype=f.dtype))
+                torch.testing.assert_close(out[n, i, j], torch.cat(parts))
 
 
 def test_neighbour_mean_equals_a_loop_over_the_graph():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mimo_l2o_plugins.raghunath2023.learner import GNNConfig, GNNLearner
+from mimo_l2o_plugins.raghunath2023.learner import GNNConfig, GNNLearner, GNNPolicy, association_graph
 
 from mimo_l2o.learner import Learner, LearnerSpec
 from mimo_l2o.objectives.energy_efficiency import EnergyEfficiency, EnergyEfficiencyConfig
@@ -103,3 +103,69 @@ def test_training_steps_raise_the_energy_efficiency(setup):
     with torch.no_grad():
         after = ee(problem, problem.project(model(x))).mean()
     assert float(after) > 1.5 * float(before)
+
+
+def test_the_policys_problem_is_the_precoders():
+    """The policy rebuilds the problem from its input (gains in dB over the noise): the same SINRs and
+    energy efficiency as the precoder's problem in W, with and without user-centric association."""
+    ee = EnergyEfficiency(EnergyEfficiencyConfig())
+    for association_db in (None, -85.0):
+        scenario = CellFree(CellFree.Config(num_aps=L, num_users=K, association_db=association_db))
+        net = scenario.sample(16, torch.Generator().manual_seed(3))
+        problem = MRT(None)(net)
+        x = scenario.features(net, "mrt_gains").float()
+        config = GNNConfig(name="gnn", refine_steps=5)
+        model = GNNPolicy(config, 0.1, 0.0, 1.0, budget=problem.budget[0], objective=ee)
+        rebuilt = model.problem(x).to(dtype=torch.float64)
+        p = problem.full_power() * torch.rand(16, L * K, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(rebuilt.sinr(p), problem.sinr(p), rtol=1e-5, atol=0)
+        torch.testing.assert_close(ee(rebuilt, p), ee(problem, p), rtol=1e-5, atol=0)
+        assert torch.equal(rebuilt.budget, problem.budget)
+
+
+def test_refinement_never_lowers_the_energy_efficiency_and_stays_feasible(setup):
+    learner, model, x, problem = setup
+    ee = EnergyEfficiency(EnergyEfficiencyConfig())
+    refined = GNNPolicy(
+        GNNConfig(name="gnn", hidden=8, widths=[4], refine_steps=40),
+        float(model.share) / 0.1,
+        float(model.mean),
+        float(model.std),
+        budget=problem.budget[0],
+        objective=ee,
+    )
+    refined.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        raw = problem.project(refined(x, refine=False))
+        torch.testing.assert_close(raw, problem.project(model(x)))
+        better = refined(x)
+    gain = ee(problem, better) / ee(problem, raw)
+    assert float(gain.min()) >= 1 - 1e-5
+    assert float(gain.mean()) > 1.05  # an untrained network's decision is far from a local optimum
+    assert float(problem.constraint_violation(better).max()) <= 1e-7
+    assert bool((better >= 0).all())
+
+
+def test_unserved_pairs_get_no_power_and_the_graph_links_aps_that_share_a_ue():
+    scenario = CellFree(CellFree.Config(num_aps=4, num_users=5, association_db=-90.0))
+    net = scenario.sample(32, torch.Generator().manual_seed(5))
+    serves = net["serves"]  # [n, L, K]
+    assert 0.3 < float(serves.double().mean()) < 0.9  # the threshold leaves some links out
+    x = scenario.features(net, "mrt_gains").float()
+    served, adjacency = association_graph(x)
+    assert torch.equal(served, serves)
+    assert 0 < int(adjacency.sum()) < 32 * 4 * 3  # a sparse graph: some pairs of APs share no UE
+    for b in range(4):
+        for i in range(4):
+            for j in range(4):
+                shared = bool((serves[b, i] & serves[b, j]).any())
+                assert bool(adjacency[b, i, j]) == (shared and i != j)
+    model = GNNPolicy(GNNConfig(name="gnn"), 0.1, float(x.mean()), float(x.std()))
+    a, width = model.bounds(x)  # [n, K·L], v = k·L + l
+    off = ~serves.transpose(1, 2).flatten(1)
+    assert bool((a[off] == 0).all()) and bool((width[off] == 0).all())
+    assert bool((a[~off] > 0).all())
+    # the complete graph when every AP serves every UE
+    full = CellFree(CellFree.Config(num_aps=4, num_users=5)).sample(4, torch.Generator().manual_seed(6))
+    served, adjacency = association_graph(scenario.features(full, "mrt_gains"))
+    assert bool(served.all()) and torch.equal(adjacency, ~torch.eye(4, dtype=torch.bool).expand(4, 4, 4))
