@@ -8,12 +8,19 @@ objective (energy efficiency) on the training problems and ``Π`` clips negative
 onto its budget. ``κ`` follows eq. (8): 0 for the first ``h`` steps, then ``+Δκ`` when the support did
 not shrink below its mean over the last ``h`` steps, ``−Δκ/2`` (not below 0) otherwise.
 
+The lower bound is a softplus of the network's read-out (powers > 0, so no gradient is cut off at 0)
+in units of ``power_scale`` times each AP's even share; pairs that no beam serves get 0.
+
 Decisions: the lower bound ``Π(a)`` (the paper) or the support's midpoint ``Π(a + ℓ/2)``, whichever
 scores better on the validation set at each validation (a buffer of the model, so the kept weights
-keep their choice); both are reported.
+keep their choice); both are reported. With ``refine_steps > 0`` (not the paper's method) the deployed
+policy then takes that many projected gradient steps of the objective from it, on the problem it
+rebuilds from its input; ``test/objective_ratio_raw`` reports the network alone.
 
-Dense batched tensors: the graph is complete (every AP serves every UE by default), so the messages are
-one sum over the AP axis; torch_geometric would add nothing for ``L ≤ 15`` fully connected nodes.
+Dense batched tensors, not torch_geometric: the graph is complete by default (every AP serves every
+UE), and under user-centric association it is a ``[B, L, L]`` mask of the APs that share a UE, applied
+with one batched matrix product, which for ``L ≤ 15`` nodes costs less than scattering over an edge
+list and keeps the policy one exportable graph.
 """
 
 from __future__ import annotations
