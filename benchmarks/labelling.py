@@ -1,5 +1,6 @@
 """Cost of labelling cellular massive MIMO data (Sanguinetti et al. 2018): per setup, the Monte-Carlo
-gains of each precoder and the solvers, at the laptop default M = 32 and the paper's M = 100.
+gains of each precoder (both estimators) and the solvers, at the laptop default M = 32 and the
+paper's M = 100.
 
 Each setup (L = 4 cells, K = 5 UEs each) draws ``--realizations`` channel realizations of all
 L²K = 80 UE-BS links, estimates them (MMSE, pilot reuse 1) and averages the precoded gains
@@ -45,22 +46,36 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--solver-setups", type=int, default=2000)
+    parser.add_argument(
+        "--estimators", nargs="+", default=["conditional", "plain"], choices=["conditional", "plain"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine().replace('1 thread', f'{args.threads} threads')}")
     print(f"setups: {args.setups} per timing, median of {args.repeats}, {args.realizations} realizations\n")
-    print("| M | precoder | precision | ms / setup | laptop run (24k setups) | paper preset (350k setups) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| M | precoder | estimator | precision | ms / setup | laptop run (24k setups) "
+        "| paper preset (350k setups) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     problem = None
     for m in args.antennas:
         net = Cellular(Cellular.Config(num_antennas=m)).sample(args.setups, torch.Generator().manual_seed(0))
         for cls in (MR, MMMSE):
-            for precision in ("single", "double"):
-                pre = cls(cls.Config(name=cls.name, num_realizations=args.realizations, precision=precision))
-                seconds = median_time(lambda pre=pre, net=net: pre(net), args.repeats) / args.setups
-                laptop, preset = LAPTOP * seconds / 60, PRESET * seconds / 3600
-                cost = f"{1e3 * seconds:.1f} | {laptop:.1f} min | {preset:.1f} h"
-                print(f"| {m} | {cls.name} | {precision} | {cost} |")
+            for estimator in args.estimators:
+                for precision in ("single", "double"):
+                    pre = cls(
+                        cls.Config(
+                            name=cls.name,
+                            num_realizations=args.realizations,
+                            precision=precision,
+                            estimator=estimator,
+                        )
+                    )
+                    seconds = median_time(lambda pre=pre, net=net: pre(net), args.repeats) / args.setups
+                    laptop, preset = LAPTOP * seconds / 60, PRESET * seconds / 3600
+                    cost = f"{1e3 * seconds:.1f} | {laptop:.1f} min | {preset:.1f} h"
+                    print(f"| {m} | {cls.name} | {estimator} | {precision} | {cost} |")
         problem = pre(net)
     # solvers on the last problems, repeated up to --solver-setups
     reps = max(1, args.solver_setups // problem.batch_size)

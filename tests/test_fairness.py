@@ -266,10 +266,17 @@ def test_max_prod_fast_path_matches_fallback_and_cvxpy(fair, cellular, barrier_s
 
 def test_max_prod_fallback_takes_only_unconverged_samples(fair, cellular, barrier_spy):
     objectives, solvers = fair
-    problem = PowerControlProblem.cat([cellular["mmmse"], make_problem(batch=4, cells=4, users=5, seed=9)])
-    # after 5 minorant steps one Newton step solves the random samples, not the cellular ones
+    hard, easy = cellular["mmmse"], make_problem(batch=4, cells=4, users=5, seed=9)
+    # after 5 minorant steps one Newton step solves the random samples, not (all) the cellular ones
+    solvers.max_prod_power(easy, mm_steps=5, newton_steps=1)
+    assert barrier_spy == []
+    solvers.max_prod_power(hard, mm_steps=5, newton_steps=1)
+    assert len(barrier_spy) == 1 and 1 <= barrier_spy[0] <= hard.batch_size
+    unconverged = barrier_spy.pop()
+    # together, the fallback takes exactly the cellular samples that need it
+    problem = PowerControlProblem.cat([hard, easy])
     p = solvers.max_prod_power(problem, mm_steps=5, newton_steps=1)
-    assert barrier_spy == [4]
+    assert barrier_spy == [unconverged]
     exact = solvers.max_prod_power(problem)
     assert rel_diff(objectives.MaxProd(None), problem, p, exact) <= 1e-8
     assert max(kkt_residuals(problem, p)) <= 1e-8

@@ -18,6 +18,23 @@ so that ``SINR_jk = p_jk a_jk / (Σ_{l,i} p_li b_{li,jk} − p_jk a_jk + σ²)``
 signal gain is ``diag(a)`` and its interference gain ``b`` with ``a`` taken off the diagonal. Users (and
 power variables) are ordered ``j·K + k``; each BS has the budget ``p_max``.
 
+Two estimators of the same averages (``estimator``):
+
+* ``plain``: draw the channels ``h``, estimate them from the pilots, and average ``wᴴh`` and ``|wᴴh|²``
+  over the realizations: the textbook Monte-Carlo.
+* ``conditional`` (default): the precoders depend on the channels only through the received pilots
+  ``y_{j,k} ~ CN(0, Q_{j,k})``, so only those are drawn (``L·K`` vectors per realization instead of
+  ``L²K`` channels and ``L·K`` noise vectors), and each average is replaced by its conditional expectation
+  given the pilots: ``E{wᴴh | y} = wᴴĥ`` and ``E{|wᴴh|² | y} = |wᴴĥ|² + wᴴ(R − Φ)w`` (the estimation error
+  is independent of the estimates, zero-mean with covariance ``R − Φ``), the second term averaged as
+  ``tr((R − Φ) E{wwᴴ})``. ``‖ĥ‖²``, whose mean ``tr Φ`` is known exactly, is a control variate of every
+  average over the realizations (the regression estimator, coefficient fitted per entry). With MR a UE's
+  precoder depends on its own pilot only, so against a channel on another pilot
+  ``E{|wᴴh|²} = tr(R E{wwᴴ})`` exactly. Same expectations as ``plain`` (tested), with far less noise:
+  at the laptop defaults (MR, 100 realizations) the gains' error drops from 6 % to 1 % (``a``) and the
+  max-min optimum of one draw scores 0.96 instead of 0.87 on an independent draw of the same setups
+  (``plugins/sanguinetti2018/README.md``).
+
 Each sample's realizations come from its own CPU generator, seeded with ``seed`` and a hash of the
 sample's large-scale gains, so a sample's problem depends neither on its position in the batch nor on
 the chunking, and two samples never share draws.
@@ -94,6 +111,48 @@ def draw_channels(R: Tensor, w: Tensor) -> Tensor:
     return sqrtm_psd(R) @ w.to(R.device)
 
 
+def draw_pilot_normals(
+    batch: int,
+    num_realizations: int,
+    num_cells: int,
+    num_users: int,
+    num_antennas: int,
+    generators: list[torch.Generator],
+    dtype: torch.dtype = torch.complex128,
+) -> Tensor:
+    """The ``CN(0, 1)`` draws of the received pilots of ``batch`` samples, one generator per sample,
+    realizations last: ``[b, L, K, M, N]``."""
+    shape = (num_cells, num_users, num_antennas, num_realizations)
+    return torch.stack([complex_normal((math.prod(shape),), gen, dtype) for gen in generators]).reshape(
+        batch, *shape
+    )
+
+
+def mmse_estimates_from_pilots(
+    R: Tensor, z: Tensor, pilot_power: float, noise_power: float
+) -> tuple[Tensor, Tensor]:
+    """MMSE estimates (eq. 3) from received pilots drawn directly, ``y_{j,k} = Q_{j,k}^{1/2} z``
+    (``y = Σ_l h_{j,lk} + n`` has covariance ``Q``), for ``R [b, L, L, K, M, M]`` and ``z [b, L, K, M, N]``:
+    the estimates ``[b, L, L, K, M, N]`` and their covariances ``Φ [b, L, L, K, M, M]``."""
+    k, m = R.shape[3], R.shape[4]
+    eye = torch.eye(m, dtype=R.dtype, device=R.device)
+    Q = R.sum(dim=2) + (noise_power / (pilot_power * k)) * eye  # [b, j, k, M, M]
+    y = sqrtm_psd(Q) @ z.to(R.device)
+    A = torch.linalg.solve(Q.unsqueeze(2), R).mH  # R Q⁻¹, [b, j, l, k, M, M]
+    return A @ y.unsqueeze(2), A @ R
+
+
+def control_variate_mean(x: Tensor, c: Tensor, mean_c: Tensor, dim: int) -> Tensor:
+    """Mean of ``x`` over ``dim`` with the control variate ``c`` of known mean ``mean_c`` (``c``
+    broadcasts against ``x``; ``mean_c`` has ``dim`` removed): ``x̄ − β (c̄ − E c)``, ``β`` the per-entry
+    regression coefficient of ``x`` on ``c``. With one sample (no spread) it is the plain mean."""
+    xm, cm = x.mean(dim, keepdim=True), c.mean(dim, keepdim=True)
+    cc = c - cm
+    var = (cc * cc).mean(dim)
+    beta = ((x - xm) * cc).mean(dim) / torch.where(var > 0, var, torch.ones_like(var))
+    return xm.squeeze(dim) - beta * (cm.squeeze(dim) - mean_c)
+
+
 def mmse_estimates(
     R: Tensor, H: Tensor, noise: Tensor, pilot_power: float, noise_power: float
 ) -> tuple[Tensor, Tensor]:
@@ -129,6 +188,11 @@ def _unit(v: Tensor) -> Tensor:
     return v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(torch.finfo(v.real.dtype).tiny)
 
 
+class Estimator(str, Enum):
+    plain = "plain"  # average over drawn channels
+    conditional = "conditional"  # conditional expectations given the pilots, control variates
+
+
 class Precision(str, Enum):
     single = "single"  # complex64
     double = "double"  # complex128
@@ -157,11 +221,16 @@ class MassiveMIMOPrecoder(Precoder):
             the Monte-Carlo averages. Rounding in single precision (~1e-6 relative) is far inside the
             Monte-Carlo error (~1/√N); single is about twice as fast. The problems are float64 either
             way.
+        estimator : Estimator
+            ``conditional`` (the default: conditional expectations given the pilots and control
+            variates, far less Monte-Carlo noise) or ``plain`` (averages over drawn channels); see the
+            module docstring.
         """
 
         num_realizations: int = 100
         seed: int = 0
         precision: Precision = Precision.single
+        estimator: Estimator = Estimator.conditional
 
         def __post_init__(self) -> None:
             require(
@@ -172,7 +241,10 @@ class MassiveMIMOPrecoder(Precoder):
 
     expensive = True
     requires = ("beta", "theta")
-    version = 3
+    version = 4
+    # True where UE k's precoder at BS j depends on BS j's pilot k only (MR), so that it is independent
+    # of every channel on another pilot
+    pilot_local = False
 
     @classmethod
     def accepts(cls, tensors: tuple[str, ...]) -> bool:
@@ -196,28 +268,72 @@ class MassiveMIMOPrecoder(Precoder):
         nr = self.config.num_realizations
         per_sample = 16 * (6 * nl * nl * k * m * (m + nr) + 3 * nr * nl * m * m)
         chunk = max(1, CHUNK_BYTES // per_sample)
-        own = torch.arange(nl)
         dtype = torch.complex64 if Precision(self.config.precision) == Precision.single else torch.complex128
         # gains relative to the pilot noise σ²/(p τ_p), so that single precision sees numbers near 1
         unit = sigma2 / (p * k)
         a_parts, b_parts = [], []
+        conditional = Estimator(self.config.estimator) == Estimator.conditional
         for start in range(0, batch, chunk):
             part = network.select(slice(start, start + chunk))
             Rc = part["R"].to(torch.complex128) if "R" in part.tensors else correlation_matrices(part)
             Rc = (Rc / unit).to(dtype)
             gens = sample_generators(part, self.config.seed)
-            w, noise = draw_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
-            H = draw_channels(Rc, w)  # [b, j, l, k, M, N]
-            est, Phi = mmse_estimates(Rc, H, noise, p, sigma2 / unit)
-            W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))  # [b, j, N, k, M]
-            h_own = H[:, own, own].permute(0, 1, 4, 2, 3)  # h_{j,jk}: [b, j, N, k, M]
-            a_parts.append((W.conj() * h_own).sum(-1).mean(2).abs() ** 2)
-            # b_{li,jk} = E|w_liᴴ h_{l,jk}|²: at each BS l, [N, K] precoders against [LK] channels
-            b_, _, _, _, _, n_ = H.shape
-            at_bs = H.reshape(b_, nl, nl * k, m, n_).permute(0, 1, 4, 3, 2)  # [b, l, N, M, (j,k)]
-            g = W.conj() @ at_bs  # [b, l, N, i, (j,k)]
-            b_parts.append((g.abs() ** 2).mean(2).reshape(b_, nl, k, nl, k))
+            if conditional:
+                z = draw_pilot_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
+                est, Phi = mmse_estimates_from_pilots(Rc, z, p, sigma2 / unit)
+                W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))  # [b, j, N, k, M]
+                a_, b_ = self._conditional_averages(Rc, est, Phi, W)
+            else:
+                w, noise = draw_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
+                H = draw_channels(Rc, w)  # [b, j, l, k, M, N]
+                est, Phi = mmse_estimates(Rc, H, noise, p, sigma2 / unit)
+                W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))
+                a_, b_ = self._plain_averages(H, W)
+            a_parts.append(a_)
+            b_parts.append(b_)
         return unit * torch.cat(a_parts).double(), unit * torch.cat(b_parts).double()
+
+    @staticmethod
+    def _plain_averages(H: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+        """``a [b, L, K]`` and ``b [b, L, K, L, K]`` averaged over the channels ``H [b, j, l, k, M, N]``
+        with the unit precoders ``W [b, j, N, k, M]``."""
+        b_, nl, _, k, m, n_ = H.shape
+        own = torch.arange(nl)
+        h_own = H[:, own, own].permute(0, 1, 4, 2, 3)  # h_{j,jk}: [b, j, N, k, M]
+        a = (W.conj() * h_own).sum(-1).mean(2).abs() ** 2
+        # b_{li,jk} = E|w_liᴴ h_{l,jk}|²: at each BS l, [N, K] precoders against [LK] channels
+        at_bs = H.reshape(b_, nl, nl * k, m, n_).permute(0, 1, 4, 3, 2)  # [b, l, N, M, (j,k)]
+        g = W.conj() @ at_bs  # [b, l, N, i, (j,k)]
+        return a, (g.abs() ** 2).mean(2).reshape(b_, nl, k, nl, k)
+
+    def _conditional_averages(self, R: Tensor, est: Tensor, Phi: Tensor, W: Tensor) -> tuple[Tensor, Tensor]:
+        """``a`` and ``b`` as conditional expectations given the pilots, with ``‖ĥ‖²`` as control variate
+        (module docstring), from the estimates ``[b, j, l, k, M, N]``, their covariances ``Φ`` and the
+        unit precoders ``W [b, j, N, k, M]``."""
+        b_, nl, _, k, m, n_ = est.shape
+        own = torch.arange(nl)
+        tr_phi = Phi.diagonal(dim1=-2, dim2=-1).real.sum(-1)  # E‖ĥ_{j,lk}‖²: [b, j, l, k]
+        h_own = est[:, own, own].permute(0, 1, 4, 2, 3)  # ĥ_{j,jk}: [b, j, N, k, M]
+        signal = (W.conj() * h_own).sum(-1)  # wᴴĥ: [b, j, N, k]
+        norms_own = (h_own.abs() ** 2).sum(-1)
+        a = control_variate_mean(signal, norms_own, tr_phi[:, own, own], dim=2).abs() ** 2
+        at_bs = est.reshape(b_, nl, nl * k, m, n_).permute(0, 1, 4, 3, 2)  # [b, l, N, M, (j,k)]
+        g = (W.conj() @ at_bs).abs() ** 2  # |w_liᴴ ĥ_{l,jk}|²: [b, l, N, i, (j,k)]
+        norms = (at_bs.abs() ** 2).sum(-2).unsqueeze(3)  # ‖ĥ_{l,jk}‖²: [b, l, N, 1, (j,k)]
+        b = control_variate_mean(g, norms, tr_phi.reshape(b_, nl, 1, nl * k), dim=2)
+        # tr(C E{wwᴴ}) for C [b, l, (j,k), M, M] against the [b, l, i] precoders: one matrix product
+        Wt = W.permute(0, 1, 3, 4, 2)  # [b, l, i, M, N]
+        second = ((Wt @ Wt.mH) / n_).transpose(-1, -2).reshape(b_, nl, k, m * m)
+
+        def trace_with(C: Tensor) -> Tensor:
+            return (second @ C.reshape(b_, nl, nl * k, m * m).transpose(-1, -2)).real  # [b, l, i, (j,k)]
+
+        b = b + trace_with(R - Phi)
+        if self.pilot_local:
+            pilots = torch.arange(nl * k, device=R.device) % k  # of the channels (j, k)
+            other_pilot = torch.arange(k, device=R.device)[:, None] != pilots
+            b = torch.where(other_pilot, trace_with(R), b)
+        return a, b.reshape(b_, nl, k, nl, k)
 
     def __call__(self, network: Network) -> PowerControlProblem:
         a, b = self.gains(network)
@@ -245,6 +361,8 @@ class MassiveMIMOPrecoder(Precoder):
 @PRECODERS.register("mr")
 class MR(MassiveMIMOPrecoder):
     """Maximum-ratio precoding, ``w_jk ∝ ĥ_{j,jk}`` (eq. 7)."""
+
+    pilot_local = True
 
     @dataclass
     class Config(MassiveMIMOPrecoder.Config):
