@@ -142,7 +142,7 @@ def test_mr_single_user_closed_form(mods, estimator):
     assert problem.budget.tolist() == [[1.0]] and problem.noise.tolist() == [[1.0]]
 
 
-@pytest.mark.parametrize("name", ["mr", "mmmse"])
+@pytest.mark.parametrize("name", ["mr", "mmmse", "rzf"])
 def test_conditional_estimator_agrees_with_plain_monte_carlo_and_is_less_noisy(mods, name):
     """Both estimators average the same expectations. Over independent seeds, each entry of a and b of
     the conditional estimator lies within the plain one's sampling error of it (the mean squared
@@ -150,7 +150,7 @@ def test_conditional_estimator_agrees_with_plain_monte_carlo_and_is_less_noisy(m
     seed-to-seed spread is at most half the plain one's."""
     _, massive = mods
     net = small(mods, num_antennas=6, num_users=2).sample(2, torch.Generator().manual_seed(12))
-    cls = {"mr": massive.MR, "mmmse": massive.MMMSE}[name]
+    cls = {"mr": massive.MR, "mmmse": massive.MMMSE, "rzf": massive.RZF}[name]
 
     def draws(estimator, seeds):
         runs = [

@@ -213,9 +213,10 @@ class MassiveMIMOPrecoder(Precoder):
         name : str
             Registry key.
         num_realizations : int
-            Channel realizations per network for the averages of eqs. 10-11 (>= 1).
+            Realizations per network for the averages of eqs. 10-11 (>= 1): of the received pilots
+            (``conditional``) or of the channels and the pilot noise (``plain``).
         seed : int
-            Seed of the realizations (fading and pilot noise).
+            Seed of the realizations.
         precision : Precision
             ``single`` (complex64, the default) or ``double`` (complex128) draws and arithmetic for
             the Monte-Carlo averages. Rounding in single precision (~1e-6 relative) is far inside the
@@ -282,15 +283,15 @@ class MassiveMIMOPrecoder(Precoder):
                 z = draw_pilot_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
                 est, Phi = mmse_estimates_from_pilots(Rc, z, p, sigma2 / unit)
                 W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))  # [b, j, N, k, M]
-                a_, b_ = self._conditional_averages(Rc, est, Phi, W)
+                a_part, b_part = self._conditional_averages(Rc, est, Phi, W)
             else:
                 w, noise = draw_normals(Rc.shape[0], nr, nl, k, m, gens, dtype)
                 H = draw_channels(Rc, w)  # [b, j, l, k, M, N]
                 est, Phi = mmse_estimates(Rc, H, noise, p, sigma2 / unit)
                 W = _unit(self.directions(est, Rc, Phi, p, sigma2 / unit))
-                a_, b_ = self._plain_averages(H, W)
-            a_parts.append(a_)
-            b_parts.append(b_)
+                a_part, b_part = self._plain_averages(H, W)
+            a_parts.append(a_part)
+            b_parts.append(b_part)
         return unit * torch.cat(a_parts).double(), unit * torch.cat(b_parts).double()
 
     @staticmethod
