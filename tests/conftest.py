@@ -96,6 +96,19 @@ def app_run(work: Path, overrides: list[str]):
     return env, client, run
 
 
+def assert_contract_metrics(client, run, keys) -> None:
+    """The run logged each of ``keys`` as a finite number, a feasible learner
+    (``test/constraint_violation`` 0) and the two CDF figures."""
+    import math
+
+    metrics = run.data.metrics
+    for key in keys:
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["test/constraint_violation"] == 0.0
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"cdf_objective.png", "cdf_se_per_user.png"} <= artifacts
+
+
 def rebuild_data(env: dict[str, str], overrides: list[str]):
     """The run's config, parts and cached data (CPU) as an app run with ``env`` and ``overrides`` left
     them: ``(run config, parts, Data)``."""

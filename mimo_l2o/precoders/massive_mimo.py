@@ -87,11 +87,22 @@ def draw_normals(
     pilot noise ``[b, L, K, M, N]``."""
     fading = (num_cells, num_cells, num_users, num_antennas, num_realizations)
     noise = (num_cells, num_users, num_antennas, num_realizations)
-    sizes = (math.prod(fading), math.prod(noise))
     generators = generator if isinstance(generator, list) else [generator] * batch
+    w, n = _draw_blocks(generators, [fading, noise], dtype)
+    return w, n
+
+
+def _draw_blocks(
+    generators: list[torch.Generator], shapes: list[tuple[int, ...]], dtype: torch.dtype
+) -> list[Tensor]:
+    """One ``CN(0, 1)`` block per sample from its generator, split into ``[b, *shape]`` tensors in
+    order."""
+    sizes = [math.prod(shape) for shape in shapes]
     blocks = torch.stack([complex_normal((sum(sizes),), gen, dtype) for gen in generators])
-    w, n = blocks.split(sizes, dim=1)
-    return w.reshape(batch, *fading), n.reshape(batch, *noise)
+    return [
+        part.reshape(len(generators), *shape)
+        for part, shape in zip(blocks.split(sizes, dim=1), shapes, strict=True)
+    ]
 
 
 def sample_generators(network: Network, seed: int) -> list[torch.Generator]:
@@ -122,10 +133,8 @@ def draw_pilot_normals(
 ) -> Tensor:
     """The ``CN(0, 1)`` draws of the received pilots of ``batch`` samples, one generator per sample,
     realizations last: ``[b, L, K, M, N]``."""
-    shape = (num_cells, num_users, num_antennas, num_realizations)
-    return torch.stack([complex_normal((math.prod(shape),), gen, dtype) for gen in generators]).reshape(
-        batch, *shape
-    )
+    (z,) = _draw_blocks(generators, [(num_cells, num_users, num_antennas, num_realizations)], dtype)
+    return z
 
 
 def mmse_estimates_from_pilots(

@@ -40,22 +40,22 @@ class SINRLayer(nn.Module):
         super().__init__()
         self.width = width
         self.linear = nn.Linear(in_features, 4 * width)  # the four categories' W_c, b_c at once
+        # coefficients [4 terms (z, row sums, column sums, total), 4 blocks] = unit + a·per_row + b·per_rest,
+        # a = 1/(K − 1), b = 1/(K − 1)²; with a = b = 0 (K = 1) only the entry itself remains (the other
+        # categories are empty: 0). Buffers (not saved), so they follow the module's device.
+        unit = torch.zeros(4, 4)
+        unit[0, 0] = 1.0
+        per_row = torch.tensor([[0.0, -1, -1, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+        per_rest = torch.tensor([[0.0, 0, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1], [0, 0, 0, 1]])
+        self.register_buffer("unit", unit, persistent=False)
+        self.register_buffer("per_row", per_row, persistent=False)
+        self.register_buffer("per_rest", per_rest, persistent=False)
 
-    def _coefficients(self, k: int, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _coefficients(self, k: int, like: Tensor) -> tuple[Tensor, ...]:
         """Per-feature coefficients ``[4·width]`` of ``z``, its row sums, column sums and total."""
-        if k == 1:  # only the entry itself: the other categories are empty (0)
-            own = torch.tensor([1.0, 0.0, 0.0, 0.0])
-            zero = torch.zeros(4)
-            blocks = (own, zero, zero, zero)
-        else:
-            a, b = 1.0 / (k - 1), 1.0 / (k - 1) ** 2
-            blocks = (
-                torch.tensor([1.0, -a, -a, b]),  # own; row, col: minus the entry; others: plus it
-                torch.tensor([0.0, a, 0.0, -b]),  # row sums: the same row; others: minus it
-                torch.tensor([0.0, 0.0, a, -b]),  # column sums: the same column; others: minus it
-                torch.tensor([0.0, 0.0, 0.0, b]),  # total: others
-            )
-        return tuple(c.to(like).repeat_interleave(self.width) for c in blocks)
+        a = 1.0 / (k - 1) if k > 1 else 0.0
+        coef = self.unit + a * self.per_row + (a * a) * self.per_rest
+        return tuple(coef.to(like).repeat_interleave(self.width, dim=1).unbind(0))
 
     def forward(self, f: Tensor) -> Tensor:
         z = torch.relu(self.linear(f))

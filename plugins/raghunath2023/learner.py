@@ -123,13 +123,22 @@ class GNNConfig(LearnerConfig):
         )
 
 
+# gains above this (dB) are beams that exist; the scenario puts the others exactly at its floor
+BEAM_DB = MRT_GAINS_FLOOR_DB + 1.0
+
+
+def served_pairs(gains_db: Tensor) -> Tensor:
+    """``[B, L, K]``: AP ``l`` beams to UE ``k`` (its own MRT gain is above the feature's floor)."""
+    return gains_db.diagonal(dim1=-2, dim2=-1) > BEAM_DB
+
+
 def association_graph(gains_db: Tensor) -> tuple[Tensor, Tensor]:
     """From MRT gains in dB ``[B, L, K, K]``: ``served [B, L, K]`` (AP ``l`` beams to UE ``k``: its own
     gain is above the feature's floor, where the scenario puts the beams that do not exist) and the
     fronthaul graph ``[B, L, L]`` (bool): APs ``i ≠ j`` are linked when they serve a UE in common, which
     is the complete graph when every AP serves every UE. No branch on the data, so the policy exports
     as one graph (``torch.export``, MLflow's default format)."""
-    served = gains_db.diagonal(dim1=-2, dim2=-1) > MRT_GAINS_FLOOR_DB + 1.0
+    served = served_pairs(gains_db)
     s = served.to(gains_db.dtype)
     shared = torch.bmm(s, s.transpose(1, 2)) > 0
     eye = torch.eye(s.shape[1], dtype=torch.bool, device=s.device)
@@ -205,9 +214,8 @@ class GNNPolicy(nn.Module):
     def problem(self, gains_db: Tensor) -> PowerControlProblem:
         """The power-control problem the input describes: MRT gains relative to the noise (so noise 1:
         the SINRs are those of the gains and noise in W), beams at the feature's floor removed."""
-        served = gains_db.diagonal(dim1=-2, dim2=-1) > MRT_GAINS_FLOOR_DB + 1.0
-        gains = torch.where(gains_db > MRT_GAINS_FLOOR_DB + 1.0, 10 ** (gains_db / 10), 0.0)
-        problem = cellfree_problem(gains, served, 1.0, 1.0)
+        gains = torch.where(gains_db > BEAM_DB, 10 ** (gains_db / 10), 0.0)
+        problem = cellfree_problem(gains, served_pairs(gains_db), 1.0, 1.0)
         return problem.with_batched_tensors({"budget": self.budget.expand(gains_db.shape[0], -1)})
 
 
