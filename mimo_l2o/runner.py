@@ -333,8 +333,11 @@ def _run(
     val_inputs = val_data["inputs"].to(device)
 
     def val_objective_ratio(trained) -> float:
+        # the network's own decision (raw_output), made final: a learner's test-time extras (the GNN's
+        # refinement steps, the position LSTM's pilot averaging) would multiply the cost of every epoch
         with torch.no_grad():
-            decision = val_problem.project(finalize(trained(val_inputs)).to(torch.float64))
+            raw = learner.raw_output(trained, val_inputs)
+            decision = val_problem.project(finalize(raw).to(torch.float64))
         return float(_mean_objective(objective, val_problem, decision) / val_reference)
 
     summary = fit(

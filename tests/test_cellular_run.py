@@ -81,7 +81,8 @@ def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp
     """``position_lstm`` (``train_on: objective`` in its YAML) gets the training problems from the
     runner; the best validation loss it logs is ``−mean log`` of the smooth max-min SE of the logged
     model's feasible decisions on the cached validation problems (the logged policy's decisions sit
-    within ``1e-5`` relative below budgets that the loss's projection fills exactly)."""
+    within ``1e-5`` relative below budgets that the loss's projection fills exactly). With
+    ``pilot_shifts: 1``: the loss scores the network alone, the policy averages over pilot renamings."""
     import mlflow.pytorch
 
     overrides = [
@@ -92,6 +93,7 @@ def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp
         "learner.lstm=[8]",
         "learner.dense=[8]",
         "learner.pretrain_epochs=1",
+        "learner.pilot_shifts=1",
     ]
     env, _, run = app_run(tmp_path, overrides)
     assert run.data.tags["learner"] == "position_lstm"

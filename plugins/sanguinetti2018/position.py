@@ -110,26 +110,60 @@ class CellLayout:
         return ((col[:, None] + col[None, :]) % g) + g * ((row[:, None] + row[None, :]) % g)
 
 
-class CellFrames(nn.Module):
-    """Positions ``[B, L·K·2]`` → per-cell inputs ``[C, B, L·K·2]``, cell-major.
+class InputFeatures(str, Enum):
+    coordinates = "coordinates"  # the 2KL (x, y) coordinates (the paper)
+    polar = "polar"  # per UE and BS: log distance and sine of the angle, from the wrapped offset
 
-    ``shared=False``: ``C = 1``, the raw coordinates (every cell's network sees the same input).
-    ``shared=True``: ``C = L``; for cell ``j`` every position is translated so that BS ``j`` is at the
-    origin with wrap-around, ``x' = ((x − bs_j + 0.5) mod 1) − 0.5``, and the cells are reordered by
-    their grid offset from ``j`` (:meth:`CellLayout.cell_order`), own cell first.
+
+class CellFrames(nn.Module):
+    """Positions ``[B, L·K·2]`` → per-cell inputs ``[C, B, L·K·F]``, cell-major, ``F`` per UE
+    (:attr:`step_width`).
+
+    ``shared=False``: ``C = 1``, every cell's network sees the same input. ``shared=True``: ``C = L``;
+    cell ``j``'s frame has BS ``j`` at the origin and the cells reordered by their grid offset from
+    ``j`` (:meth:`CellLayout.cell_order`), own cell first.
+
+    ``features``: ``coordinates`` gives each UE's (x, y), in cell ``j``'s frame translated with
+    wrap-around, ``x' = ((x − bs_j + 0.5) mod 1) − 0.5``. ``polar`` gives, for each UE and each BS
+    ``m`` (in the frame's cell order), the wrapped offset ``δ = ((x − bs_m + 0.5) mod 1) − 0.5`` as
+    ``(log ‖δ‖, δ_y / ‖δ‖)``: the log distance, in which the path loss is linear, and the sine of the
+    angle, the ULA's spatial frequency, which sets the correlation and so who contaminates whom (the
+    cosine adds nothing the model uses: it enters as cos² = 1 − sin²). The offsets are those of the
+    scenario's gains (the nearest wrapped copy); the input is still the positions alone.
     """
 
-    def __init__(self, layout: CellLayout, shared: bool):
+    def __init__(self, layout: CellLayout, shared: bool, features: InputFeatures = InputFeatures.coordinates):
         super().__init__()
-        self.layout, self.shared = layout, shared
+        self.layout, self.shared, self.features = layout, shared, InputFeatures(features)
         self.register_buffer("bs", layout.bs_positions().float())
         self.register_buffer("order", layout.cell_order())
+        nl, k = layout.num_cells, layout.num_users
+        order = self.order if shared else torch.arange(nl)[None]  # [C, L]
+        # polar: the flat index, per frame, of (cell, UE, BS, value) with cells and BSs in its order
+        pairs = torch.arange(nl * k * nl * 2).view(nl, k, nl, 2)
+        self.register_buffer("pair_index", torch.stack([pairs[o][:, :, o].flatten() for o in order]))
+
+    @property
+    def step_width(self) -> int:
+        """Input values per UE: 2 coordinates, or 2 per BS (``polar``)."""
+        return 2 if self.features == InputFeatures.coordinates else 2 * self.layout.num_cells
+
+    @property
+    def width(self) -> int:
+        """Input values per cell frame, ``L·K·F``."""
+        return self.layout.num_cells * self.layout.num_users * self.step_width
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.shared:
-            return x.unsqueeze(0)
         nl, k = self.layout.num_cells, self.layout.num_users
         pos = x.view(x.shape[0], nl, k, 2)
+        if self.features == InputFeatures.polar:
+            # every UE against every BS once ([B, L, K, L(BS), 2]); the frames only reorder them
+            delta = torch.remainder(pos[:, :, :, None, :] - self.bs + 0.5, 1.0) - 0.5
+            r = torch.linalg.vector_norm(delta, dim=-1, keepdim=True).clamp_min(1e-6)
+            polar = torch.cat([r.log(), delta[..., 1:] / r], dim=-1).flatten(1)  # (log r, sin θ)
+            return polar[:, self.pair_index].transpose(0, 1)
+        if not self.shared:
+            return x.unsqueeze(0)
         rel = torch.remainder(pos[None] - self.bs[:, None, None, None, :] + 0.5, 1.0) - 0.5  # [L, B, L, K, 2]
         index = self.order[:, None, :, None, None].expand(nl, x.shape[0], nl, k, 2)
         return torch.gather(rel, 2, index).flatten(2)
@@ -149,10 +183,9 @@ class Standardize(nn.Module):
         return (h - self.mean) / self.std
 
 
-def cell_inputs(layout: CellLayout, shared: bool, train_inputs: Tensor | None = None) -> nn.Module:
-    """The per-cell input module: :class:`CellFrames`, then, given training inputs, :class:`Standardize`
-    with their statistics."""
-    frames = CellFrames(layout, shared)
+def cell_inputs(frames: CellFrames, train_inputs: Tensor | None = None) -> nn.Module:
+    """The per-cell input module: ``frames``, then, given training inputs, :class:`Standardize` with
+    their statistics."""
     if train_inputs is None:
         return frames
     with torch.no_grad():
@@ -263,14 +296,16 @@ def scale_to_sum(outputs: Tensor) -> Tensor:
 def permute_users(
     batch: dict[str, Tensor], layout: CellLayout, generator: torch.Generator
 ) -> dict[str, Tensor]:
-    """The batch with the UEs of every cell in a random order, drawn per sample: the positions
-    ``inputs [B, L·K·2]``, the ``labels [B, L·K]`` and the problem tensors (``problem.*``: gains
-    ``[B, L·K, L·K]`` permuted on both axes, per-UE vectors ``[B, L·K]`` on theirs, per-cell budgets kept)
-    alike, so each sample is the same network with its UEs renumbered (a UE's index carries no meaning)."""
+    """The batch with its pilots renumbered at random, drawn per sample: one permutation of ``0..K−1``
+    applied to the UEs of every cell, in the positions ``inputs [B, L·K·2]``, the ``labels [B, L·K]``
+    and the problem tensors (``problem.*``: gains ``[B, L·K, L·K]`` permuted on both axes, per-UE
+    vectors ``[B, L·K]`` on theirs, per-cell budgets kept) alike. Each sample stays the same network:
+    UE ``k`` of every cell still shares pilot ``k`` with UE ``k`` of the others (pilot reuse 1), which
+    a permutation drawn per cell would scramble, leaving the positions blind to who contaminates whom."""
     inputs = batch["inputs"]
     b, nl, k = inputs.shape[0], layout.num_cells, layout.num_users
     v = nl * k
-    keys = torch.rand(b, nl, k, generator=generator).argsort(-1)
+    keys = torch.rand(b, 1, k, generator=generator).argsort(-1).expand(b, nl, k)
     perm = (keys + k * torch.arange(nl)[:, None]).flatten(1).to(inputs.device)  # [B, V]
     out = {}
     for name, t in batch.items():
@@ -307,13 +342,15 @@ class PositionMLP(nn.Module):
         use_sum: bool,
         generator: torch.Generator,
         train_inputs: Tensor | None = None,
+        features: InputFeatures = InputFeatures.coordinates,
     ):
         super().__init__()
         self.use_sum = use_sum
-        self.frames = cell_inputs(layout, shared, train_inputs)
+        frames = CellFrames(layout, shared, features)
+        self.frames = cell_inputs(frames, train_inputs)
         self.register_buffer("budget", budget.clone().float())
         groups, k = (1 if shared else layout.num_cells), layout.num_users
-        widths = [2 * layout.num_cells * k, *hidden, *([k] if k_layer else []), k + 1]
+        widths = [frames.width, *hidden, *([k] if k_layer else []), k + 1]
         self.layers = nn.ModuleList(
             GroupedLinear(groups, a, b, generator) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
@@ -332,6 +369,8 @@ class PositionMLP(nn.Module):
         p = scale_to_sum(y) if self.use_sum else y[..., :k]
         return (p * self.budget[:, None]).flatten(1)
 
+    network = forward  # no averaging to leave out (:meth:`PositionLSTM.network`)
+
 
 class PositionLSTM(nn.Module):
     """Per-cell recurrent networks (Table IV): positions ``[B, 2KL]`` → powers ``[B, L·K]`` in W.
@@ -342,6 +381,13 @@ class PositionLSTM(nn.Module):
     :meth:`outputs` gives the ReLU outputs ``[B, L, K]`` (powers / budget), or with ``log_output`` the
     linear ``log(power / budget)``. Given ``train_inputs``, the per-cell inputs are standardized with
     their statistics (:func:`cell_inputs`).
+
+    ``pilot_shifts = S > 1``: in eval mode the decision averages :meth:`outputs` over the first ``S``
+    cyclic relabelings of the pilots (UE ``k`` of every cell renamed ``k − s mod K``, ``s < S``), each
+    mapped back to the original UEs (:meth:`policy_outputs`). A UE's pilot index carries no meaning
+    beyond who shares it, so every relabeling is the same network; averaging the network's answers
+    over them removes part of its error. With ``S = K`` the policy is exactly equivariant to cyclic
+    relabelings. Training mode, and :meth:`network` always, use the network alone.
     """
 
     def __init__(
@@ -355,14 +401,24 @@ class PositionLSTM(nn.Module):
         generator: torch.Generator,
         train_inputs: Tensor | None = None,
         log_output: bool = False,
+        features: InputFeatures = InputFeatures.coordinates,
+        pilot_shifts: int = 1,
     ):
         super().__init__()
         self.single_step = single_step
         self.log_output = log_output
-        self.frames = cell_inputs(layout, shared, train_inputs)
+        self.layout = layout
+        k = layout.num_users
+        shifts = torch.arange(min(pilot_shifts, k))[:, None]
+        # relabeling s: new UE u is old UE (u + s) mod K; its answer for old UE k sits at (k − s) mod K
+        self.register_buffer("relabel", (torch.arange(k) + shifts) % k)  # [S, K]
+        self.register_buffer("restore", (torch.arange(k) - shifts) % k)
+        frames = CellFrames(layout, shared, features)
+        self.step_width = frames.step_width
+        self.frames = cell_inputs(frames, train_inputs)
         self.register_buffer("budget", budget.clone().float())
         groups, k = (1 if shared else layout.num_cells), layout.num_users
-        width = 2 * layout.num_cells * k if single_step else 2
+        width = frames.width if single_step else frames.step_width
         recurrent = []
         for hidden in lstm:
             recurrent.append(GroupedLSTM(groups, width, hidden, generator))
@@ -374,8 +430,8 @@ class PositionLSTM(nn.Module):
         )
 
     def outputs(self, x: Tensor) -> Tensor:
-        h = self.frames(x)  # [C, B, 2KL]
-        h = h.unsqueeze(2) if self.single_step else h.view(*h.shape[:2], -1, 2)  # [C, B, T, F]
+        h = self.frames(x)  # [C, B, L·K·F]
+        h = h.unsqueeze(2) if self.single_step else h.view(*h.shape[:2], -1, self.step_width)  # [C, B, T, F]
         for layer in self.recurrent:
             h = layer(h)
         h = h[:, :, -1]
@@ -385,10 +441,28 @@ class PositionLSTM(nn.Module):
                 h = torch.relu(h)
         return h.transpose(0, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.outputs(x)
+    def policy_outputs(self, x: Tensor) -> Tensor:
+        """:meth:`outputs`, averaged over the pilot relabelings in eval mode (class docstring)."""
+        shifts = self.relabel.shape[0]
+        if self.training or shifts == 1:
+            return self.outputs(x)
+        b, nl, k = x.shape[0], self.layout.num_cells, self.layout.num_users
+        pos = x.view(b, nl, k, 2)[:, :, self.relabel]  # [B, L, S, K, 2]
+        y = self.outputs(pos.transpose(1, 2).reshape(b * shifts, -1)).view(b, shifts, nl, k)
+        back = y.gather(3, self.restore[None, :, None, :].expand(b, shifts, nl, k))
+        return back.mean(1)
+
+    def decode(self, y: Tensor) -> Tensor:
+        """Outputs ``[B, L, K]`` → powers ``[B, L·K]`` in W."""
         # a log output is capped at log 1: no single power above the budget (and never inf)
         return ((y.clamp(max=0.0).exp() if self.log_output else y) * self.budget[:, None]).flatten(1)
+
+    def network(self, x: Tensor) -> Tensor:
+        """The powers of the network alone, without the averaging over pilot relabelings."""
+        return self.decode(self.outputs(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.policy_outputs(x))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,8 +507,11 @@ class _PositionConfig(LearnerConfig):
     temperature : float
         Sharpness of the smooth objective (the soft minimum of max-min; ``Objective.smooth``).
     permute_users : bool
-        Renumber the UEs of every cell at random in each training batch (:func:`permute_users`), so the
-        network learns that a UE's index carries no meaning.
+        Rename the pilots at random in each training batch, alike in every cell (:func:`permute_users`),
+        so the network learns that a UE's index means only who shares its pilot.
+    features : InputFeatures
+        What the network sees of the positions (:class:`CellFrames`): ``coordinates``, the (x, y) of
+        every UE (the paper); ``polar``, every UE's log distance and the sine of its angle to every BS.
     """
 
     shared: bool = False
@@ -444,6 +521,7 @@ class _PositionConfig(LearnerConfig):
     pretrain_epochs: int = 8
     temperature: float = 20.0
     permute_users: bool = False
+    features: InputFeatures = InputFeatures.coordinates
 
     def __post_init__(self) -> None:
         require(self.pretrain_epochs >= 0, "pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
@@ -505,18 +583,23 @@ class PositionLSTMConfig(_PositionConfig):
         Max-min's objective is the smallest SINR, so one UE whose power is predicted 0 (or 10 times too
         small) sinks its whole network: the log output keeps every power positive and learns each one
         to a relative accuracy.
+    pilot_shifts : int
+        The decision averages the network's outputs over this many cyclic relabelings of the pilots,
+        capped at ``K`` (:class:`PositionLSTM`); 1: the network alone.
     """
 
     lstm: list[int] = field(default_factory=lambda: [256, 128])
     dense: list[int] = field(default_factory=lambda: [64])
     sequence: LSTMSequence = LSTMSequence.single
     output: PowerOutput = PowerOutput.relu
+    pilot_shifts: int = 1
     train: TrainConfig = field(default_factory=lambda: _adam(1e-3, 256, 100, 10))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_widths("lstm", self.lstm, allow_empty=False)
         _check_widths("dense", self.dense)
+        require(self.pilot_shifts >= 1, "pilot_shifts", f"must be >= 1, got {self.pilot_shifts}")
 
 
 class _PositionLearner(Learner):
@@ -560,9 +643,11 @@ class _PositionLearner(Learner):
         return relative_mse(model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss)
 
     def objective_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        """``−mean log`` of the smooth objective of the feasible decision on the batch's problems."""
+        """``−mean log`` of the smooth objective of the feasible decision on the batch's problems; the
+        network alone (``model.network``) in validation too: the averaging over pilot relabelings
+        (``pilot_shifts``) is left to the deployed policy, which ``val/objective_ratio`` scores."""
         problem = self.batch_problem(batch)
-        decision = project_onto_budgets(model(batch["inputs"]), self.spec.group, problem.budget)
+        decision = project_onto_budgets(model.network(batch["inputs"]), self.spec.group, problem.budget)
         value = self.spec.objective.smooth(problem, decision, self.config.temperature)
         return -value.clamp_min(torch.finfo(value.dtype).tiny).log().mean()
 
@@ -599,6 +684,7 @@ class PositionMLPLearner(_PositionLearner):
             cfg.use_sum,
             generator,
             train_inputs if cfg.standardize else None,
+            features=InputFeatures(cfg.features),
         )
 
 
@@ -606,6 +692,14 @@ class PositionLSTMLearner(_PositionLearner):
     """Sanguinetti et al. (2018), Table IV: per-cell LSTM networks from UE positions to powers."""
 
     Config = PositionLSTMConfig
+
+    @property
+    def reports_raw(self) -> bool:
+        """With pilot averaging, ``test/objective_ratio_raw`` reports the network alone."""
+        return min(self.config.pilot_shifts, self.layout.num_users) > 1
+
+    def raw_output(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        return model.network(inputs)
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
@@ -620,6 +714,8 @@ class PositionLSTMLearner(_PositionLearner):
             generator,
             train_inputs if cfg.standardize else None,
             log_output=PowerOutput(cfg.output) == PowerOutput.log,
+            features=InputFeatures(cfg.features),
+            pilot_shifts=cfg.pilot_shifts,
         )
 
     def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:

@@ -14,6 +14,7 @@ from mimo_l2o_plugins.sanguinetti2018.position import (
     CellLayout,
     GroupedLinear,
     GroupedLSTM,
+    InputFeatures,
     LSTMSequence,
     PositionLSTMConfig,
     PositionLSTMLearner,
@@ -30,6 +31,7 @@ from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import FeasiblePower, LearnerSpec, OptimizerName, TrainConfig
 from mimo_l2o.problem import PowerControlProblem
 from mimo_l2o.registry import LEARNERS
+from mimo_l2o.scenarios.cellular import Cellular
 from mimo_l2o.training import fit
 
 L, K = 4, 5
@@ -294,6 +296,31 @@ def test_cell_frames_put_the_own_bs_at_the_origin_and_the_own_cell_first():
     assert torch.equal(CellFrames(layout, shared=False)(x), x[None])
 
 
+@pytest.mark.parametrize("num_cells", [4, 9])
+@pytest.mark.parametrize("shared", [False, True])
+def test_polar_features_are_the_scenarios_distances_and_angles(num_cells, shared):
+    """Against the scenario's own geometry (nearest of the 9 wrapped copies): log distance in area
+    units and the sine of the angle at which the UE is seen from each BS, in the frame's cell order."""
+    k = 3
+    scenario = Cellular(Cellular.Config(num_cells=num_cells, num_users=k))
+    network = scenario.sample(6, gen(3))
+    x = scenario.features(network, "user_positions").float()
+    side = scenario.config.area_side
+    distance = torch.linalg.vector_norm(scenario.wrapped_offsets(network["user_positions"]), dim=-1)
+    theta = network["theta"]  # [n, L(BS), L, K]
+    expected = torch.stack([torch.log(distance / side), theta.sin()], dim=-1)
+    expected = expected.permute(0, 2, 3, 1, 4)  # [n, L(cell), K, L(BS), 2]
+    layout = CellLayout(num_cells, k)
+    frames = CellFrames(layout, shared, InputFeatures.polar)
+    got = frames(x)
+    assert got.shape == (num_cells if shared else 1, 6, frames.width)
+    assert frames.width == 2 * num_cells * num_cells * k and frames.step_width == 2 * num_cells
+    orders = layout.cell_order() if shared else torch.arange(num_cells)[None]
+    for j, order in enumerate(orders):
+        want = expected[:, order][:, :, :, order].flatten(1).float()  # cells and BSs in frame j's order
+        torch.testing.assert_close(got[j], want, rtol=0, atol=2e-5)
+
+
 def translated(x: torch.Tensor, num_cells: int, num_users: int, dx: int, dy: int):
     """The layout moved by ``(dx, dy)`` cells on the torus, cells relabelled: returns the new features
     and ``sigma`` with ``sigma[l]`` the new label of old cell ``l``."""
@@ -307,15 +334,16 @@ def translated(x: torch.Tensor, num_cells: int, num_users: int, dx: int, dy: int
     return new.flatten(1), sigma
 
 
+@pytest.mark.parametrize("features", list(InputFeatures))
 @pytest.mark.parametrize("kind", ["mlp", "lstm", "lstm_positions"])
 @pytest.mark.parametrize("num_cells,dx,dy", [(4, 1, 0), (4, 0, 1), (4, 1, 1), (9, 1, 0), (9, 2, 1)])
-def test_shared_network_is_equivariant_to_translations_by_whole_cells(kind, num_cells, dx, dy):
+def test_shared_network_is_equivariant_to_translations_by_whole_cells(kind, num_cells, dx, dy, features):
     k = 3
     if kind == "mlp":
-        learner = mlp(num_cells, k, shared=True)
+        learner = mlp(num_cells, k, shared=True, features=features)
     else:
         seq = LSTMSequence.positions if kind == "lstm_positions" else LSTMSequence.single
-        learner = lstm(num_cells, k, shared=True, lstm=[16, 8], dense=[8], sequence=seq)
+        learner = lstm(num_cells, k, shared=True, lstm=[16, 8], dense=[8], sequence=seq, features=features)
     model = learner.build_model(positions(8, 0, num_cells, k), gen(0))
     x = positions(20, 1, num_cells, k)
     x2, sigma = translated(x, num_cells, k, dx, dy)
@@ -327,9 +355,46 @@ def test_shared_network_is_equivariant_to_translations_by_whole_cells(kind, num_
     torch.testing.assert_close(p2[:, sigma], p, rtol=0, atol=1e-5)
     if kind == "mlp":
         # a network per cell has no such symmetry
-        model = mlp(num_cells, k, shared=False).build_model(x, gen(0))
+        model = mlp(num_cells, k, shared=False, features=features).build_model(x, gen(0))
         with torch.no_grad():
             assert (model.outputs(x2)[:, sigma] - model.outputs(x)).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# averaging over pilot relabelings
+# ---------------------------------------------------------------------------------------------
+def relabeled(x: torch.Tensor, s: int) -> torch.Tensor:
+    """The layout with the pilots renamed: new UE ``u`` of every cell is old UE ``(u + s) mod K``."""
+    return x.view(x.shape[0], L, K, 2).roll(-s, dims=2).flatten(1)
+
+
+@pytest.mark.parametrize("shifts", [1, 3, K, K + 2])
+def test_pilot_shifts_average_the_networks_answers_over_relabelings(shifts):
+    learner = lstm(lstm=[16], dense=[8], shared=True, output=PowerOutput.log, pilot_shifts=shifts)
+    model = learner.build_model(positions(8, 0), gen(0))
+    x = positions(7, 1)
+    with torch.no_grad():
+        model.train()
+        alone = model(x)
+        model.eval()
+        policy = model(x)
+        # reference: the network on each relabeled layout, its answers renamed back, averaged (log powers)
+        answers = [model.outputs(relabeled(x, s)).roll(s, dims=-1) for s in range(min(shifts, K))]
+        mean = torch.stack(answers).mean(0)
+        torch.testing.assert_close(policy, (mean.clamp(max=0).exp() * P_MAX).flatten(1), rtol=1e-5, atol=1e-7)
+        # training mode, and model.network in any mode (the objective loss): the network alone
+        torch.testing.assert_close(alone, (model.outputs(x).clamp(max=0).exp() * P_MAX).flatten(1))
+        torch.testing.assert_close(model.network(x), alone)
+        # test/objective_ratio_raw reports the network alone whenever the policy averages
+        assert learner.reports_raw == (min(shifts, K) > 1)
+        torch.testing.assert_close(learner.raw_output(model, x), alone)
+        if shifts >= K:  # all K relabelings: renaming the pilots renames the decision
+            again = model(relabeled(x, 1)).view(7, L, K).roll(1, dims=-1).flatten(1)
+            torch.testing.assert_close(again, policy, rtol=1e-5, atol=1e-7)
+        if shifts == 1:
+            assert torch.equal(policy, alone)
+        else:
+            assert (policy - alone).abs().max() > 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,14 +408,15 @@ def test_shared_network_is_equivariant_to_translations_by_whole_cells(kind, num_
         lambda: mlp(shared=True),
         lambda: lstm(lstm=[16, 8], dense=[8]),
         lambda: lstm(lstm=[16, 8], dense=[8], output=PowerOutput.log),
+        lambda: lstm(lstm=[16], dense=[8], output=PowerOutput.log, features="polar", pilot_shifts=3),
     ],
-    ids=["mlp_sum", "mlp_raw", "mlp_shared", "lstm", "lstm_log"],
+    ids=["mlp_sum", "mlp_raw", "mlp_shared", "lstm", "lstm_log", "lstm_polar_shifts"],
 )
 def test_final_decision_is_feasible(make):
     learner = make()
     final = learner.finalize()
     assert isinstance(final, FeasiblePower)
-    model = learner.build_model(positions(8, 0), gen(0))
+    model = learner.build_model(positions(8, 0), gen(0)).eval()  # the deployed policy
     x = torch.cat([positions(50, 1), torch.rand(20, 2 * K * L, generator=gen(2)) * 10 - 5])
     for scale in (1.0, 1e3, -1e3, 1e6):
         with torch.no_grad():
@@ -396,7 +462,7 @@ def with_problems(learner, x: torch.Tensor, labels: torch.Tensor, problem: Power
     return {"inputs": x, "labels": labels, **learner.problem_tensors(problem)}
 
 
-def test_permute_users_renumbers_ues_within_cells_consistently():
+def test_permute_users_renumbers_the_pilots_alike_in_every_cell():
     n = 6
     x, problem = positions(n, 1), problems(n, 2)
     labels = torch.rand(n, L * K, generator=gen(3))
@@ -409,6 +475,10 @@ def test_permute_users_renumbers_ues_within_cells_consistently():
     )
     assert torch.equal(perm // K, torch.arange(L).repeat_interleave(K).expand(n, -1))
     assert not torch.equal(perm, torch.arange(L * K).expand(n, -1))
+    # by one permutation of the pilots, the same in every cell: UEs sharing a pilot still share an index
+    within = (perm % K).view(n, L, K)
+    assert torch.equal(within, within[:, :1].expand(n, L, K))
+    assert len({tuple(row) for row in within[:, 0].tolist()}) > 1  # drawn per sample
     for i in range(n):
         for u in range(L * K):
             assert torch.equal(out["inputs"][i].view(-1, 2)[u], x[i].view(-1, 2)[perm[i, u]])
@@ -490,6 +560,7 @@ def test_objective_training_needs_an_objective():
         (lambda: PositionLSTMConfig(name="position_lstm", dense=[-1]), "dense"),
         (lambda: PositionLSTMConfig(name="position_lstm", temperature=0.0), "temperature"),
         (lambda: PositionMLPConfig(name="position_mlp", pretrain_epochs=-1), "pretrain_epochs"),
+        (lambda: PositionLSTMConfig(name="position_lstm", pilot_shifts=0), "pilot_shifts"),
     ],
 )
 def test_bad_config_raises_naming_the_key(make, key):
