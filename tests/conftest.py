@@ -96,12 +96,14 @@ def app_run(work: Path, overrides: list[str]):
     return env, client, run
 
 
-def assert_contract_metrics(client, run, keys) -> None:
-    """The run logged each of ``keys`` as a finite number, a feasible learner
-    (``test/constraint_violation`` 0) and the two CDF figures."""
+def assert_contract_metrics(client, run, extra=(), baselines=("equal", "random")) -> None:
+    """The run logged the metric contract's ratio and speed-up, each baseline's objective and each of
+    the ``extra`` keys as finite numbers, a feasible learner (``test/constraint_violation`` 0) and the
+    two CDF figures."""
     import math
 
     metrics = run.data.metrics
+    keys = ("test/objective_ratio", "test/speedup", *(f"test/objective_{b}" for b in baselines), *extra)
     for key in keys:
         assert key in metrics and math.isfinite(metrics[key]), key
     assert metrics["test/constraint_violation"] == 0.0

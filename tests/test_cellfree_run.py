@@ -54,10 +54,6 @@ def test_companions_metrics_and_figure(cellfree_run):
         client,
         run,
         (
-            "test/objective_ratio",
-            "test/objective_equal",
-            "test/objective_random",
-            "test/speedup",
             "train/kappa",
             "train/support_width_w",
             "train/last_val_objective_lower",

@@ -43,10 +43,6 @@ def test_companions_and_metrics(cellular_run):
         client,
         run,
         (
-            "test/objective_ratio",
-            "test/objective_equal",
-            "test/objective_random",
-            "test/speedup",
             "test/mse_se",
             "test/se_mean_learner",
             "test/se_p5_learner",

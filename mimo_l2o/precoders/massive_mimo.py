@@ -143,11 +143,22 @@ def mmse_estimates_from_pilots(
     """MMSE estimates (eq. 3) from received pilots drawn directly, ``y_{j,k} = Q_{j,k}^{1/2} z``
     (``y = Σ_l h_{j,lk} + n`` has covariance ``Q``), for ``R [b, L, L, K, M, M]`` and ``z [b, L, K, M, N]``:
     the estimates ``[b, L, L, K, M, N]`` and their covariances ``Φ [b, L, L, K, M, M]``."""
-    k, m = R.shape[3], R.shape[4]
-    eye = torch.eye(m, dtype=R.dtype, device=R.device)
-    Q = R.sum(dim=2) + (noise_power / (pilot_power * k)) * eye  # [b, j, k, M, M]
-    y = sqrtm_psd(Q) @ z.to(R.device)
-    A = torch.linalg.solve(Q.unsqueeze(2), R).mH  # R Q⁻¹, [b, j, l, k, M, M]
+    Q = _pilot_covariance(R, noise_power / (pilot_power * R.shape[3]))
+    return _mmse_from_received(R, Q, sqrtm_psd(Q) @ z.to(R.device))
+
+
+def _pilot_covariance(R: Tensor, noise_var: float) -> Tensor:
+    """``Q_{j,k} = Σ_l R_{j,lk} + noise_var · I`` ``[b, j, k, M, M]``: the covariance of BS ``j``'s
+    received pilot ``k`` (scaled by ``1/(p τ_p)``, noise variance ``σ²/(p τ_p)``)."""
+    eye = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    return R.sum(dim=2) + noise_var * eye
+
+
+def _mmse_from_received(R: Tensor, Q: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The estimates ``ĥ_{j,lk} = R_{j,lk} Q_{j,k}⁻¹ y_{j,k}`` ``[b, L, L, K, M, N]`` and their covariances
+    ``Φ = R Q⁻¹ R`` from the received pilots ``y [b, L, K, M, N]``."""
+    # A_{j,lk} = R_{j,lk} Q_{j,k}⁻¹ = (Q⁻¹ R)ᴴ (both Hermitian); Q factored once per (j, k)
+    A = torch.linalg.solve(Q.unsqueeze(2), R).mH  # [b, j, l, k, M, M]
     return A @ y.unsqueeze(2), A @ R
 
 
@@ -183,14 +194,9 @@ def mmse_estimates(
     (Tensor ``[b, L, L, K, M, N]``, Tensor ``[b, L, L, K, M, M]``)
         The estimates ``ĥ_{j,lk}`` and their covariances ``Φ_{j,lk}``.
     """
-    k, m = H.shape[3], H.shape[4]
-    scale = (noise_power / (pilot_power * k)) ** 0.5
+    scale = (noise_power / (pilot_power * H.shape[3])) ** 0.5
     y = H.sum(dim=2) + scale * noise.to(H.device)  # [b, j, k, M, N]
-    eye = torch.eye(m, dtype=R.dtype, device=R.device)
-    Q = R.sum(dim=2) + scale**2 * eye  # [b, j, k, M, M]
-    # A_{j,lk} = R_{j,lk} Q_{j,k}⁻¹ = (Q⁻¹ R)ᴴ (both Hermitian); Q factored once per (j, k)
-    A = torch.linalg.solve(Q.unsqueeze(2), R).mH  # [b, j, l, k, M, M]
-    return A @ y.unsqueeze(2), A @ R
+    return _mmse_from_received(R, _pilot_covariance(R, scale**2), y)
 
 
 def _unit(v: Tensor) -> Tensor:

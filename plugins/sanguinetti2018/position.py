@@ -139,9 +139,14 @@ class CellFrames(nn.Module):
         self.register_buffer("order", layout.cell_order())
         nl, k = layout.num_cells, layout.num_users
         order = self.order if shared else torch.arange(nl)[None]  # [C, L]
-        # polar: the flat index, per frame, of (cell, UE, BS, value) with cells and BSs in its order
+        # each frame's entries of the [L(cell), K, L(BS), 2] table of every UE against every BS, flat,
+        # cells in the frame's order: polar takes every BS (in that order too), coordinates the frame's own
         pairs = torch.arange(nl * k * nl * 2).view(nl, k, nl, 2)
-        self.register_buffer("pair_index", torch.stack([pairs[o][:, :, o].flatten() for o in order]))
+        if self.features == InputFeatures.polar:
+            index = [pairs[o][:, :, o] for o in order]
+        else:
+            index = [pairs[o][:, :, j] for j, o in enumerate(order)]
+        self.register_buffer("index", torch.stack([i.flatten() for i in index]))
 
     @property
     def step_width(self) -> int:
@@ -154,19 +159,15 @@ class CellFrames(nn.Module):
         return self.layout.num_cells * self.layout.num_users * self.step_width
 
     def forward(self, x: Tensor) -> Tensor:
-        nl, k = self.layout.num_cells, self.layout.num_users
-        pos = x.view(x.shape[0], nl, k, 2)
-        if self.features == InputFeatures.polar:
-            # every UE against every BS once ([B, L, K, L(BS), 2]); the frames only reorder them
-            delta = torch.remainder(pos[:, :, :, None, :] - self.bs + 0.5, 1.0) - 0.5
-            r = torch.linalg.vector_norm(delta, dim=-1, keepdim=True).clamp_min(1e-6)
-            polar = torch.cat([r.log(), delta[..., 1:] / r], dim=-1).flatten(1)  # (log r, sin θ)
-            return polar[:, self.pair_index].transpose(0, 1)
-        if not self.shared:
+        if self.features == InputFeatures.coordinates and not self.shared:
             return x.unsqueeze(0)
-        rel = torch.remainder(pos[None] - self.bs[:, None, None, None, :] + 0.5, 1.0) - 0.5  # [L, B, L, K, 2]
-        index = self.order[:, None, :, None, None].expand(nl, x.shape[0], nl, k, 2)
-        return torch.gather(rel, 2, index).flatten(2)
+        pos = x.view(x.shape[0], self.layout.num_cells, self.layout.num_users, 2)
+        # every UE against every BS once ([B, L, K, L(BS), 2]); the frames only pick and reorder them
+        delta = torch.remainder(pos[:, :, :, None, :] - self.bs + 0.5, 1.0) - 0.5
+        if self.features == InputFeatures.polar:
+            r = torch.linalg.vector_norm(delta, dim=-1, keepdim=True).clamp_min(1e-6)
+            delta = torch.cat([r.log(), delta[..., 1:] / r], dim=-1)  # (log r, sin θ)
+        return delta.flatten(1)[:, self.index].transpose(0, 1)
 
 
 class Standardize(nn.Module):
@@ -368,8 +369,6 @@ class PositionMLP(nn.Module):
         k = y.shape[-1] - 1
         p = scale_to_sum(y) if self.use_sum else y[..., :k]
         return (p * self.budget[:, None]).flatten(1)
-
-    network = forward  # no averaging to leave out (:meth:`PositionLSTM.network`)
 
 
 class PositionLSTM(nn.Module):
@@ -643,11 +642,12 @@ class _PositionLearner(Learner):
         return relative_mse(model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss)
 
     def objective_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        """``−mean log`` of the smooth objective of the feasible decision on the batch's problems; the
-        network alone (``model.network``) in validation too: the averaging over pilot relabelings
-        (``pilot_shifts``) is left to the deployed policy, which ``val/objective_ratio`` scores."""
+        """``−mean log`` of the smooth objective of the feasible decision on the batch's problems, of
+        the network's own decision (:meth:`raw_output`) in validation too: the averaging over pilot
+        relabelings (``pilot_shifts``) is left to the deployed policy, which the test metrics score."""
         problem = self.batch_problem(batch)
-        decision = project_onto_budgets(model.network(batch["inputs"]), self.spec.group, problem.budget)
+        raw = self.raw_output(model, batch["inputs"])
+        decision = project_onto_budgets(raw, self.spec.group, problem.budget)
         value = self.spec.objective.smooth(problem, decision, self.config.temperature)
         return -value.clamp_min(torch.finfo(value.dtype).tiny).log().mean()
 

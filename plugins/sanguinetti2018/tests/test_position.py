@@ -382,7 +382,7 @@ def test_pilot_shifts_average_the_networks_answers_over_relabelings(shifts):
         answers = [model.outputs(relabeled(x, s)).roll(s, dims=-1) for s in range(min(shifts, K))]
         mean = torch.stack(answers).mean(0)
         torch.testing.assert_close(policy, (mean.clamp(max=0).exp() * P_MAX).flatten(1), rtol=1e-5, atol=1e-7)
-        # training mode, and model.network in any mode (the objective loss): the network alone
+        # training mode, and model.network in any mode (raw_output: the objective loss): the network alone
         torch.testing.assert_close(alone, (model.outputs(x).clamp(max=0).exp() * P_MAX).flatten(1))
         torch.testing.assert_close(model.network(x), alone)
         # test/objective_ratio_raw reports the network alone whenever the policy averages
