@@ -60,6 +60,10 @@ CASES = {
         ["learner=gnn"],
         ["learner", "learner=gnn", "mrt_gains", "scenario=gaussian_ic"],
     ),
+    "unknown GNN input features": (
+        ["scenario=cellfree", "learner.features=matrix"],
+        ["learner.features", "matrix", "gains", "structured"],
+    ),
     "MRT without AP channels": (["precoder=mrt"], ["precoder", "precoder=mrt", "scenario=gaussian_ic"]),
     # cellular massive MIMO (issue 3)
     "no antennas": (["scenario=cellular", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),

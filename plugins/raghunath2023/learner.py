@@ -8,6 +8,11 @@ objective (energy efficiency) on the training problems and ``Π`` clips negative
 onto its budget. ``κ`` follows eq. (8): 0 for the first ``h`` steps, then ``+Δκ`` when the support did
 not shrink below its mean over the last ``h`` steps, ``−Δκ/2`` (not below 0) otherwise.
 
+Each entry ``(k, j)`` of an AP's gain matrix enters with its log gain and, by default
+(``features=structured``, not the paper's), the transposed entry's, both UEs' own gains and a flag for
+the diagonal: the SINRnet's weights are the same for every entry, so these tell it which entries are
+signals.
+
 The lower bound is a softplus of the network's read-out (powers > 0, so no gradient is cut off at 0)
 in units of ``power_scale`` times each AP's even share; pairs that no beam serves get 0.
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
@@ -45,12 +51,24 @@ from mimo_l2o.solvers.energy_efficiency import projected_ascent
 FEATURE = "mrt_gains"
 
 
+class Features(str, Enum):
+    gains = "gains"  # the paper's: each entry's own (normalized) log gain
+    structured = "structured"  # also the transposed entry, both UEs' own gains and a diagonal flag
+
+
 @dataclass
 class GNNConfig(LearnerConfig):
     """Parameters
     ----------
     rounds : int
         Message-passing rounds (eq. 10).
+    features : Features
+        What each entry ``(k, j)`` of an AP's gain matrix starts with. ``gains`` (the paper): its
+        normalized log gain. ``structured``: also the transposed entry ``(j, k)``, the own gains of UE
+        ``k`` and UE ``j`` and a flag ``k = j``. A SINRnet layer's four categories are the same for every
+        entry, so without them the network tells a signal entry from an interference entry only by its
+        size, and never sees the reverse link; all five stay equivariant to relabelling the UEs (rows and
+        columns alike) and the APs.
     hidden : int
         Features per channel entry between rounds.
     widths : list[int]
@@ -79,6 +97,7 @@ class GNNConfig(LearnerConfig):
     """
 
     rounds: int = 2
+    features: Features = Features.structured
     hidden: int = 16
     widths: list[int] = field(default_factory=lambda: [8, 8])
     norm_shift_mean: float = 0.0
@@ -97,7 +116,7 @@ class GNNConfig(LearnerConfig):
             lr=1e-2,
             min_lr=1e-4,
             schedule=Schedule.exponential,
-            batch_size=64,
+            batch_size=32,
             max_epochs=30,
             early_stopping_patience=0,
         )
@@ -171,7 +190,9 @@ class GNNPolicy(nn.Module):
             "refine_steps",
             "refining needs the budgets and the objective",
         )
-        make = lambda outputs: APGraphNet(1, config.rounds, config.hidden, list(config.widths), outputs)  # noqa: E731
+        self.structured = Features(config.features) == Features.structured
+        size = 5 if self.structured else 1
+        make = lambda outputs: APGraphNet(size, config.rounds, config.hidden, list(config.widths), outputs)  # noqa: E731
         if self.separate:
             self.alpha, self.beta = make(1), make(1)
         else:
@@ -186,7 +207,7 @@ class GNNPolicy(nn.Module):
     def bounds(self, gains_db: Tensor) -> tuple[Tensor, Tensor]:
         """``(a, ℓ)``, each ``[B, K·L]`` in W; 0 for the pairs that no beam serves."""
         served, adjacency = association_graph(gains_db)
-        x = ((gains_db - self.mean) / self.std).unsqueeze(-1)
+        x = self.node_features((gains_db - self.mean) / self.std)
         if self.separate:
             out_a, out_w = self.alpha(x, adjacency), self.beta(x, adjacency)  # [B, L, K] each
         else:
@@ -197,6 +218,17 @@ class GNNPolicy(nn.Module):
         a = self.share * nn.functional.softplus(out_a) * served
         width = self.share * nn.functional.softplus(out_w) * served
         return a.transpose(1, 2).flatten(1), width.transpose(1, 2).flatten(1)
+
+    def node_features(self, x: Tensor) -> Tensor:
+        """Normalized log gains ``[B, L, K, K]`` → each AP's entry features ``[B, L, K, K, F]``."""
+        if not self.structured:
+            return x.unsqueeze(-1)
+        k = x.shape[-1]
+        own = x.diagonal(dim1=-2, dim2=-1)  # [B, L, K]: each UE's own gain
+        eye = torch.eye(k, dtype=x.dtype, device=x.device).expand_as(x)
+        receiver = own.unsqueeze(-1).expand_as(x)  # (k, j): UE k's own gain
+        beam = own.unsqueeze(-2).expand_as(x)  # (k, j): UE j's own gain
+        return torch.stack([x, x.transpose(-1, -2), receiver, beam, eye], dim=-1)
 
     def forward(self, gains_db: Tensor, refine: bool = True) -> Tensor:
         """The decision: the lower bound or the midpoint, then (``refine_steps > 0`` and ``refine``)

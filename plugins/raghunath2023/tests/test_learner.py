@@ -16,8 +16,8 @@ from mimo_l2o.scenarios.cellfree import CellFree
 L, K = 3, 4
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture(scope="module", params=["gains", "structured"])
+def setup(request):
     scenario = CellFree(CellFree.Config(num_aps=L, num_users=K, num_antennas=2))
     net = scenario.sample(32, torch.Generator().manual_seed(0))
     problem = MRT(None)(net).to(dtype=torch.float32)
@@ -30,7 +30,10 @@ def setup():
         problem=problem[:1],
         objective=EnergyEfficiency(EnergyEfficiencyConfig()),
     )
-    learner = GNNLearner(GNNConfig(name="gnn", hidden=8, widths=[4], kappa_window=3, kappa_step=0.5), spec)
+    config = GNNConfig(
+        name="gnn", features=request.param, hidden=8, widths=[4], kappa_window=3, kappa_step=0.5
+    )
+    learner = GNNLearner(config, spec)
     model = learner.build_model(x, torch.Generator().manual_seed(1))
     return learner, model, x, problem
 
@@ -86,6 +89,23 @@ def test_policy_is_equivariant_to_ues_and_aps(setup):
     torch.testing.assert_close(pw.view(-1, K, L), width[:, :, ap], rtol=0, atol=1e-5)
 
 
+def test_structured_features_of_each_entry():
+    """``features=structured``: entry ``(k, j)`` of AP ``l`` carries ``x[k, j]``, ``x[j, k]``, ``x[k, k]``,
+    ``x[j, j]`` and ``k == j``, against a loop over the entries."""
+    x = torch.randn(2, L, K, K, generator=torch.Generator().manual_seed(7))
+    model = GNNPolicy(GNNConfig(name="gnn", features="structured"), 0.1, 0.0, 1.0)
+    f = model.node_features(x)
+    assert f.shape == (2, L, K, K, 5)
+    for b in range(2):
+        for l in range(L):
+            for k in range(K):
+                for j in range(K):
+                    expected = [x[b, l, k, j], x[b, l, j, k], x[b, l, k, k], x[b, l, j, j], float(k == j)]
+                    assert f[b, l, k, j].tolist() == torch.tensor(expected).tolist()
+    plain = GNNPolicy(GNNConfig(name="gnn", features="gains"), 0.1, 0.0, 1.0).node_features(x)
+    assert torch.equal(plain, x.unsqueeze(-1))
+
+
 def test_training_steps_raise_the_energy_efficiency(setup):
     learner, model, x, problem = setup
     learner.kappa, learner.steps = 0.0, 0
@@ -127,7 +147,7 @@ def test_refinement_never_lowers_the_energy_efficiency_and_stays_feasible(setup)
     learner, model, x, problem = setup
     ee = EnergyEfficiency(EnergyEfficiencyConfig())
     refined = GNNPolicy(
-        GNNConfig(name="gnn", hidden=8, widths=[4], refine_steps=40),
+        GNNConfig(name="gnn", features=learner.config.features, hidden=8, widths=[4], refine_steps=40),
         float(model.share) / 0.1,
         float(model.mean),
         float(model.std),
