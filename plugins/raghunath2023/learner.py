@@ -55,6 +55,11 @@ class Features(str, Enum):
     gains = "gains"  # the paper's: each entry's own (normalized) log gain
     structured = "structured"  # also the transposed entry, both UEs' own gains and a diagonal flag
 
+    @property
+    def width(self) -> int:
+        """Input features per entry (:meth:`GNNPolicy.node_features`)."""
+        return 5 if self is Features.structured else 1
+
 
 @dataclass
 class GNNConfig(LearnerConfig):
@@ -190,9 +195,11 @@ class GNNPolicy(nn.Module):
             "refine_steps",
             "refining needs the budgets and the objective",
         )
-        self.structured = Features(config.features) == Features.structured
-        size = 5 if self.structured else 1
-        make = lambda outputs: APGraphNet(size, config.rounds, config.hidden, list(config.widths), outputs)  # noqa: E731
+        self.features = Features(config.features)
+
+        def make(outputs: int) -> APGraphNet:
+            return APGraphNet(self.features.width, config.rounds, config.hidden, list(config.widths), outputs)
+
         if self.separate:
             self.alpha, self.beta = make(1), make(1)
         else:
@@ -221,7 +228,7 @@ class GNNPolicy(nn.Module):
 
     def node_features(self, x: Tensor) -> Tensor:
         """Normalized log gains ``[B, L, K, K]`` → each AP's entry features ``[B, L, K, K, F]``."""
-        if not self.structured:
+        if self.features is Features.gains:
             return x.unsqueeze(-1)
         k = x.shape[-1]
         own = x.diagonal(dim1=-2, dim2=-1)  # [B, L, K]: each UE's own gain
