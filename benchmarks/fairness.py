@@ -35,7 +35,7 @@ import torch  # noqa: E402
 from wmmse import machine  # noqa: E402
 
 from mimo_l2o.objectives.fairness import MaxProd  # noqa: E402
-from mimo_l2o.problem import PowerControlProblem  # noqa: E402
+from mimo_l2o.problems.power_control import PowerControlProblem  # noqa: E402
 from mimo_l2o.solvers import fairness  # noqa: E402
 
 

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mimo_l2o.objectives.sum_rate import SumRate  # noqa: E402
-from mimo_l2o.problem import PowerControlProblem  # noqa: E402
+from mimo_l2o.problems.power_control import PowerControlProblem  # noqa: E402
 from mimo_l2o.solvers.wmmse import wmmse  # noqa: E402
 
 TOL, MAX_ITER = 1e-5, 500

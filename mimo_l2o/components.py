@@ -7,8 +7,12 @@
     objective(problem, decision)  ──► utility per sample (batched, differentiable)
 
 Each part has a typed ``Config`` dataclass (its Hydra schema, registered under
-``schema/<group>/<name>``) whose ``__post_init__`` checks ranges, and is built from it.
-A decision of the power-control family is a tensor of powers ``[batch, num_vars]``.
+``schema/<group>/<name>``) whose ``__post_init__`` checks ranges, and is built from it. Each part
+says the problem family it works on (:data:`mimo_l2o.problems.FAMILIES`): a scenario the family its
+networks feed, a precoder the family it makes, objectives, solvers and learners the families they take
+(``families``); the runner refuses parts of different families before any work. A problem speaks the
+protocol of :mod:`mimo_l2o.problems.base`; what a decision is (real powers, complex beamformers)
+only its family knows.
 """
 
 from __future__ import annotations
@@ -22,9 +26,7 @@ from omegaconf import MISSING
 from torch import Tensor
 
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
-
-POWER_CONTROL = "power_control"
+from mimo_l2o.problems import POWER_CONTROL, Problem
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ class Scenario:
 
     name: ClassVar[str]
     Config: ClassVar[type] = ScenarioConfig
-    family: ClassVar[str] = POWER_CONTROL
+    family: ClassVar[str] = POWER_CONTROL  # the problem family its networks feed
     version: ClassVar[int] = 1  # bump when the same config would sample different networks
     tensors: ClassVar[tuple[str, ...]] = ()  # tensors its networks carry (and the cache stores)
     provides: ClassVar[tuple[str, ...]] = ()  # learner inputs it can compute
@@ -162,7 +164,7 @@ class Precoder:
 
     name: ClassVar[str]
     Config: ClassVar[type] = PrecoderConfig
-    family: ClassVar[str] = POWER_CONTROL
+    family: ClassVar[str] = POWER_CONTROL  # the problem family it makes
     version: ClassVar[int] = 1  # bump when the same config would give different problems
     expensive: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()  # network tensors it reads
@@ -175,7 +177,7 @@ class Precoder:
         """Whether networks carrying ``tensors`` (a scenario's ``tensors``) are enough."""
         return all(t in tensors for t in cls.requires)
 
-    def __call__(self, network: Network) -> PowerControlProblem:
+    def __call__(self, network: Network) -> Problem:
         raise NotImplementedError
 
 
@@ -198,27 +200,27 @@ class Objective:
 
     name: ClassVar[str]
     Config: ClassVar[type] = ObjectiveConfig
-    family: ClassVar[str] = POWER_CONTROL
+    families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     label: ClassVar[str] = "objective"  # axis label for figures, with unit
 
     def __init__(self, config: Any):
         self.config = config
 
-    def __call__(self, problem: PowerControlProblem, decision: Tensor) -> Tensor:
+    def __call__(self, problem: Problem, decision: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def smooth(self, problem: PowerControlProblem, decision: Tensor, temperature: float) -> Tensor:
+    def smooth(self, problem: Problem, decision: Tensor, temperature: float) -> Tensor:
         """A smooth stand-in for the objective ``[batch]`` that learners may train on (positive,
         larger is better); by default the objective itself. ``temperature`` sets how closely a
         non-smooth objective (a minimum) is followed: larger is closer."""
         return self(problem, decision)
 
-    def per_user(self, problem: PowerControlProblem, decision: Tensor) -> Tensor | None:
+    def per_user(self, problem: Problem, decision: Tensor) -> Tensor | None:
         """Each user's spectral efficiency ``[batch, num_users]`` in bit/s/Hz, for the per-user
         metrics (``test/mse_se``, ``test/se_mean_*``, ``test/se_p5_*``) and the per-user CDF figure:
-        the problem's own rates (``problem.rates``), whatever the objective makes of them. A family
-        whose problems have no per-user rates returns ``None`` (no per-user metrics)."""
-        return problem.rates(decision) if hasattr(problem, "rates") else None
+        the problem's own rates (``problem.rates``), whatever the objective makes of them; ``None``
+        (no per-user metrics) for an objective whose users' rates mean nothing by themselves."""
+        return problem.rates(decision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ class Solver:
 
     name: ClassVar[str]
     Config: ClassVar[type] = SolverConfig
-    family: ClassVar[str] = POWER_CONTROL
+    families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     version: ClassVar[int] = 1  # bump when the same config would give different decisions
     gives_labels: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...] | None] = None
@@ -254,6 +256,6 @@ class Solver:
         self.config = config
 
     def solve(
-        self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
+        self, problem: Problem, objective: Objective, generator: torch.Generator | None = None
     ) -> Tensor:
         raise NotImplementedError

@@ -34,17 +34,32 @@ class DataConfig:
         Samples in the training, validation and test sets (distinct seeds).
     chunk_size : int
         Samples labelled per chunk; a killed labelling run resumes from the chunks written.
+    label_solver : str or None
+        The solver whose decisions supervised learners train on, with its default config; ``null``:
+        the reference solver (``solver``). A fast labeller for a slow reference: the cell-free scenario
+        trains on the batched ``ee_pga`` and compares with SCA.
     """
 
     num_train: int = 200_000
     num_val: int = 5_000
     num_test: int = 10_000
     chunk_size: int = 10_000
+    label_solver: str | None = None
 
     def __post_init__(self) -> None:
         for key in ("num_train", "num_val", "num_test", "chunk_size"):
             value = getattr(self, key)
             require(value >= 1, f"data.{key}", f"must be an integer >= 1, got {value}")
+        if self.label_solver is not None:
+            _check_solver_names("data.label_solver", [self.label_solver])
+
+
+def _check_solver_names(key: str, names: list[str]) -> None:
+    for name in names:
+        if name not in registry.SOLVERS.names():
+            raise ConfigError(
+                key, f"unknown solver '{name}'; available: {', '.join(registry.SOLVERS.names())}"
+            )
 
 
 @dataclass
@@ -53,8 +68,9 @@ class EvalConfig:
 
     Parameters
     ----------
-    baselines : list[str]
-        Heuristic solvers reported as ``test/objective_<name>``.
+    baselines : list[str] or None
+        Heuristic solvers reported as ``test/objective_<name>``; ``null``: the problem family's
+        defaults (power control: ``max_power``, ``random``).
     timing_samples : int
         Test samples (one batch) on which learner and solver are timed, on the same device.
     timing_repeats : int
@@ -64,7 +80,7 @@ class EvalConfig:
         of seconds per sample is timed once or twice, not ``timing_repeats`` times.
     """
 
-    baselines: list[str] = field(default_factory=lambda: ["max_power", "random"])
+    baselines: list[str] | None = None
     timing_samples: int = 10000
     timing_repeats: int = 5
     timing_budget_s: float = 60.0
@@ -73,12 +89,7 @@ class EvalConfig:
         require(self.timing_samples >= 1, "eval.timing_samples", f"must be >= 1, got {self.timing_samples}")
         require(self.timing_repeats >= 1, "eval.timing_repeats", f"must be >= 1, got {self.timing_repeats}")
         require(self.timing_budget_s > 0, "eval.timing_budget_s", f"must be > 0, got {self.timing_budget_s}")
-        for name in self.baselines:
-            if name not in registry.SOLVERS.names():
-                raise ConfigError(
-                    "eval.baselines",
-                    f"unknown solver '{name}'; available: {', '.join(registry.SOLVERS.names())}",
-                )
+        _check_solver_names("eval.baselines", self.baselines or [])
 
 
 @dataclass

@@ -28,6 +28,14 @@ class ConfigError(ValueError):
         return ConfigError(f"{prefix}.{self.key}" if self.key else prefix, self.message)
 
 
+class Incompatible(ConfigError):
+    """Parts that are each valid but cannot work together (``learner=position_mlp`` on a scenario
+    without positions): in a sweep such a job is skipped with its reason, a single run stops with it."""
+
+    def within(self, prefix: str) -> Incompatible:
+        return Incompatible(f"{prefix}.{self.key}" if self.key else prefix, self.message)
+
+
 def require(condition: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
     if not condition:

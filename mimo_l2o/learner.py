@@ -24,9 +24,9 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from mimo_l2o.components import POWER_CONTROL, Objective
+from mimo_l2o.components import Objective
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem, project_onto_budgets
+from mimo_l2o.problems import POWER_CONTROL, Problem
 
 # key prefix of the problem tensors in a training batch (``problem.signal_gain``, ...)
 PROBLEM_KEY = "problem."
@@ -127,37 +127,17 @@ class LearnerSpec:
     ----------
     input_shapes : dict[str, tuple[int, ...]]
         Shape of each named feature, without the sample dimension.
-    num_vars : int
-        Number of decision variables (powers).
-    group : Tensor ``[num_vars]``
-        Budget group of each variable.
-    budget : Tensor ``[num_groups]``
-        Budget of each group (the same for every sample of the scenario).
-    problem : PowerControlProblem, optional
-        One problem of the training set (float32, CPU): the structure (``group``, ``prelog``) that
-        :meth:`Learner.batch_problem` puts a batch's problem tensors into.
+    problem : Problem
+        One problem of the training set (float32, CPU): the decision's shape and dtype
+        (``problem.decision_shape``, ``problem.decision_dtype``), the budgets, the structure of the
+        family that :meth:`Learner.batch_problem` puts a batch's problem tensors into.
     objective : Objective, optional
         The run's objective, for learners that train on it.
     """
 
     input_shapes: dict[str, tuple[int, ...]]
-    num_vars: int
-    group: Tensor
-    budget: Tensor
-    problem: PowerControlProblem | None = None
+    problem: Problem
     objective: Objective | None = None
-
-
-class FeasiblePower(nn.Module):
-    """Clip negative powers and scale each over-budget group onto its budget (a partition)."""
-
-    def __init__(self, group: Tensor, budget: Tensor):
-        super().__init__()
-        self.register_buffer("group", group.clone().long())
-        self.register_buffer("budget", budget.clone().float())
-
-    def forward(self, p: Tensor) -> Tensor:
-        return project_onto_budgets(p, self.group, self.budget)
 
 
 class Policy(nn.Module):
@@ -181,8 +161,8 @@ class Learner:
         The learner's config dataclass (its Hydra schema), a subclass of :class:`LearnerConfig`.
     requires_labels : bool
         Trained on solver labels (supervised) or not.
-    family : str
-        Problem family it decides for (``power_control``).
+    families : tuple[str, ...]
+        Problem families it decides for (``power_control``, ``beamforming``).
     inputs : tuple[str, ...]
         Names of the scenario features it reads (a scenario's ``provides``).
     reports_raw : bool
@@ -193,7 +173,7 @@ class Learner:
     name: ClassVar[str]
     Config: ClassVar[type] = LearnerConfig
     requires_labels: ClassVar[bool] = True
-    family: ClassVar[str] = POWER_CONTROL
+    families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     inputs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, spec: LearnerSpec):
@@ -217,13 +197,12 @@ class Learner:
         return not self.requires_labels
 
     @staticmethod
-    def problem_tensors(problem: PowerControlProblem) -> dict[str, Tensor]:
+    def problem_tensors(problem: Problem) -> dict[str, Tensor]:
         """A problem's batched tensors under the batch keys ``problem.<name>``."""
         return {PROBLEM_KEY + k: v for k, v in problem.batched_tensors().items()}
 
-    def batch_problem(self, batch: dict[str, Any]) -> PowerControlProblem:
+    def batch_problem(self, batch: dict[str, Any]) -> Problem:
         """The problems of a training batch (the ``problem.<name>`` tensors in the spec's structure)."""
-        require(self.spec.problem is not None, "learner", "the runner gave no problem structure")
         tensors = {k[len(PROBLEM_KEY) :]: v for k, v in batch.items() if k.startswith(PROBLEM_KEY)}
         device = next(iter(tensors.values())).device
         return self.spec.problem.to(device).with_batched_tensors(tensors)
@@ -246,8 +225,8 @@ class Learner:
         return model(inputs)
 
     def finalize(self) -> nn.Module:
-        """Raw decision → final decision; by default only made feasible."""
-        return FeasiblePower(self.spec.group, self.spec.budget)
+        """Raw decision → final decision; by default only made feasible (the family's projection)."""
+        return self.spec.problem.feasibility()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Hook for the learner's own schedules (called after validation each epoch)."""

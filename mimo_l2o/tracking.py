@@ -161,6 +161,22 @@ class Tracker:
         return info.model_uri
 
 
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged model's environment."""
+    import mlflow
+    import numpy
+    import torch
+
+    import mimo_l2o
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"numpy=={numpy.__version__}",
+        f"mlflow=={mlflow.__version__}",
+        f"mimo_l2o=={mimo_l2o.__version__}",
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Sweeps
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +221,7 @@ class SweepCallback(Callback):
 
         from mimo_l2o.config import validate
         from mimo_l2o.errors import one_line
-        from mimo_l2o.runner import build_parts
+        from mimo_l2o.parts import build_parts
 
         # Hydra turns a callback's exceptions into warnings and goes on, so bad input anywhere in
         # the sweep leaves here through SystemExit, before any job or run starts.

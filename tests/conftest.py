@@ -120,7 +120,8 @@ def rebuild_data(env: dict[str, str], overrides: list[str]):
     from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
     from mimo_l2o.cache import Cache
     from mimo_l2o.config import register_configs, validate
-    from mimo_l2o.runner import Data, build_parts
+    from mimo_l2o.data import Data
+    from mimo_l2o.parts import build_parts
 
     Plugins.instance().register(PluginSearchPath)
     register_configs()

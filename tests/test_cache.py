@@ -13,7 +13,7 @@ import torch
 
 from mimo_l2o import cache as cache_module
 from mimo_l2o.cache import Cache, atomic_save, cache_key
-from mimo_l2o.runner import derive_seed, generator
+from mimo_l2o.data import derive_seed, generator
 
 
 class Colour(str, Enum):

@@ -18,7 +18,8 @@ from mimo_l2o import registry
 from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath, plugin_conf_dirs
 from mimo_l2o.config import GROUPS, RunConfig, flatten, register_configs, validate
 from mimo_l2o.errors import ConfigError
-from mimo_l2o.runner import build_parts
+from mimo_l2o.parts import build_parts
+from mimo_l2o.problems import FAMILIES
 
 Plugins.instance().register(PluginSearchPath)
 register_configs()
@@ -181,7 +182,9 @@ def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     assert parts.scenario.name == run.scenario.name
     assert parts.solver.name == run.solver.name
     assert parts.learner_cls.name == run.learner.name
-    assert sorted(parts.baselines) == sorted(run.eval.baselines)
+    family = FAMILIES[parts.precoder.family]
+    expected = family.default_baselines if run.eval.baselines is None else run.eval.baselines
+    assert sorted(parts.baselines) == sorted(expected)
 
 
 @pytest.mark.parametrize("solver", ["max_power", "random"])

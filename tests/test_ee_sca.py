@@ -12,7 +12,7 @@ import torch
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.objectives.energy_efficiency import EnergyEfficiency, EnergyEfficiencyConfig
 from mimo_l2o.precoders.mrt import MRT
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
 from mimo_l2o.scenarios.cellfree import CellFree
 from mimo_l2o.solvers.ee_sca import EESCA, EESCAConfig, run_sca

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mimo_l2o.objectives import fairness as fair_objectives
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES, SOLVERS
 from mimo_l2o.solvers import fairness as fair_solvers
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mimo_l2o.objectives.sum_rate import SumRate
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES
 
 F64 = torch.float64

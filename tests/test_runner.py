@@ -11,10 +11,11 @@ from hydra.core.plugins import Plugins
 from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import register_configs, validate
+from mimo_l2o.data import Data, generator
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import Learner
+from mimo_l2o.parts import build_parts
 from mimo_l2o.registry import LEARNERS
-from mimo_l2o.runner import Data, build_parts
 from mimo_l2o.solvers.wmmse import wmmse
 
 
@@ -114,7 +115,7 @@ def test_per_user_metrics_against_a_hand_computation():
     "MSE of SEs"); mean and 5th percentile per scheme, with the learner and solver tagged as such."""
     import numpy as np
 
-    from mimo_l2o.runner import per_user_metrics
+    from mimo_l2o.evaluation import per_user_metrics
 
     g = torch.Generator().manual_seed(0)
     se = {name: 3 * torch.rand(50, 20, generator=g, dtype=torch.float64) for name in ("pos", "opt", "equal")}
@@ -182,3 +183,76 @@ def test_timing_median_after_a_warm_up_within_the_budget(
     ms = evaluation.time_per_sample_ms(fn, 10, torch.device("cpu"), repeats, budget)
     assert clock["calls"] == runs
     assert ms == pytest.approx(expected_ms)
+
+
+def test_parts_of_another_family_are_refused_and_baselines_come_from_the_family():
+    """With a beamforming precoder, every power-control part (objective, solver, learner, baseline) is
+    refused naming its key; the family's default baselines (none yet) are used when none are named."""
+    from mimo_l2o.components import Precoder, Scenario, Solver, SolverConfig
+    from mimo_l2o.errors import Incompatible
+    from mimo_l2o.registry import PRECODERS, SCENARIOS, SOLVERS
+
+    class BeamScenario(Scenario):
+        family = "beamforming"
+        tensors = ("channels",)
+
+    class BeamPrecoder(Precoder):
+        family = "beamforming"
+        requires = ("channels",)
+
+    class BeamSolver(Solver):
+        families = ("beamforming",)
+        objectives = ("sum_rate",)
+
+    class BeamLearner(Learner):
+        families = ("beamforming",)
+
+    made = {SCENARIOS: BeamScenario, PRECODERS: BeamPrecoder, SOLVERS: BeamSolver, LEARNERS: BeamLearner}
+    for reg, cls in made.items():
+        reg._classes["beam_test"] = cls
+        cls.name = "beam_test"
+
+    def config(*overrides):
+        run = _run_config(*overrides)
+        run.scenario.name = run.precoder.name = "beam_test"
+        return run
+
+    def refused(run, key, part):
+        with pytest.raises(Incompatible) as err:
+            build_parts(run)
+        assert err.value.key == key
+        assert str(err.value) == (
+            f"{key}: {part} works on power_control problems but precoder=beam_test makes beamforming"
+        )
+
+    try:
+        refused(config("objective=max_min"), "objective", "objective=max_min")
+        run = config()  # sum_rate is written for both families; wmmse is not
+        refused(run, "solver", "solver=wmmse")
+        run.solver = SolverConfig(name="beam_test")
+        refused(run, "learner", "learner=dnn")
+        run.learner.name = "beam_test"
+        parts = build_parts(run)
+        assert parts.family == "beamforming" and parts.baselines == {}
+        run.eval.baselines = ["max_power"]
+        refused(run, "eval.baselines", "eval.baselines=max_power")
+    finally:
+        for reg in made:
+            del reg._classes["beam_test"]
+
+
+def test_a_labeller_other_than_the_reference_labels_the_training_set(tmp_path):
+    """``data.label_solver``: supervised learners train on its decisions, the metrics' reference stays
+    the solver's; both are cached under their own keys."""
+    run = _run_config(
+        "data.num_train=16", "data.num_val=8", "data.label_solver=ee_pga", "learner.train.batch_size=8"
+    )
+    parts = build_parts(run)
+    assert parts.labeller.name == "ee_pga" and parts.solver.name == "wmmse"
+    data = Data(run, parts, Cache(tmp_path), torch.device("cpu"), progress=False)
+    train = data.training_labels("train")
+    gen = generator(run.scenario.seed, "labels", "train", 0)  # the one chunk's labelling seed
+    expected = parts.labeller.solve(data.problem("train"), parts.objective, gen)
+    torch.testing.assert_close(train, expected, rtol=0, atol=0)
+    assert not torch.equal(data.training_labels("val"), data.labels("val"))
+    assert {"labels.ee_pga.train", "labels.ee_pga.val", "labels.val"} <= set(data.keys)

@@ -12,6 +12,7 @@ from torch import nn
 
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, Schedule, TrainConfig
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.training import fit
 
 
@@ -19,7 +20,8 @@ class Regression(Learner):
     """A linear fit of ``y = 2x``."""
 
     def __init__(self, config):
-        super().__init__(config, LearnerSpec({}, 1, torch.zeros(1, dtype=torch.long), torch.ones(1)))
+        template = PowerControlProblem.interference_channel(torch.ones(1, 1, 1), 1.0, 1.0)
+        super().__init__(config, LearnerSpec({}, template))
 
     def loss(self, model, batch):
         return (model(batch["inputs"]) - batch["labels"]).square().mean()

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.objectives.sum_rate import SumRate
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
 from mimo_l2o.solvers.baselines import MaxPower, RandomPower
 from mimo_l2o.solvers.wmmse import WMMSE, wmmse

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, ObjectiveConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES
 
 

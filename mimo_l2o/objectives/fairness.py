@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from mimo_l2o.components import Objective
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import OBJECTIVES
 
 

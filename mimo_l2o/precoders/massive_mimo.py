@@ -52,7 +52,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Network, Precoder, PrecoderConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import PRECODERS
 from mimo_l2o.scenarios.cellular import correlation_matrices
 

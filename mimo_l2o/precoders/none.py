@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from mimo_l2o.components import Network, Precoder
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import PRECODERS
 
 

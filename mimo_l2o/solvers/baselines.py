@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
 
 

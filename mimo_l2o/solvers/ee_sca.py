@@ -45,7 +45,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver, SolverConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
 
 MIN_STEP = 1e-4  # smallest fraction of the way to the surrogate's maximizer that is tried

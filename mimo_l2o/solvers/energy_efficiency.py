@@ -16,7 +16,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver, SolverConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem, even_split
+from mimo_l2o.problems.power_control import PowerControlProblem, even_split
 from mimo_l2o.registry import SOLVERS
 
 

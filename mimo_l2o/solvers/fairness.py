@@ -25,7 +25,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver, SolverConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem, group_sum
+from mimo_l2o.problems.power_control import PowerControlProblem, group_sum
 from mimo_l2o.registry import SOLVERS
 from mimo_l2o.solvers.baselines import MaxPower
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mimo_l2o.components import Objective, Solver, SolverConfig
 from mimo_l2o.errors import require
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.registry import SOLVERS
 
 # Stopped samples are removed from the working batch (and new ones brought in, see below) once the

@@ -44,7 +44,7 @@ from mimo_l2o.components import Objective
 from mimo_l2o.errors import require
 from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, Schedule, TrainConfig
 from mimo_l2o.precoders.mrt import cellfree_problem
-from mimo_l2o.problem import PowerControlProblem, project_onto_budgets
+from mimo_l2o.problems.power_control import PowerControlProblem, project_onto_budgets
 from mimo_l2o.scenarios.cellfree import MRT_GAINS_FLOOR_DB
 from mimo_l2o.solvers.energy_efficiency import projected_ascent
 
@@ -272,7 +272,7 @@ class GNNLearner(Learner):
             shape is not None and len(shape) == 3, "scenario", f"the learner needs the feature '{FEATURE}'"
         )
         num_aps, k, _ = shape
-        require(spec.num_vars == num_aps * k, "scenario", "needs one power per (UE, AP) pair")
+        require(spec.problem.num_vars == num_aps * k, "scenario", "needs one power per (UE, AP) pair")
         require(spec.objective is not None, "learner", "the runner gave no objective")
         self.num_aps, self.num_users = num_aps, k
         self.kappa = 0.0
@@ -287,7 +287,7 @@ class GNNLearner(Learner):
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        share = float(self.spec.budget.min()) / self.num_users
+        share = float(self.spec.problem.budget[0].min()) / self.num_users
         flat = train_inputs.double().flatten()
         with torch.random.fork_rng(devices=[]):  # nn.Linear's initial weights, from the run's seed only
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
@@ -296,7 +296,7 @@ class GNNLearner(Learner):
                 share,
                 float(flat.mean()),
                 float(flat.std()),
-                budget=self.spec.budget,
+                budget=self.spec.problem.budget[0],
                 objective=self.spec.objective,
             )
 
@@ -347,7 +347,7 @@ class GNNLearner(Learner):
             )
         self.history.append(support)
         self.steps += 1
-        self.last_width = support / self.spec.num_vars
+        self.last_width = support / self.spec.problem.num_vars
 
     def summary(self) -> dict[str, float]:
         return {

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
-from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, LearnerSpec, OptimizerName, TrainConfig
-from mimo_l2o.problem import project_onto_budgets
+from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.problems.power_control import FeasiblePower, project_onto_budgets
 
 FEATURE = "user_positions"
 # added to the squared label (or label norm) in the relative MSE: labels are powers / budget, of
@@ -77,14 +77,18 @@ class CellLayout:
 
     @classmethod
     def from_spec(cls, spec: LearnerSpec) -> CellLayout:
-        nl = int(len(spec.budget))
+        nl = int(spec.problem.num_groups)
         require(nl >= 1, "scenario", "the learner needs at least one cell (budget group)")
         require(math.isqrt(nl) ** 2 == nl, "scenario.num_cells", f"must be a perfect square (grid), got {nl}")
-        require(spec.num_vars % nl == 0, "scenario", f"{spec.num_vars} powers do not split into {nl} cells")
-        k = spec.num_vars // nl
+        require(
+            spec.problem.num_vars % nl == 0,
+            "scenario",
+            f"{spec.problem.num_vars} powers do not split into {nl} cells",
+        )
+        k = spec.problem.num_vars // nl
         expected = torch.arange(nl).repeat_interleave(k)
         require(
-            torch.equal(spec.group.cpu().long(), expected),
+            torch.equal(spec.problem.group.cpu().long(), expected),
             "scenario",
             "power variables must be ordered l·K + k with one budget group per cell",
         )
@@ -631,11 +635,13 @@ class _PositionLearner(Learner):
     def finalize(self) -> nn.Module:
         """The feasible projection onto budgets ``(1 − 1e-5) p_max``, so that float32 rounding never
         leaves a cell above ``p_max``."""
-        return FeasiblePower(self.spec.group, self.spec.budget * (1 - BUDGET_MARGIN))
+        return FeasiblePower(self.spec.problem.group, self.spec.problem.budget[0] * (1 - BUDGET_MARGIN))
 
     def targets(self, labels: Tensor) -> Tensor:
         """Labels ``[B, L·K]`` (W) → what :meth:`outputs` of the model predicts, ``[B, L, K(+1)]``."""
-        return cell_targets(labels.float(), self.spec.budget.to(labels.device).float(), self.with_sum)
+        return cell_targets(
+            labels.float(), self.spec.problem.budget[0].to(labels.device).float(), self.with_sum
+        )
 
     def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The loss against the solver's powers."""
@@ -647,7 +653,7 @@ class _PositionLearner(Learner):
         relabelings (``pilot_shifts``) is left to the deployed policy, which the test metrics score."""
         problem = self.batch_problem(batch)
         raw = self.raw_output(model, batch["inputs"])
-        decision = project_onto_budgets(raw, self.spec.group, problem.budget)
+        decision = project_onto_budgets(raw, self.spec.problem.group, problem.budget)
         value = self.spec.objective.smooth(problem, decision, self.config.temperature)
         return -value.clamp_min(torch.finfo(value.dtype).tiny).log().mean()
 
@@ -677,7 +683,7 @@ class PositionMLPLearner(_PositionLearner):
         self.start(generator)
         return PositionMLP(
             self.layout,
-            self.spec.budget,
+            self.spec.problem.budget[0],
             list(cfg.hidden),
             cfg.k_layer,
             cfg.shared,
@@ -706,7 +712,7 @@ class PositionLSTMLearner(_PositionLearner):
         self.start(generator)
         return PositionLSTM(
             self.layout,
-            self.spec.budget,
+            self.spec.problem.budget[0],
             list(cfg.lstm),
             list(cfg.dense),
             LSTMSequence(cfg.sequence) == LSTMSequence.single,

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
-from mimo_l2o.learner import FeasiblePower, Learner, LearnerConfig, OptimizerName, TrainConfig
-from mimo_l2o.problem import even_split
+from mimo_l2o.learner import Learner, LearnerConfig, OptimizerName, TrainConfig
+from mimo_l2o.problems.power_control import FeasiblePower, even_split
 
 
 class InputScaling(str, Enum):
@@ -126,7 +126,7 @@ class DNNLearner(Learner):
         return self.config.round_output
 
     def _cap(self) -> Tensor:
-        return even_split(self.spec.budget, self.spec.group)
+        return even_split(self.spec.problem.budget[0], self.spec.problem.group)
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         return features["channel_magnitudes"].flatten(1).float()
@@ -140,7 +140,7 @@ class DNNLearner(Learner):
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        layers += [nn.Linear(width, self.spec.num_vars), ClipPower(self._cap())]
+        layers += [nn.Linear(width, self.spec.problem.num_vars), ClipPower(self._cap())]
         model = nn.Sequential(*layers)
         for layer in model:
             if isinstance(layer, nn.Linear):
@@ -152,7 +152,7 @@ class DNNLearner(Learner):
         return nn.functional.mse_loss(model(batch["inputs"]), batch["labels"])
 
     def finalize(self) -> nn.Module:
-        feasible = FeasiblePower(self.spec.group, self.spec.budget)
+        feasible = FeasiblePower(self.spec.problem.group, self.spec.problem.budget[0])
         if self.config.round_output:
             return nn.Sequential(RoundPower(self._cap()), feasible)
         return feasible

@@ -24,9 +24,6 @@ def setup(request):
     x = scenario.features(net, "mrt_gains").float()
     spec = LearnerSpec(
         {"mrt_gains": (L, K, K)},
-        L * K,
-        problem.group,
-        problem.budget[0],
         problem=problem[:1],
         objective=EnergyEfficiency(EnergyEfficiencyConfig()),
     )

@@ -28,8 +28,8 @@ from mimo_l2o_plugins.sanguinetti2018.position import (
 )
 
 from mimo_l2o.errors import ConfigError
-from mimo_l2o.learner import FeasiblePower, LearnerSpec, OptimizerName, TrainConfig
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.learner import LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.problems.power_control import FeasiblePower, PowerControlProblem
 from mimo_l2o.registry import LEARNERS
 from mimo_l2o.scenarios.cellular import Cellular
 from mimo_l2o.training import fit
@@ -49,12 +49,15 @@ def gen(seed: int) -> torch.Generator:
 
 def spec(num_cells: int = L, num_users: int = K, p_max: float = P_MAX) -> LearnerSpec:
     n = num_cells * num_users
-    return LearnerSpec(
-        {"user_positions": (2 * n,)},
-        n,
-        torch.arange(num_cells).repeat_interleave(num_users),
-        torch.full((num_cells,), p_max),
+    template = PowerControlProblem(
+        signal_gain=torch.zeros(1, n, n),
+        interference_gain=torch.zeros(1, n, n),
+        noise=torch.ones(1, n),
+        group=torch.arange(num_cells).repeat_interleave(num_users),
+        budget=torch.full((1, num_cells), p_max),
+        weights=torch.ones(1, n),
     )
+    return LearnerSpec({"user_positions": (2 * n,)}, template)
 
 
 def mlp(num_cells: int = L, num_users: int = K, **config) -> PositionMLPLearner:
@@ -573,7 +576,7 @@ def test_specs_that_are_not_a_grid_of_cells_are_refused():
     with pytest.raises(ConfigError, match="perfect square"):
         PositionMLPLearner(PositionMLPConfig(name="position_mlp"), spec(num_cells=3))
     bad = spec()
-    bad.group = torch.arange(L * K) % L  # not ordered l·K + k
+    bad.problem.group = torch.arange(L * K) % L  # not ordered l·K + k
     with pytest.raises(ConfigError, match="ordered"):
         PositionMLPLearner(PositionMLPConfig(name="position_mlp"), bad)
     bad = spec()

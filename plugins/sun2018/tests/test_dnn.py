@@ -11,8 +11,8 @@ import torch
 from mimo_l2o_plugins.sun2018.dnn import ClipPower, DNNConfig, DNNLearner, InputScaling, Standardize
 from torch import nn
 
-from mimo_l2o.learner import FeasiblePower, LearnerSpec, OptimizerName, TrainConfig
-from mimo_l2o.problem import PowerControlProblem
+from mimo_l2o.learner import LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.problems.power_control import FeasiblePower, PowerControlProblem
 from mimo_l2o.registry import LEARNERS
 from mimo_l2o.training import fit
 
@@ -28,7 +28,16 @@ def gen(seed: int) -> torch.Generator:
 def spec(group=None, budget=None) -> LearnerSpec:
     group = torch.arange(K) if group is None else torch.tensor(group)
     budget = P_MAX * torch.ones(K) if budget is None else torch.tensor(budget)
-    return LearnerSpec({"channel_magnitudes": (K, K)}, len(group), group, budget)
+    v = len(group)
+    template = PowerControlProblem(
+        signal_gain=torch.zeros(1, v, v),
+        interference_gain=torch.zeros(1, v, v),
+        noise=torch.ones(1, v),
+        group=group,
+        budget=budget[None].float(),
+        weights=torch.ones(1, v),
+    )
+    return LearnerSpec({"channel_magnitudes": (K, K)}, template)
 
 
 def learner(group=None, budget=None, **config) -> DNNLearner:

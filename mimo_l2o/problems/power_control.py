@@ -1,4 +1,4 @@
-"""What an optimizer sees: the batched power-control problem.
+"""The power-control family: the batched linear-fractional problem of real powers.
 
 Every SINR of the power-control family is linear-fractional in the power vector ``p``
 (one entry per *variable*: a user, or a user-AP pair in cell-free networks)::
@@ -14,10 +14,13 @@ a cell's or an AP's sum power), so the budgets partition the variables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from mimo_l2o.problems.base import BatchedProblem
 
 
 def group_sum(p: Tensor, group: Tensor, num_groups: int) -> Tensor:
@@ -50,13 +53,24 @@ def project_onto_budgets(p: Tensor, group: Tensor, budget: Tensor) -> Tensor:
     return p * scale[..., group.to(p.device)]
 
 
-# tensors that describe the variables, not the samples: shared by the whole batch
-SHARED = ("group", "owner")
+class FeasiblePower(nn.Module):
+    """Clip negative powers and scale each over-budget group onto its budget (a partition): the
+    projection of :meth:`PowerControlProblem.project` with fixed budgets, for a logged policy."""
+
+    def __init__(self, group: Tensor, budget: Tensor):
+        super().__init__()
+        self.register_buffer("group", group.clone().long())
+        self.register_buffer("budget", budget.clone().float())
+
+    def forward(self, p: Tensor) -> Tensor:
+        return project_onto_budgets(p, self.group, self.budget)
 
 
 @dataclass
-class PowerControlProblem:
-    """A batch of power-control problems.
+class PowerControlProblem(BatchedProblem):
+    """A batch of power-control problems (the :class:`~mimo_l2o.problems.base.Problem` protocol).
+
+    A decision is a tensor of powers ``[batch, num_vars]`` (real, the problem's precision).
 
     Parameters
     ----------
@@ -89,13 +103,12 @@ class PowerControlProblem:
     prelog: float = 1.0
     owner: Tensor | None = None
 
-    family = "power_control"
+    family: ClassVar[str] = "power_control"
+    default_baselines: ClassVar[tuple[str, ...]] = ("max_power", "random")
+    # tensors that describe the variables, not the samples: shared by the whole batch
+    SHARED: ClassVar[tuple[str, ...]] = ("group", "owner")
 
     # ---- shape ---------------------------------------------------------------------------
-    @property
-    def batch_size(self) -> int:
-        return self.signal_gain.shape[0]
-
     @property
     def num_users(self) -> int:
         return self.signal_gain.shape[1]
@@ -107,6 +120,16 @@ class PowerControlProblem:
     @property
     def num_groups(self) -> int:
         return self.budget.shape[1]
+
+    @property
+    def decision_shape(self) -> tuple[int, ...]:
+        """A decision's shape per sample: ``(num_vars,)``."""
+        return (self.num_vars,)
+
+    @property
+    def decision_dtype(self) -> torch.dtype:
+        """Powers are real, in the problem's precision."""
+        return self.dtype
 
     # ---- physics -------------------------------------------------------------------------
     def signal(self, p: Tensor) -> Tensor:
@@ -166,60 +189,9 @@ class PowerControlProblem:
         """Make ``p`` feasible: clip negatives, then scale each over-budget group down onto its budget."""
         return project_onto_budgets(p, self.group, self.budget)
 
-    # ---- batch plumbing ------------------------------------------------------------------
-    def _map(self, fn_batched, fn_shared=lambda t: t) -> PowerControlProblem:
-        kwargs = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, Tensor):
-                kwargs[f.name] = value
-            elif f.name in SHARED:
-                kwargs[f.name] = fn_shared(value)
-            else:
-                kwargs[f.name] = fn_batched(value)
-        return replace(self, **kwargs)
-
-    def batched_tensors(self) -> dict[str, Tensor]:
-        """The tensors with a sample dimension (everything but ``group``, ``owner`` and ``prelog``)."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in SHARED and isinstance(getattr(self, f.name), Tensor)
-        }
-
-    def with_batched_tensors(self, tensors: dict[str, Tensor]) -> PowerControlProblem:
-        """The same problem structure (``group``, ``owner``, ``prelog``) with other batched tensors."""
-        return replace(self, **tensors)
-
-    def __getitem__(self, index) -> PowerControlProblem:
-        """A sub-batch (``index`` a slice, index tensor or boolean mask over the batch)."""
-        return self._map(lambda t: t[index])
-
-    def to(self, device=None, dtype: torch.dtype | None = None) -> PowerControlProblem:
-        def move(t: Tensor) -> Tensor:
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
-
-        return self._map(move, lambda t: t.to(device=device))
-
-    @property
-    def device(self) -> torch.device:
-        return self.signal_gain.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.signal_gain.dtype
-
-    @classmethod
-    def cat(cls, problems: list[PowerControlProblem]) -> PowerControlProblem:
-        first = problems[0]
-        kwargs = {}
-        for f in fields(first):
-            value = getattr(first, f.name)
-            if isinstance(value, Tensor) and f.name not in SHARED:
-                kwargs[f.name] = torch.cat([getattr(p, f.name) for p in problems])
-            else:
-                kwargs[f.name] = value
-        return cls(**kwargs)
+    def feasibility(self) -> FeasiblePower:
+        """:meth:`project` onto the first sample's budgets, as a module (float32 buffers)."""
+        return FeasiblePower(self.group.cpu(), self.budget[0].cpu())
 
     @classmethod
     def interference_channel(

@@ -1,0 +1,175 @@
+"""The data stages of a run: sample → problem → label, each through the on-disk cache.
+
+Every stage is a function of its config and a seed: the training, validation and test sets draw from
+seeds derived from ``scenario.seed`` and the split (:func:`derive_seed`), so the same config gives the
+same data on any machine, and each output is cached under a key of exactly the config that determines
+it (:mod:`mimo_l2o.cache`), so a sweep over learners samples and labels its datasets once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mimo_l2o.cache import Cache
+from mimo_l2o.components import Network, Solver
+from mimo_l2o.config import RunConfig
+from mimo_l2o.learner import Learner, LearnerSpec
+from mimo_l2o.parts import Parts
+from mimo_l2o.problems import Problem
+
+SPLITS = ("train", "val", "test")
+STORAGE_DTYPE = torch.float32  # sampled networks are stored in float32; problems are built in float64
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from the run's seed and the stage (``derive_seed(7, "train")``): SHA-256 of the
+    parts as a JSON list, so neither types nor boundaries between parts can collide."""
+    digest = hashlib.sha256(json.dumps(list(parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def generator(*parts: Any) -> torch.Generator:
+    """A CPU generator seeded from ``parts`` (same data on any machine)."""
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+class Data:
+    """Sampled networks, problems and solver labels of every split, through the cache.
+
+    ``keys`` collects the cache key of every entry the run used (``network.train``, ``labels.val``, ...).
+    """
+
+    def __init__(self, run: RunConfig, parts: Parts, cache: Cache, device: torch.device, progress: bool):
+        self.run, self.parts, self.cache, self.device, self.progress = run, parts, cache, device, progress
+        self.keys: dict[str, str] = {}
+        self.sizes = {"train": run.data.num_train, "val": run.data.num_val, "test": run.data.num_test}
+        self._networks: dict[str, Network] = {}
+        self._problems: dict[str, Problem] = {}
+
+    # ---- sample ------------------------------------------------------------------------------
+    def network_spec(self, split: str) -> dict[str, Any]:
+        return {
+            "stage": "network",
+            "scenario": self.run.scenario,
+            "scenario_version": self.parts.scenario.version,
+            "split": split,
+            "num_samples": self.sizes[split],
+        }
+
+    def _stored(self, net: Network) -> Network:
+        """What the cache keeps of sampled networks: the scenario's declared tensors, in float32."""
+        kept = {k: v for k, v in net.tensors.items() if k in self.parts.scenario.tensors}
+        return Network(kept, net.params).to(dtype=STORAGE_DTYPE)
+
+    def network(self, split: str) -> Network:
+        """Stage *sample*: the split's networks (CPU, stored as float32)."""
+        if split not in self._networks:
+            n, seed = self.sizes[split], self.run.scenario.seed
+
+            def sample() -> dict[str, Any]:
+                # chunk by chunk from one generator: the same samples as one draw (scenarios draw
+                # fixed per-sample blocks), with float64 only one chunk at a time
+                gen, size = generator(seed, "network", split), self.run.data.chunk_size
+                chunks = [
+                    self._stored(self.parts.scenario.sample(min(size, n - start), gen))
+                    for start in range(0, n, size)
+                ]
+                return Network.cat(chunks).state()
+
+            state, key = self.cache.get_or_compute("networks", self.network_spec(split), sample)
+            self.keys[f"network.{split}"] = key
+            self._networks[split] = Network.from_state(state)
+        return self._networks[split]
+
+    # ---- problem -----------------------------------------------------------------------------
+    def problem(self, split: str, index: slice | None = None) -> Problem:
+        """The precoder's problems for (a slice of) a split, float64 on the run's device.
+
+        Cheap precoders run on the cached networks each time; the problems of ``expensive`` ones
+        (Monte-Carlo averages) are computed once, chunk by chunk, and cached.
+        """
+        if self.parts.precoder.expensive:
+            problems = self._cached_problems(split)
+            return (problems if index is None else problems[index]).to(self.device)
+        net = self.network(split)
+        if index is not None:
+            net = net.select(index)
+        return self.parts.precoder(net.to(self.device, torch.float64))
+
+    def _cached_problems(self, split: str) -> Problem:
+        if split not in self._problems:
+            precoder, net = self.parts.precoder, self.network(split)
+            spec = {
+                "stage": "problem",
+                "network": self.network_spec(split),
+                "precoder": self.run.precoder,
+                "precoder_version": precoder.version,
+            }
+
+            def chunk(start: int, stop: int) -> dict[str, Tensor]:
+                problem = precoder(net.select(slice(start, stop)).to(self.device, torch.float64))
+                return {k: v.cpu() for k, v in problem.batched_tensors().items()}
+
+            value, key = self.cache.chunked(
+                f"problems/{precoder.name}", spec, len(net), self.run.data.chunk_size, chunk, self.progress
+            )
+            self.keys[f"problem.{split}"] = key
+            template = precoder(net.select(slice(0, 1)).to(dtype=torch.float64))
+            self._problems[split] = template.with_batched_tensors(value)
+        return self._problems[split]
+
+    # ---- label -------------------------------------------------------------------------------
+    def labels(self, split: str, solver: Solver | None = None) -> Tensor:
+        """Stage *label*: ``solver``'s decisions for a split (the reference solver's by default), in the
+        problem's decision dtype at float64 (CPU), chunked and resumable."""
+        solver = solver or self.parts.solver
+        n = self.sizes[split]
+        self.network(split)
+        spec = {
+            "stage": "labels",
+            "network": self.network_spec(split),
+            "precoder": self.run.precoder,
+            "precoder_version": self.parts.precoder.version,
+            "objective": self.run.objective,
+            "solver": solver.config,
+            "solver_version": solver.version,
+        }
+
+        def chunk(start: int, stop: int) -> dict[str, Tensor]:
+            problem = self.problem(split, slice(start, stop))
+            gen = generator(self.run.scenario.seed, "labels", split, start)
+            decision = solver.solve(problem, self.parts.objective, gen)
+            return {"decision": decision.to(problem.decision_dtype).cpu()}
+
+        value, key = self.cache.chunked(
+            f"labels/{solver.name}", spec, n, self.run.data.chunk_size, chunk, self.progress
+        )
+        tag = "labels" if solver is self.parts.solver else f"labels.{solver.name}"
+        self.keys[f"{tag}.{split}"] = key
+        return value["decision"]
+
+    def training_labels(self, split: str) -> Tensor:
+        """The labeller's decisions (``data.label_solver``, else the reference's) for a split."""
+        return self.labels(split, self.parts.labeller)
+
+    # ---- learner inputs ----------------------------------------------------------------------
+    def inputs(self, split: str, learner: Learner) -> Tensor:
+        """The learner's model input for a split: the scenario's features it names, prepared."""
+        net = self.network(split)
+        return learner.prepare({name: self.parts.scenario.features(net, name) for name in learner.inputs})
+
+    def spec(self) -> LearnerSpec:
+        """What the learner is told: its inputs' shapes, a one-sample problem of the training set
+        (float32, CPU) and the objective."""
+        first = self.network("train").select(slice(0, 1))
+        features = {n: self.parts.scenario.features(first, n) for n in self.parts.learner_cls.inputs}
+        return LearnerSpec(
+            input_shapes={k: tuple(v.shape[1:]) for k, v in features.items()},
+            problem=self.problem("train", slice(0, 1)).to("cpu", torch.float32),
+            objective=self.parts.objective,
+        )

@@ -1,0 +1,47 @@
+"""What a run needs to know of the Hydra job it runs in: its output folder, its share of the cores
+under a parallel launcher, and that a terminated job unwinds like Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+
+
+def _hydra_config():
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get()
+    except ValueError:  # not inside a Hydra job (tests, notebooks)
+        return None
+
+
+def output_dir() -> Path:
+    """The job's output folder (Hydra's), or the working directory outside Hydra."""
+    hydra_cfg = _hydra_config()
+    return Path(hydra_cfg.runtime.output_dir) if hydra_cfg else Path.cwd()
+
+
+def parallel_job_threads() -> int:
+    """Threads per job when a sweep runs jobs in parallel processes (joblib), so that the jobs share
+    the cores instead of oversubscribing them; 0 (torch's default) otherwise."""
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is None or "Joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
+        return 0
+    cores = os.cpu_count() or 1
+    n_jobs = int(hydra_cfg.launcher.get("n_jobs") or -1)
+    n_jobs = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means all cores
+    return max(1, cores // max(1, min(n_jobs, cores)))
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+def unwind_on_sigterm() -> None:
+    """A terminated job (kill, a cluster's time limit; also in launcher worker processes) unwinds like
+    Ctrl-C, so its MLflow run ends as KILLED instead of staying RUNNING."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
