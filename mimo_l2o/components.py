@@ -113,14 +113,40 @@ class ScenarioConfig:
         )
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Where a scenario's sites (BSs, APs) and users are: what position-based learners read beside the
+    users' positions (``Scenario.user_positions``).
+
+    Parameters
+    ----------
+    sites : Tensor ``[S, 2]``
+        (x, y) of every BS or AP in metres (float64).
+    user_site : Tensor ``[U]`` (long) or None
+        The site (cell) each user belongs to; ``None`` when users belong to no cell (cell-free: every
+        AP serves every UE).
+    scale : float
+        A length of the layout in metres that positions are divided by to be of order 1 (cellular: the
+        side of the wrapped area; the scenario's docstring says which).
+    wrap : bool
+        Distances wrap around: the area is a torus of side ``scale`` (cellular).
+    """
+
+    sites: Tensor
+    user_site: Tensor | None
+    scale: float
+    wrap: bool = False
+
+
 class Scenario:
     """Samples batches of networks.
 
-    Subclasses set ``tensors`` (what their networks carry, for the precoders' ``requires``) and
-    ``provides`` (the learner inputs they can compute, see :meth:`features`), and implement
-    :meth:`sample` on the CPU generator they are given, so the same seed gives the same data on
-    any machine (to rounding: draw fixed per-sample blocks of ``torch.rand``, so the first ``n``
-    of ``2n`` samples are the ``n`` samples).
+    Subclasses set ``tensors`` (what their networks carry, for the precoders' ``requires``) and implement
+    :meth:`sample` on the CPU generator they are given, so the same seed gives the same data on any
+    machine (to rounding: draw fixed per-sample blocks of ``torch.rand``, so the first ``n`` of ``2n``
+    samples are the ``n`` samples). A scenario with positions also gives its :meth:`geometry` and
+    :meth:`user_positions`; learner inputs that describe the problem come from the problem itself
+    (:mod:`mimo_l2o.features`).
     """
 
     name: ClassVar[str]
@@ -128,7 +154,6 @@ class Scenario:
     family: ClassVar[str] = POWER_CONTROL  # the problem family its networks feed
     version: ClassVar[int] = 1  # bump when the same config would sample different networks
     tensors: ClassVar[tuple[str, ...]] = ()  # tensors its networks carry (and the cache stores)
-    provides: ClassVar[tuple[str, ...]] = ()  # learner inputs it can compute
 
     def __init__(self, config: Any):
         self.config = config
@@ -136,9 +161,13 @@ class Scenario:
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         raise NotImplementedError
 
-    def features(self, network: Network, name: str) -> Tensor:
-        """The learner input called ``name`` (one of ``provides``), ``[batch, ...]``."""
-        raise NotImplementedError
+    def geometry(self) -> Geometry | None:
+        """The layout of sites and cells (from the config alone); ``None``: the scenario has no positions."""
+        return None
+
+    def user_positions(self, network: Network) -> Tensor:
+        """``[batch, U, 2]``: each user's (x, y) in metres, users in the problem's order."""
+        raise NotImplementedError(f"scenario {self.name} has no positions")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mimo_l2o import features
 from mimo_l2o.cache import Cache
 from mimo_l2o.components import Network, Solver
 from mimo_l2o.config import RunConfig
@@ -158,18 +159,34 @@ class Data:
         return self.labels(split, self.parts.labeller)
 
     # ---- learner inputs ----------------------------------------------------------------------
+    def learner_inputs(self, learner: Learner, network: Network, problem) -> Tensor:
+        """``learner.prepare`` of the features it reads, for ``network`` and ``problem()`` (called only
+        when a feature reads the problem)."""
+        return learner.prepare(features.compute(learner.inputs, self.parts.scenario, network, problem))
+
     def inputs(self, split: str, learner: Learner) -> Tensor:
-        """The learner's model input for a split: the scenario's features it names, prepared."""
+        """The learner's model input for a split (CPU), computed chunk by chunk (``data.chunk_size``), so
+        that only the prepared input of the whole split is ever held."""
         net = self.network(split)
-        return learner.prepare({name: self.parts.scenario.features(net, name) for name in learner.inputs})
+        chunks = []
+        for start in range(0, len(net), self.run.data.chunk_size):
+            index = slice(start, min(start + self.run.data.chunk_size, len(net)))
+            x = self.learner_inputs(
+                learner, net.select(index).to(self.device), lambda index=index: self.problem(split, index)
+            )
+            chunks.append(x.cpu())
+        return torch.cat(chunks)
 
     def spec(self) -> LearnerSpec:
         """What the learner is told: its inputs' shapes, a one-sample problem of the training set
-        (float32, CPU) and the objective."""
+        (float32, CPU), the objective and the scenario's geometry."""
         first = self.network("train").select(slice(0, 1))
-        features = {n: self.parts.scenario.features(first, n) for n in self.parts.learner_cls.inputs}
+        problem = self.problem("train", slice(0, 1))
+        names = self.parts.learner_cls.inputs
+        made = features.compute(names, self.parts.scenario, first, lambda: problem)
         return LearnerSpec(
-            input_shapes={k: tuple(v.shape[1:]) for k, v in features.items()},
-            problem=self.problem("train", slice(0, 1)).to("cpu", torch.float32),
+            input_shapes={k: tuple(v.shape[1:]) for k, v in made.items()},
+            problem=problem.to("cpu", torch.float32),
             objective=self.parts.objective,
+            geometry=self.parts.scenario.geometry(),
         )

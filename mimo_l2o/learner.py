@@ -1,13 +1,14 @@
 """The learner interface: what a paper's method (a plugin) supplies to the shared runner.
 
-A learner declares what it needs (``requires_labels``, ``family``, ``inputs``) so the runner
-can refuse an impossible combination before any work, and supplies
+A learner declares what it needs (``requires_labels``, ``families``, ``inputs``: named features of
+:mod:`mimo_l2o.features`, and :meth:`Learner.refuses` for what only it can judge) so the runner can
+refuse an impossible combination before any work, and supplies
 
-* :meth:`Learner.prepare`: the scenario's named features → one float32 model input tensor;
+* :meth:`Learner.prepare`: the named features → one float32 model input tensor;
 * :meth:`Learner.build_model`: the network, raw input → raw decision;
 * :meth:`Learner.loss`: the training loss on a batch;
 * :meth:`Learner.finalize`: raw decision → the method's final decision (a module, so the
-  logged policy is self-contained);
+  logged policy is self-contained), chosen after training, with the validation set to choose by;
 * optionally :meth:`Learner.on_epoch_end`, a hook for schedules of its own.
 
 Training itself (device, optimizer, learning-rate schedule, early stopping, checkpoints,
@@ -16,6 +17,7 @@ metric logging) is one shared loop in :mod:`mimo_l2o.training`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
@@ -24,7 +26,7 @@ import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from mimo_l2o.components import Objective
+from mimo_l2o.components import Geometry, Objective, Precoder, Scenario
 from mimo_l2o.errors import require
 from mimo_l2o.problems import POWER_CONTROL, Problem
 
@@ -61,6 +63,10 @@ class TrainConfig:
         Samples per step; at most ``data.num_train``.
     max_epochs : int
         Epoch limit.
+    max_steps : int
+        Step limit (0: none): training stops after this many steps, validating at the step it stops
+        at, and the exponential schedule reaches ``min_lr`` there. Keeps a learner's training budget
+        the same on small and large training sets.
     early_stopping_patience : int
         Stop after this many epochs without a better validation loss (0: never); the best
         weights are restored.
@@ -78,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 1000
     max_epochs: int = 100
+    max_steps: int = 0
     early_stopping_patience: int = 10
     schedule: Schedule = Schedule.plateau
     lr_patience: int = 3
@@ -88,6 +95,7 @@ class TrainConfig:
         require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         require(self.batch_size >= 1, "train.batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.max_epochs >= 1, "train.max_epochs", f"must be >= 1, got {self.max_epochs}")
+        require(self.max_steps >= 0, "train.max_steps", f"must be >= 0 (0: no limit), got {self.max_steps}")
         require(0 < self.lr_factor < 1, "train.lr_factor", f"must be in (0, 1), got {self.lr_factor}")
         require(
             0 < self.rmsprop_alpha < 1, "train.rmsprop_alpha", f"must be in (0, 1), got {self.rmsprop_alpha}"
@@ -133,11 +141,14 @@ class LearnerSpec:
         family that :meth:`Learner.batch_problem` puts a batch's problem tensors into.
     objective : Objective, optional
         The run's objective, for learners that train on it.
+    geometry : Geometry, optional
+        The scenario's layout of sites and cells, for learners of positions (``None``: no positions).
     """
 
     input_shapes: dict[str, tuple[int, ...]]
     problem: Problem
     objective: Objective | None = None
+    geometry: Geometry | None = None
 
 
 class Policy(nn.Module):
@@ -164,7 +175,7 @@ class Learner:
     families : tuple[str, ...]
         Problem families it decides for (``power_control``, ``beamforming``).
     inputs : tuple[str, ...]
-        Names of the scenario features it reads (a scenario's ``provides``).
+        Names of the features it reads (:data:`mimo_l2o.features.FEATURES`).
     reports_raw : bool
         Whether its raw output (:meth:`raw_output`) differs from its final decision, so that the
         raw output's objective is reported beside it (``test/objective_ratio_raw``).
@@ -179,6 +190,13 @@ class Learner:
     def __init__(self, config: Any, spec: LearnerSpec):
         self.config = config
         self.spec = spec
+
+    @classmethod
+    def refuses(cls, scenario: Scenario, precoder: Precoder) -> str | None:
+        """Why this learner cannot read the problems of ``scenario`` with ``precoder`` although it has
+        the features it reads (one line naming the learner and the scenario), or ``None``; asked from
+        the config alone, before any work."""
+        return None
 
     @property
     def reports_raw(self) -> bool:
@@ -224,8 +242,10 @@ class Learner:
         ``test/objective_ratio_raw`` when :attr:`reports_raw`); by default the model's output."""
         return model(inputs)
 
-    def finalize(self) -> nn.Module:
-        """Raw decision → final decision; by default only made feasible (the family's projection)."""
+    def finalize(self, score: Callable[[nn.Module], float] | None = None) -> nn.Module:
+        """Raw decision → final decision, after training; by default only made feasible (the family's
+        projection). ``score(final)`` is the validation ``objective_ratio`` of the trained model with
+        a candidate final module, for learners that choose among variants."""
         return self.spec.problem.feasibility()
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:

@@ -15,6 +15,7 @@ from mimo_l2o import registry
 from mimo_l2o.components import Objective, Precoder, Scenario, Solver
 from mimo_l2o.config import RunConfig
 from mimo_l2o.errors import ConfigError, Incompatible
+from mimo_l2o.features import learner_refusal
 from mimo_l2o.learner import Learner
 from mimo_l2o.problems import FAMILIES
 
@@ -112,13 +113,9 @@ def build_parts(run: RunConfig) -> Parts:
             f"learner={lname} trains on labels but solver={labeller.name} gives none; "
             f"use one of: {', '.join(labellers)}",
         )
-    lacking = [i for i in learner_cls.inputs if i not in scenario.provides]
-    if lacking:
-        raise Incompatible(
-            "learner",
-            f"learner={lname} needs input {', '.join(lacking)}, which scenario={s} cannot provide "
-            f"(it provides: {', '.join(scenario.provides) or 'nothing'})",
-        )
+    refusal = learner_refusal(learner_cls, scenario, precoder)
+    if refusal:
+        raise Incompatible("learner", refusal)
 
     batch = run.learner.train.batch_size
     if batch > run.data.num_train:

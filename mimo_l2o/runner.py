@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 import mimo_l2o
-from mimo_l2o import jobs
+from mimo_l2o import features, jobs
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import RunConfig, flatten, resolve_device, validate
 from mimo_l2o.data import SPLITS, Data, generator
@@ -82,7 +82,6 @@ def _run(
     learner = parts.learner_cls(run.learner, data.spec())
     train_inputs = data.inputs("train", learner)
     model = learner.build_model(train_inputs, generator(run.seed, "init"))
-    finalize = learner.finalize().to(device)
     train_data = {"inputs": train_inputs}
     val_data = {"inputs": data.inputs("val", learner)}
     for split, batch in (("train", train_data), ("val", val_data)):
@@ -95,11 +94,17 @@ def _run(
     val_inputs = val_data["inputs"].to(device)
 
     def val_objective_ratio(trained) -> float:
-        # the network's own decision (raw_output), made final: a learner's test-time extras (the GNN's
+        # the network's own decision (raw_output), made feasible: a learner's test-time extras (the GNN's
         # refinement steps, the position LSTM's pilot averaging) would multiply the cost of every epoch
         with torch.no_grad():
             raw = learner.raw_output(trained, val_inputs)
-            return val_ratio(val_problem.project(finalize(raw).to(val_problem.decision_dtype)))
+            return val_ratio(val_problem.project(raw.to(val_problem.decision_dtype)))
+
+    def val_score(final: torch.nn.Module) -> float:
+        # the trained model with a candidate final module, for the learner's choice among variants
+        with torch.no_grad():
+            decision = final.to(device)(model(val_inputs))
+            return val_ratio(val_problem.project(decision.to(val_problem.decision_dtype)))
 
     summary = fit(
         learner,
@@ -119,6 +124,8 @@ def _run(
         summary["best_epoch"],
         summary["train_time_s"],
     )
+    model.eval()
+    finalize = learner.finalize(val_score).to(device)
 
     # evaluate
     evaluation, metrics = evaluate(run, parts, data, learner, model, finalize, reference["test"], device)
@@ -167,18 +174,42 @@ def evaluate(
             raw = learner.raw_output(model, inputs).to(problem.decision_dtype)
         metrics["test/objective_ratio_raw"] = evaluation.ratio(problem.project(raw))
 
-    n = min(run.eval.timing_samples, len(inputs))
-    timed_problem, timed_inputs = problem[:n], inputs[:n]
-    repeats, budget = run.eval.timing_repeats, run.eval.timing_budget_s
-    with torch.no_grad():
-        metrics["test/time_learner_ms"] = time_per_sample_ms(
-            lambda: policy(timed_inputs), n, device, repeats, budget
-        )
-        metrics["test/time_solver_ms"] = time_per_sample_ms(
-            lambda: solver.solve(timed_problem, objective), n, device, repeats, budget
-        )
+    metrics.update(_timings(run, parts, data, learner, policy, problem, device))
     metrics["test/speedup"] = metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"]
     return evaluation, metrics
+
+
+def _timings(
+    run: RunConfig, parts: Parts, data: Data, learner: Learner, policy: Policy, problem, device
+) -> dict[str, float]:
+    """Time per sample from the sampled networks to each decision, on the same test samples and device:
+
+    * ``test/time_problem_ms``: the precoder's problem (the gains a solver needs: Monte-Carlo averages
+      in cellular massive MIMO);
+    * ``test/time_solver_ms``: the problem, then the reference solver;
+    * ``test/time_learner_ms``: the learner's features (the problem too, when one of them reads it),
+      then its deployed policy; a learner is not flattered by leaving out the inputs it needs.
+    """
+    n = min(run.eval.timing_samples, data.sizes["test"])
+    net = data.network("test").select(slice(0, n)).to(device)
+    timed_problem = problem[:n]
+    repeats, budget = run.eval.timing_repeats, run.eval.timing_budget_s
+
+    def timed(fn) -> float:
+        return time_per_sample_ms(fn, n, device, repeats, budget)
+
+    with torch.no_grad():
+        problem_ms = timed(lambda: parts.precoder(net.to(dtype=torch.float64)))
+        solver_ms = timed(lambda: parts.solver.solve(timed_problem, parts.objective))
+        # the features from the test problems, then the precoder's time added if they read the problem
+        learner_ms = timed(lambda: policy(data.learner_inputs(learner, net, lambda: timed_problem)))
+    if features.reads_problem(learner.inputs):
+        learner_ms += problem_ms
+    return {
+        "test/time_problem_ms": problem_ms,
+        "test/time_solver_ms": problem_ms + solver_ms,
+        "test/time_learner_ms": learner_ms,
+    }
 
 
 def _log_figures(run: RunConfig, tracker: Tracker, evaluation: Evaluation, learner: str) -> None:

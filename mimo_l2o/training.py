@@ -1,8 +1,9 @@
 """The one training loop every learner shares.
 
-Device placement, optimizer, learning-rate schedule (reduce on plateau of the validation
-loss), early stopping with the best weights restored, a checkpoint of the best weights and
-per-epoch metrics (``train/loss``, ``val/loss``, ``val/objective_ratio``, ``train/lr``).
+Device placement, optimizer, learning-rate schedule (reduce on plateau of the validation loss, or an
+exponential decay), early stopping with the best weights restored, an epoch and a step limit, a
+checkpoint of the best weights and per-epoch metrics (``train/loss``, ``val/loss``,
+``val/objective_ratio``, ``train/lr``).
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def fit(
     n_train = next(iter(train_data.values())).shape[0]
     optimizer = make_optimizer(model.parameters(), cfg)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.max_epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    max_epochs = math.ceil(total_steps / steps_per_epoch)
     exponential = Schedule(cfg.schedule) == Schedule.exponential
-    if exponential:  # per step, reaching min_lr at the last step of max_epochs
-        total = max(cfg.max_epochs * steps_per_epoch - 1, 1)
-        gamma = (cfg.min_lr / cfg.lr) ** (1 / total)
+    if exponential:  # per step, reaching min_lr at the last step
+        gamma = (cfg.min_lr / cfg.lr) ** (1 / max(total_steps - 1, 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     else:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -83,13 +87,16 @@ def fit(
         )
     best_loss, best_epoch, best_state, stale = math.inf, -1, None, 0
     start = time.perf_counter()
-    bar = tqdm(range(cfg.max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
-    epoch = -1
+    bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    epoch, steps = -1, 0
     for epoch in bar:
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
         total, count = 0.0, 0
         for batch in _batches(train_data, cfg.batch_size, order):
+            if steps == total_steps:  # the step limit, within the last epoch
+                break
+            steps += 1
             optimizer.zero_grad(set_to_none=True)
             loss = learner.loss(model, batch)
             value = loss.detach().item()
@@ -144,6 +151,7 @@ def fit(
     return {
         "best_epoch": best_epoch,
         "epochs": epoch + 1,
+        "steps": steps,
         "best_val_loss": best_loss,
         "train_time_s": time.perf_counter() - start,
     }

@@ -52,16 +52,16 @@ CASES = {
         ["scenario=cellfree", "objective=sum_rate", "solver=ee_sca"],
         ["solver", "solver=ee_sca", "objective=sum_rate", "energy_efficiency"],
     ),
-    "GNN on a scenario without an AP graph": (
-        ["scenario=cellular", "learner=gnn"],
-        ["learner", "learner=gnn", "mrt_gains", "scenario=cellular"],
+    "position learner on a scenario without positions": (
+        ["learner=position_mlp"],
+        ["learner", "learner=position_mlp", "user_positions", "scenario=gaussian_ic", "no positions"],
     ),
-    "GNN on the interference channel": (
-        ["learner=gnn"],
-        ["learner", "learner=gnn", "mrt_gains", "scenario=gaussian_ic"],
+    "position learner on a scenario without cells": (
+        ["scenario=cellfree", "learner=position_lstm"],
+        ["learner", "learner=position_lstm", "scenario=cellfree", "no cell"],
     ),
     "unknown GNN input features": (
-        ["scenario=cellfree", "learner.features=matrix"],
+        ["scenario=cellfree", "learner=gnn", "learner.features=matrix"],
         ["learner.features", "matrix", "gains", "structured"],
     ),
     "MRT without AP channels": (["precoder=mrt"], ["precoder", "precoder=mrt", "scenario=gaussian_ic"]),

@@ -64,8 +64,11 @@ def test_geometry_wraparound_and_min_distance(mods):
     torch.testing.assert_close(wrapped[:, own, own], plain[:, own, own])
     gain_db = -35.3 - 37.6 * torch.log10(wrapped)
     torch.testing.assert_close(10 * torch.log10(net["beta"]), gain_db)
-    feats = scenario.features(net, "user_positions")
-    assert feats.shape == (50, 9 * 3 * 2) and (feats >= 0).all() and (feats < 1).all()
+    positions = scenario.user_positions(net)  # UE k of cell l in row l·K + k
+    assert positions.shape == (50, 9 * 3, 2) and torch.equal(positions.view(50, 9, 3, 2), pos)
+    geometry = scenario.geometry()
+    assert geometry.wrap and geometry.scale == cfg.area_side
+    assert torch.equal(geometry.sites, bs) and torch.equal(geometry.user_site, own.repeat_interleave(3))
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ TINY_CELLULAR = [
 
 @pytest.fixture(scope="module")
 def cellular_run(tmp_path_factory):
-    overrides = [*TINY_CELLULAR, "precoder=mmmse", "objective=max_min"]
+    overrides = [*TINY_CELLULAR, "precoder=mmmse", "objective=max_min", "learner=position_mlp"]
     env, client, run = app_run(tmp_path_factory.mktemp("cellular"), overrides)
     return env, overrides, client, run
 
@@ -36,7 +36,7 @@ def test_companions_and_metrics(cellular_run):
     _, _, client, run = cellular_run
     tags, metrics = run.data.tags, run.data.metrics
     assert run.info.status == "FINISHED"
-    # scenario=cellular chose the learner and the baselines; objective=max_min chose its solver
+    # scenario=cellular chose the baselines; objective=max_min chose its solver
     assert (tags["scenario"], tags["precoder"], tags["objective"]) == ("cellular", "mmmse", "max_min")
     assert (tags["solver"], tags["learner"]) == ("max_min_pf", "position_mlp")
     assert_contract_metrics(

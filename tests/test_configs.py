@@ -18,6 +18,7 @@ from mimo_l2o import registry
 from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath, plugin_conf_dirs
 from mimo_l2o.config import GROUPS, RunConfig, flatten, register_configs, validate
 from mimo_l2o.errors import ConfigError
+from mimo_l2o.features import learner_refusal
 from mimo_l2o.parts import build_parts
 from mimo_l2o.problems import FAMILIES
 
@@ -127,14 +128,24 @@ def test_option_composes_and_validates(group, name):
 
 
 def scenario_for(group: str, name: str) -> str:
-    """The first scenario a precoder accepts, or whose features a learner reads."""
+    """The first scenario a precoder accepts, or a learner reads (with the scenario's companions)."""
     for scenario in registry.SCENARIOS.names():
         cls = registry.SCENARIOS.get(scenario)
         if group == "precoder" and registry.PRECODERS.get(name).accepts(cls.tensors):
             return scenario
-        if group == "learner" and set(registry.LEARNERS.get(name).inputs) <= set(cls.provides):
+        if (
+            group == "learner"
+            and refusal(validate(compose_run(f"scenario={scenario}", f"learner={name}"))) is None
+        ):
             return scenario
     raise AssertionError(f"no scenario for {group}={name}")
+
+
+def refusal(run) -> str | None:
+    """Why the run's learner cannot read its scenario, or ``None``."""
+    scenario = registry.SCENARIOS.build(run.scenario)
+    precoder = registry.PRECODERS.build(run.precoder)
+    return learner_refusal(registry.LEARNERS.get(run.learner.name), scenario, precoder)
 
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
@@ -153,8 +164,7 @@ def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     needs = {
         "precoder": group == "precoder"
         and not registry.PRECODERS.get(run.precoder.name).accepts(scenario.tensors),
-        "learner": group == "learner"
-        and not set(registry.LEARNERS.get(run.learner.name).inputs) <= set(scenario.provides),
+        "learner": group == "learner" and refusal(run) is not None,
     }
     solves = registry.SOLVERS.get(run.solver.name).objectives
     if group == "solver" and solves is not None and run.objective.name not in solves:
@@ -169,9 +179,7 @@ def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
             build_parts(run)
         assert err.value.key == group and f"scenario={run.scenario.name}" in str(err.value)
         run = validate(compose_run(f"scenario={scenario_for(group, name)}", f"{group}={name}"))
-    learner = registry.LEARNERS.get(run.learner.name)
-    lacking = set(learner.inputs) - set(registry.SCENARIOS.get(run.scenario.name).provides)
-    if lacking:
+    if refusal(run) is not None:
         # a scenario that no learner of this default can read (its own learner comes with it, or is
         # named): refused before any work, naming the learner and what the scenario provides
         with pytest.raises(ConfigError) as err:

@@ -8,6 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 
+from mimo_l2o import features
 from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import register_configs, validate
@@ -15,6 +16,7 @@ from mimo_l2o.data import Data, generator
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import Learner
 from mimo_l2o.parts import build_parts
+from mimo_l2o.problems.power_control import GAIN_FLOOR_DB
 from mimo_l2o.registry import LEARNERS
 from mimo_l2o.solvers.wmmse import wmmse
 
@@ -70,7 +72,14 @@ def test_learner_input_the_scenario_lacks_is_refused():
     try:
         run = _run_config()
         run.learner.name = "position_test"
-        with pytest.raises(ConfigError, match="learner=position_test needs input user_positions"):
+        with pytest.raises(ConfigError) as err:
+            build_parts(run)
+        assert str(err.value) == (
+            "learner: learner=position_test needs input user_positions, which scenario=gaussian_ic "
+            "cannot provide (it has no positions)"
+        )
+        PositionLearner.inputs = ("no_such_feature",)
+        with pytest.raises(ConfigError, match=r"no_such_feature, which .* \(no module registers a feature"):
             build_parts(run)
     finally:
         del LEARNERS._classes["position_test"]
@@ -154,8 +163,20 @@ def test_cellular_problems_are_cached_and_features_are_positions(tmp_path):
     assert problem.num_vars == 20 and problem.budget.shape == (6, 4)
     labels = data.labels("val")
     assert labels.dtype == torch.float64 and labels.shape == (6, 20)
-    x = parts.scenario.features(net, "user_positions")
-    assert x.shape == (6, 40) and bool((x >= 0).all() and (x < 1).all())
+    made = features.compute(("user_positions", "problem_gains"), parts.scenario, net, lambda: problem)
+    positions, gains = made["user_positions"], made["problem_gains"]
+    side = parts.scenario.config.area_side
+    assert positions.shape == (6, 20, 2) and bool((positions >= 0).all() and (positions < side).all())
+    assert torch.equal(positions.view(6, 4, 5, 2), net["user_positions"])  # UE k of cell l in row l·K + k
+    # the problem's gains times each UE's even share of its BS's budget over the noise, in dB
+    share, noise = run.scenario.p_max / 5, run.scenario.noise_power
+    expected = 10 * torch.log10(
+        torch.stack([problem.signal_gain, problem.interference_gain], -1) * share / noise
+    )
+    floor = expected.isinf()  # zero gains: every signal gain off the diagonal (and any clipped to 0)
+    torch.testing.assert_close(gains[~floor], expected[~floor])
+    assert bool((gains[floor] == GAIN_FLOOR_DB).all())
+    assert bool(floor[..., 0][:, ~torch.eye(20, dtype=torch.bool)].all())
 
 
 @pytest.mark.parametrize(

@@ -45,11 +45,9 @@ def test_gaussian_ic_registered_and_shapes():
     assert net["gains"].dtype == torch.float64
     assert net.params == {"noise_power": 0.5, "p_max": 2.0}
     assert len(net) == 5
-    features = scenario.features(net, "channel_magnitudes")
-    assert features.shape == (5, 7, 7)
-    torch.testing.assert_close(features**2, net["gains"])
-    with pytest.raises(ValueError, match="channel_magnitudes"):
-        scenario.features(net, "positions")
+    assert scenario.geometry() is None  # no positions
+    with pytest.raises(NotImplementedError, match="no positions"):
+        scenario.user_positions(net)
 
 
 def test_gaussian_ic_gains_are_unit_mean_exponential():
@@ -264,8 +262,15 @@ def test_imac_paper_sizes(n_cells, k):
     for t in net.tensors.values():
         assert t.dtype == torch.float64 and t.isfinite().all()
     assert (net["bs_gains"] > 0).all()
-    assert scenario.features(net, "channel_magnitudes").shape == (6, n_cells, k)
-    torch.testing.assert_close(scenario.features(net, "channel_magnitudes") ** 2, net["bs_gains"])
+    geometry = scenario.geometry()  # the hexagonal cells: each user in the cell of its serving BS
+    torch.testing.assert_close(geometry.sites, hex_bs_positions(n_cells, 200.0))
+    assert torch.equal(geometry.user_site, torch.tensor(net.params["serving_cell"]))
+    assert geometry.scale == 200.0 and not geometry.wrap
+    assert torch.equal(scenario.user_positions(net), net["user_positions"])
+    own = net["distances"][:, geometry.user_site, torch.arange(k)]
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(net["user_positions"] - geometry.sites[geometry.user_site], dim=-1), own
+    )
     assert net.params["num_cells"] == n_cells
     assert len(net.params["bs_positions"]) == n_cells
     assert net.params["p_max"] == 1.0 and net.params["noise_power"] == 1.0

@@ -37,6 +37,11 @@ def even_split(budget: Tensor, group: Tensor) -> Tensor:
     return (budget / count)[..., group]
 
 
+# the floor of gains_db (dB over the noise at full share): a gain of 0 (a beam that does not exist, a
+# variable that does not reach a user) sits exactly here, far below any real link
+GAIN_FLOOR_DB = -100.0
+
+
 def project_onto_budgets(p: Tensor, group: Tensor, budget: Tensor) -> Tensor:
     """Clip negative powers, then scale each over-budget group down onto its budget.
 
@@ -164,6 +169,17 @@ class PowerControlProblem(BatchedProblem):
         if torch.count_nonzero(self.signal_gain) != torch.count_nonzero(a):
             raise ValueError("needs a diagonal signal_gain (user k is served by variable k only)")
         return a
+
+    def gains_db(self) -> Tensor:
+        """``[batch, num_users, num_vars, 2]``: the signal (``[..., 0]``) and interference (``[..., 1]``)
+        gain of every variable at every user, times the variable's even share of its group's budget,
+        over the user's noise, in dB: the SNR each variable would give alone at its share of the
+        budget. Floored at :data:`GAIN_FLOOR_DB`, where a gain of 0 lies. Dimensionless: scaling the
+        budgets and the noise alike changes nothing."""
+        share = even_split(self.budget, self.group)  # [batch, num_vars]
+        scale = share[:, None, :] / self.noise[:, :, None]
+        gains = torch.stack([self.signal_gain, self.interference_gain], dim=-1) * scale[..., None]
+        return 10 * torch.log10(gains.clamp_min(10 ** (GAIN_FLOOR_DB / 10)))
 
     def user_power(self, p: Tensor) -> Tensor:
         """Power spent on each user, ``Σ_{v: owner_v = u} p_v``, ``[batch, num_users]``."""

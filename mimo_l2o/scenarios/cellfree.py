@@ -19,14 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mimo_l2o.components import Network, Scenario, ScenarioConfig
+from mimo_l2o.components import Geometry, Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import standard_normal_from_uniform
-
-# floor of the ``mrt_gains`` feature in dB relative to the noise: a beam that does not exist (AP ``l``
-# does not serve UE ``j``) has gain 0 and sits exactly here, far below any real link (> 0 dB at 100 m)
-MRT_GAINS_FLOOR_DB = -60.0
 
 
 def ap_grid(num_aps: int, side: float) -> Tensor:
@@ -117,7 +113,6 @@ class CellFree(Scenario):
             require(self.shadowing_db >= 0, "shadowing_db", f"must be >= 0, got {self.shadowing_db}")
 
     tensors = ("channels", "beta", "serves", "user_positions")
-    provides = ("large_scale_gains", "mrt_gains")
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks from ``generator`` (CPU); see the class docstring."""
@@ -146,17 +141,12 @@ class CellFree(Scenario):
             params={"noise_power": float(cfg.noise_power), "p_max": float(cfg.p_max), "num_aps": nl},
         )
 
-    def features(self, network: Network, name: str) -> Tensor:
-        """Learner inputs: ``large_scale_gains [n, L, K]`` (``β_lk`` in dB) or ``mrt_gains [n, L, K, K]``, the
-        MRT effective gains ``G_l[k, j]`` of :func:`mimo_l2o.precoders.mrt.mrt_gains` in dB relative to the
-        noise power (what each AP knows: the node features of the GNN), floored at
-        :data:`MRT_GAINS_FLOOR_DB` (−60 dB), where the beams of unserved pairs lie."""
-        if name == "mrt_gains":
-            from mimo_l2o.precoders.mrt import mrt_gains
+    def geometry(self) -> Geometry:
+        """The APs on their grid (:func:`ap_grid`), UEs in no cell (every AP may serve every UE), positions
+        divided by the side of the area; no wrap-around."""
+        cfg = self.config
+        return Geometry(ap_grid(cfg.num_aps, cfg.side), None, scale=cfg.side, wrap=False)
 
-            gains = mrt_gains(network["channels"]) * network["serves"][:, :, None, :]
-            floor = 10 ** (MRT_GAINS_FLOOR_DB / 10)
-            return 10 * torch.log10((gains / network.params["noise_power"]).clamp_min(floor))
-        if name == "large_scale_gains":
-            return 10 * torch.log10(network["beta"])
-        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")
+    def user_positions(self, network: Network) -> Tensor:
+        """``[n, K, 2]``: each UE's (x, y) in metres, in ``[0, side)²``."""
+        return network["user_positions"]

@@ -20,7 +20,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-from mimo_l2o.components import Network, Scenario, ScenarioConfig
+from mimo_l2o.components import Geometry, Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import standard_normal_from_uniform
@@ -218,7 +218,6 @@ class Cellular(Scenario):
             return self.grid * self.cell_side
 
     tensors = ("user_positions", "beta", "theta")
-    provides = ("user_positions",)
 
     def bs_positions(self) -> Tensor:
         """``[L, 2]`` BS positions (cell centres) in metres; cell ``l`` is row ``l // √L``, column
@@ -289,12 +288,16 @@ class Cellular(Scenario):
             },
         )
 
-    def features(self, network: Network, name: str) -> Tensor:
-        """Learner inputs.
+    def geometry(self) -> Geometry:
+        """BS ``l`` at the centre of cell ``l`` (:meth:`bs_positions`), UE ``l·K + k`` in cell ``l``,
+        positions divided by the side of the wrapped area ``√L · cell_side``, distances wrapping
+        around it."""
+        cfg = self.config
+        cells = torch.arange(cfg.num_cells).repeat_interleave(cfg.num_users)
+        return Geometry(self.bs_positions(), cells, scale=cfg.area_side, wrap=True)
 
-        ``user_positions``: the 2KL UE coordinates divided by the area side, ``[n, L·K·2]`` in
-        ``[0, 1)`` (Sanguinetti et al. 2018, Section IV).
-        """
-        if name == "user_positions":
-            return network["user_positions"].flatten(1) / self.config.area_side
-        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")
+    def user_positions(self, network: Network) -> Tensor:
+        """``[n, L·K, 2]``: the (x, y) of UE ``k`` of cell ``l`` in row ``l·K + k``, in metres, in
+        ``[0, √L · cell_side)²``."""
+        positions = network["user_positions"]
+        return positions.reshape(positions.shape[0], -1, 2)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from mimo_l2o.components import Network, Scenario, ScenarioConfig
 from mimo_l2o.registry import SCENARIOS
@@ -59,7 +58,6 @@ class GaussianIC(Scenario):
         seed: int = 0
 
     tensors = ("gains",)
-    provides = ("channel_magnitudes",)
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks from ``generator`` (a CPU generator).
@@ -77,13 +75,3 @@ class GaussianIC(Scenario):
             tensors={"gains": gains},
             params={"noise_power": float(self.config.noise_power), "p_max": float(self.config.p_max)},
         )
-
-    def features(self, network: Network, name: str) -> Tensor:
-        """Learner inputs.
-
-        ``channel_magnitudes``: ``|h_kj| = sqrt(gains)``, ``[n, K, K]``, the K² inputs of the
-        DNN of Sun et al. (2018), Section V.A.
-        """
-        if name == "channel_magnitudes":
-            return network["gains"].sqrt()
-        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")

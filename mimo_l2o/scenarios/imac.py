@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mimo_l2o.components import Network, Scenario, ScenarioConfig
+from mimo_l2o.components import Geometry, Network, Scenario, ScenarioConfig
 from mimo_l2o.errors import require
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import exponential_from_uniform, standard_normal_from_uniform
@@ -179,7 +179,6 @@ class IMAC(Scenario):
 
     # stored in the cache; ``distances`` (as large as ``bs_gains``) is returned for inspection only
     tensors = ("bs_gains", "user_positions")
-    provides = ("channel_magnitudes",)
 
     def bs_positions(self) -> Tensor:
         """``[N, 2]`` BS positions in metres (float64), spacing ``2R``."""
@@ -247,12 +246,12 @@ class IMAC(Scenario):
             },
         )
 
-    def features(self, network: Network, name: str) -> Tensor:
-        """Learner inputs.
+    def geometry(self) -> Geometry:
+        """The hexagonal layout: BS ``n`` at :meth:`bs_positions`, user ``k`` in cell ``k // (K/N)``,
+        positions divided by the BS spacing ``2R``; no wrap-around."""
+        cfg = self.config
+        return Geometry(self.bs_positions(), self.user_cells(), scale=2 * cfg.cell_radius, wrap=False)
 
-        ``channel_magnitudes``: ``sqrt(bs_gains)``, ``[n, N, K]``: each BS's channel magnitudes to
-        all users, the N·K inputs of the DNN of Sun et al. (2018), Section V.A.
-        """
-        if name == "channel_magnitudes":
-            return network["bs_gains"].sqrt()
-        raise ValueError(f"unknown feature '{name}'; {self.name} provides: {', '.join(self.provides)}")
+    def user_positions(self, network: Network) -> Tensor:
+        """``[n, K, 2]``: each user's (x, y) in metres."""
+        return network["user_positions"]

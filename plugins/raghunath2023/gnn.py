@@ -1,22 +1,25 @@
-"""The GNN of Raghunath, Peng & Jorswieck (2023), Section III: message passing over the APs (eq. 10)
-whose message and update functions are SINRnets (eq. 11).
+"""The GNN of Raghunath, Peng & Jorswieck (2023), Section III: message passing over the transmitters
+(eq. 10) whose message and update functions are SINRnets (eq. 11).
 
-Every AP ``l`` is a node whose features live on the entries ``(k, j)`` of its ``K × K`` effective-gain
-matrix (``G_l[k, j]``: receiving UE ``k``, beam for UE ``j``). A SINRnet layer maps each entry's
-features with four sets of weights, one per category of the entry's neighbours in the SINR expression,
-and averages each category:
+Every node ``g`` (a budget group: an AP in cell-free, a BS in cellular, a link in the interference
+channel) has features on the entries ``(u, s)`` of its ``U × S`` gain matrix: the gain of its slot
+``s`` (the power variable of one user) at receiving user ``u``; in cell-free this is AP ``l``'s
+``K × K`` matrix ``G_l[k, j]`` (receiving UE ``k``, beam for UE ``j``). A SINRnet layer maps each
+entry's features with four sets of weights, one per category of the entry's neighbours in the SINR
+expression, and averages each category:
 
-1. the entry itself, ``(k, j)``;
-2. the same row, ``(k, j')`` with ``j' ≠ j`` (for ``j = k``: the interference UE ``k`` receives);
-3. the same column, ``(k', j)`` with ``k' ≠ k`` (for ``j = k``: the interference UE ``k``'s beam causes);
-4. every other entry, ``(k', j')`` with ``k' ≠ k``, ``j' ≠ j``.
+1. the entry itself, ``(u, s)``;
+2. the same row, ``(u, s')`` with ``s' ≠ s`` (for ``u``'s own slot: the interference ``u`` receives
+   from this node);
+3. the same column, ``(u', s)`` with ``u' ≠ u`` (for the owner's row: the interference the slot's beam
+   causes);
+4. every other entry, ``(u', s')`` with ``u' ≠ u``, ``s' ≠ s``.
 
-``F'[k, j] = concat_c mean_{(k', j') ∈ S_c(k, j)} ReLU(W_c F[k', j'] + b_c)``; relabelling the UEs
-(rows and columns alike) relabels the output the same way. A round of message passing,
-``x_i' = γ(x_i, mean_{j ∈ N(i)} φ(x_j))``, has each AP compute its message once and broadcast it; mean
-aggregation and weights shared by all APs make it equivariant to relabelling the APs. The graph is
-complete unless an adjacency mask says otherwise (user-centric association). Dense batched tensors
-throughout: ``[B, L, K, K, D]``.
+``F'[u, s] = concat_c mean_{(u', s') ∈ S_c(u, s)} ReLU(W_c F[u', s'] + b_c)``; relabelling the users
+(rows, and the slots they own, alike) relabels the output the same way. A round of message passing,
+``x_i' = γ(x_i, mean_{j ∈ N(i)} φ(x_j))``, has each node compute its message once and broadcast it; mean
+aggregation and weights shared by all nodes make it equivariant to relabelling the nodes. The graph is
+complete unless an adjacency mask says otherwise. Dense batched tensors throughout: ``[B, G, U, S, D]``.
 """
 
 from __future__ import annotations
@@ -26,40 +29,45 @@ from torch import Tensor, nn
 
 
 class SINRLayer(nn.Module):
-    """One SINRnet layer (eq. 11): ``[..., K, K, in] → [..., K, K, 4·width]``.
+    """One SINRnet layer (eq. 11): ``[..., U, S, in] → [..., U, S, 4·width]``.
 
     The four categories' ``W_c, b_c`` are one linear map to ``4·width`` features; block ``c`` of
     ``z = ReLU(W f + b)`` is then averaged over category ``c``. Written as
     ``z ⊙ coef + (row sums)·c_row + (column sums)·c_col + (total)·c_total`` with per-block coefficients,
     which averages every block over its category in five passes over the entries: the layer is bound by
     memory traffic, not by its matrix product, and splitting the blocks and concatenating their means
-    made a whole training step 1.6x slower. An empty category (``K = 1``) contributes 0.
+    made a whole training step 1.6x slower. An empty category (one slot, or one user) contributes 0.
     """
 
     def __init__(self, in_features: int, width: int):
         super().__init__()
         self.width = width
         self.linear = nn.Linear(in_features, 4 * width)  # the four categories' W_c, b_c at once
-        # coefficients [4 terms (z, row sums, column sums, total), 4 blocks] = unit + a·per_row + b·per_rest,
-        # a = 1/(K − 1), b = 1/(K − 1)²; with a = b = 0 (K = 1) only the entry itself remains (the other
-        # categories are empty: 0). Buffers (not saved), so they follow the module's device.
+        # coefficients [4 terms (z, row sums, column sums, total), 4 blocks]
+        # = unit + r·per_row + c·per_column + r·c·per_rest, r = 1/(S − 1), c = 1/(U − 1); with r = 0 (one
+        # slot) or c = 0 (one user) the empty categories contribute 0. Buffers (not saved), so they
+        # follow the module's device.
         unit = torch.zeros(4, 4)
         unit[0, 0] = 1.0
-        per_row = torch.tensor([[0.0, -1, -1, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+        per_row = torch.tensor([[0.0, -1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+        per_column = torch.tensor([[0.0, 0, -1, 0], [0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
         per_rest = torch.tensor([[0.0, 0, 0, 1], [0, 0, 0, -1], [0, 0, 0, -1], [0, 0, 0, 1]])
         self.register_buffer("unit", unit, persistent=False)
         self.register_buffer("per_row", per_row, persistent=False)
+        self.register_buffer("per_column", per_column, persistent=False)
         self.register_buffer("per_rest", per_rest, persistent=False)
 
-    def _coefficients(self, k: int, like: Tensor) -> tuple[Tensor, ...]:
-        """Per-feature coefficients ``[4·width]`` of ``z``, its row sums, column sums and total."""
-        a = 1.0 / (k - 1) if k > 1 else 0.0
-        coef = self.unit + a * self.per_row + (a * a) * self.per_rest
+    def _coefficients(self, rows: int, columns: int, like: Tensor) -> tuple[Tensor, ...]:
+        """Per-feature coefficients ``[4·width]`` of ``z``, its row sums, column sums and total, for a
+        ``rows × columns`` matrix of entries."""
+        r = 1.0 / (columns - 1) if columns > 1 else 0.0  # a row's other entries
+        c = 1.0 / (rows - 1) if rows > 1 else 0.0  # a column's other entries
+        coef = self.unit + r * self.per_row + c * self.per_column + (r * c) * self.per_rest
         return tuple(coef.to(like).repeat_interleave(self.width, dim=1).unbind(0))
 
     def forward(self, f: Tensor) -> Tensor:
         z = torch.relu(self.linear(f))
-        coef, c_row, c_col, c_total = self._coefficients(z.shape[-2], z)
+        coef, c_row, c_col, c_total = self._coefficients(z.shape[-3], z.shape[-2], z)
         row = z.sum(-2, keepdim=True)  # Σ_j' z[k, j'] → [..., K, 1, F]
         col = z.sum(-3, keepdim=True)  # Σ_k' z[k', j] → [..., 1, K, F]
         total = row.sum(-3, keepdim=True)
@@ -86,9 +94,9 @@ class SINRNet(nn.Module):
 
 
 def neighbour_mean(messages: Tensor, adjacency: Tensor | None) -> Tensor:
-    """``messages [B, L, K, K, D]`` → for each AP ``i`` the mean of its neighbours' messages; the
-    complete graph without self-loops by default, else ``adjacency [B, L, L]`` (bool, ``[b, i, j]``: ``j``
-    sends to ``i``). An AP without neighbours gets 0."""
+    """``messages [B, G, U, S, D]`` → for each node ``i`` the mean of its neighbours' messages; the
+    complete graph without self-loops by default, else ``adjacency [B, G, G]`` (bool, ``[b, i, j]``: ``j``
+    sends to ``i``). A node without neighbours gets 0."""
     b, nl = messages.shape[:2]
     if adjacency is None:
         if nl == 1:
@@ -100,10 +108,10 @@ def neighbour_mean(messages: Tensor, adjacency: Tensor | None) -> Tensor:
     return (torch.bmm(weight, flat) / count[..., None]).view_as(messages)
 
 
-class APGraphNet(nn.Module):
-    """Rounds of eq. (10) on node features ``[B, L, K, K, in]``, then the diagonal of a final linear
-    read-out: ``outputs`` values per (AP, UE), ``[B, L, K]`` (or ``[B, L, K, outputs]`` when
-    ``outputs > 1``).
+class GroupGraphNet(nn.Module):
+    """Rounds of eq. (10) on node features ``[B, G, U, S, in]``, then a final linear read-out at each
+    slot's own entry ``(rows[g, s], s)`` (the row of the user the slot's power is for): ``outputs``
+    values per (node, slot), ``[B, G, S]`` (or ``[B, G, S, outputs]`` when ``outputs > 1``).
 
     Each round ``r``: ``m_j = φ_r(x_j)``, ``x_i ← γ_r(concat(x_i, mean_{j∈N(i)} m_j, x_i⁰))`` (the input
     features are fed to every round, a skip connection).
@@ -121,10 +129,14 @@ class APGraphNet(nn.Module):
             size = hidden
         self.readout = nn.Linear(size, outputs)
 
-    def forward(self, x0: Tensor, adjacency: Tensor | None = None) -> Tensor:
+    def forward(self, x0: Tensor, rows: Tensor, adjacency: Tensor | None = None) -> Tensor:
+        """``x0 [B, G, U, S, in]``, ``rows [G, S]`` (long): the row of each slot's own entry."""
         x = x0
         for phi, gamma in zip(self.phi, self.gamma, strict=True):
             incoming = neighbour_mean(phi(x), adjacency)
             x = gamma(torch.cat([x, incoming, x0], dim=-1))
-        out = self.readout(x).diagonal(dim1=-3, dim2=-2).transpose(-1, -2)  # [B, L, K, outputs]
+        out = self.readout(x)  # [B, G, U, S, outputs]
+        b, g, _, s, d = out.shape
+        index = rows[None, :, None, :, None].expand(b, g, 1, s, d)
+        out = out.gather(2, index).squeeze(2)  # [B, G, S, outputs]
         return out.squeeze(-1) if self.outputs == 1 else out

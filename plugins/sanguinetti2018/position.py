@@ -19,9 +19,13 @@ training-set statistics (``standardize``), and the final decision is the feasibl
 positions in that cell's own frame (:class:`CellFrames`): ``L`` times the training examples per
 sample, and equivariant to translations of the whole layout by whole cells on the torus.
 
-Features: ``user_positions`` ``[n, L·K·2]`` (UE ``k`` of cell ``l``, (x, y), divided by the side of the
-whole wrapped area); BS ``l`` sits at ``((l % g + 0.5) / g, (l // g + 0.5) / g)``, ``g = √L``. Power
-variables are ordered ``l·K + k``.
+Features: ``user_positions`` ``[n, L·K, 2]`` (UE ``k`` of cell ``l`` in row ``l·K + k``), divided by the
+scenario's length ``Geometry.scale`` (cellular: the side of the whole wrapped area, so coordinates lie
+in ``[0, 1)`` and BS ``l`` at ``((l % g + 0.5) / g, (l // g + 0.5) / g)``, ``g = √L``). Any scenario whose
+users each belong to a cell of ``K`` (``Geometry.user_site``), with one power variable per user and
+budget groups inside cells, is read the same way: cellular massive MIMO (one budget per cell) and the
+IMAC (one budget per user; each cell's powers are then divided by the sum of its users' budgets).
+Distances wrap around only where the scenario's do (``Geometry.wrap``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
-from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, TrainConfig
+from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, Schedule, TrainConfig
 from mimo_l2o.problems.power_control import FeasiblePower, project_onto_budgets
 
 FEATURE = "user_positions"
@@ -66,32 +70,67 @@ class RelativeMSE(str, Enum):
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CellLayout:
-    """``L`` cells on a ``g × g`` grid with ``K`` UEs each, from a :class:`LearnerSpec`."""
+    """``L`` cells with ``K`` users each, their sites and budgets, from a :class:`LearnerSpec`.
+
+    Parameters
+    ----------
+    num_cells, num_users : int
+        ``L`` and the users per cell ``K``; user ``l·K + k`` is UE ``k`` of cell ``l``.
+    sites : Tensor ``[L, 2]``
+        Each cell's BS in units of the geometry's scale.
+    cell_budget : Tensor ``[L]``
+        The sum of the budgets of each cell's users (the cell's one budget in cellular massive MIMO):
+        what the networks' outputs are fractions of.
+    wrap : bool
+        Offsets wrap around the unit torus (cells on a ``√L × √L`` grid).
+    scale : float
+        The geometry's length (metres) that positions are divided by.
+    """
 
     num_cells: int
     num_users: int
-
-    @property
-    def grid(self) -> int:
-        return math.isqrt(self.num_cells)
+    sites: Tensor
+    cell_budget: Tensor
+    wrap: bool
+    scale: float
 
     @classmethod
     def from_spec(cls, spec: LearnerSpec) -> CellLayout:
-        nl = int(spec.problem.num_groups)
-        require(nl >= 1, "scenario", "the learner needs at least one cell (budget group)")
-        require(math.isqrt(nl) ** 2 == nl, "scenario.num_cells", f"must be a perfect square (grid), got {nl}")
+        geometry, problem = spec.geometry, spec.problem
+        require(geometry is not None, "scenario", "the position learners need a scenario with positions")
+        require(geometry.user_site is not None, "scenario", "the position learners need users in cells")
+        site = geometry.user_site.cpu().long()
+        nl, users = len(geometry.sites), len(site)
+        require(users % nl == 0, "scenario", f"{users} users do not split into {nl} cells of equal size")
+        k = users // nl
         require(
-            spec.problem.num_vars % nl == 0,
+            torch.equal(site, torch.arange(nl).repeat_interleave(k)),
             "scenario",
-            f"{spec.problem.num_vars} powers do not split into {nl} cells",
+            "users must be ordered l·K + k, K per cell",
         )
-        k = spec.problem.num_vars // nl
-        expected = torch.arange(nl).repeat_interleave(k)
         require(
-            torch.equal(spec.problem.group.cpu().long(), expected),
+            problem.num_vars == users and problem.owner is None,
             "scenario",
-            "power variables must be ordered l·K + k with one budget group per cell",
+            f"the position learners need one power variable per user, got {problem.num_vars} for {users}",
         )
+        group = problem.group.cpu().long()
+        group_cell = torch.full((problem.num_groups,), -1).scatter_reduce(0, group, site, "amax")
+        require(
+            torch.equal(group_cell[group], site),
+            "scenario",
+            "every budget group must lie within one cell",
+        )
+        cell_budget = torch.zeros(nl).index_add_(0, group_cell, problem.budget[0].float().cpu())
+        sites = geometry.sites.double() / geometry.scale
+        if geometry.wrap:
+            g = math.isqrt(nl)
+            idx = torch.arange(nl)
+            grid = (torch.stack([idx % g, idx // g], dim=1).double() + 0.5) / g
+            require(
+                g * g == nl and torch.allclose(sites, grid),
+                "scenario",
+                "wrapped distances need the cells on a sqrt(L) x sqrt(L) grid",
+            )
         shape = spec.input_shapes.get(FEATURE)
         require(shape is not None, "scenario", f"the learner needs the feature '{FEATURE}'")
         require(
@@ -99,17 +138,26 @@ class CellLayout:
             "scenario",
             f"'{FEATURE}' has shape {tuple(shape)}; expected {2 * nl * k} = 2·L·K coordinates",
         )
-        return cls(nl, k)
+        return cls(nl, k, sites, cell_budget, bool(geometry.wrap), float(geometry.scale))
+
+    @property
+    def grid(self) -> int:
+        return math.isqrt(self.num_cells)
 
     def bs_positions(self) -> Tensor:
-        """``[L, 2]`` BS positions in area units: cell ``l`` at column ``l % g``, row ``l // g``."""
-        g, idx = self.grid, torch.arange(self.num_cells)
-        return (torch.stack([idx % g, idx // g], dim=1).double() + 0.5) / g
+        """``[L, 2]`` BS positions in units of the scale (cellular: cell ``l`` at column ``l % g``, row
+        ``l // g`` of the unit square)."""
+        return self.sites
 
     def cell_order(self) -> Tensor:
-        """``[L, L]``: row ``j`` lists the cells by their grid offset from cell ``j`` (the ``m``-th
-        entry is the cell at ``(col_j + m % g, row_j + m // g)`` mod ``g``), so ``j`` itself comes first."""
-        g, idx = self.grid, torch.arange(self.num_cells)
+        """``[L, L]``: row ``j`` lists the cells as cell ``j`` sees them, ``j`` itself first. On a wrapped
+        grid by their grid offset from cell ``j`` (the ``m``-th entry is the cell at
+        ``(col_j + m % g, row_j + m // g)`` mod ``g``), so that every cell sees the same layout; otherwise
+        the other cells in index order."""
+        idx = torch.arange(self.num_cells)
+        if not self.wrap:
+            return torch.stack([torch.cat([idx[j : j + 1], idx[idx != j]]) for j in range(self.num_cells)])
+        g = self.grid
         col, row = idx % g, idx // g
         return ((col[:, None] + col[None, :]) % g) + g * ((row[:, None] + row[None, :]) % g)
 
@@ -124,16 +172,17 @@ class CellFrames(nn.Module):
     (:attr:`step_width`).
 
     ``shared=False``: ``C = 1``, every cell's network sees the same input. ``shared=True``: ``C = L``;
-    cell ``j``'s frame has BS ``j`` at the origin and the cells reordered by their grid offset from
-    ``j`` (:meth:`CellLayout.cell_order`), own cell first.
+    cell ``j``'s frame has BS ``j`` at the origin and the cells reordered as cell ``j`` sees them
+    (:meth:`CellLayout.cell_order`), own cell first.
 
-    ``features``: ``coordinates`` gives each UE's (x, y), in cell ``j``'s frame translated with
-    wrap-around, ``x' = ((x − bs_j + 0.5) mod 1) − 0.5``. ``polar`` gives, for each UE and each BS
-    ``m`` (in the frame's cell order), the wrapped offset ``δ = ((x − bs_m + 0.5) mod 1) − 0.5`` as
-    ``(log ‖δ‖, δ_y / ‖δ‖)``: the log distance, in which the path loss is linear, and the sine of the
-    angle, the ULA's spatial frequency, which sets the correlation and so who contaminates whom (the
-    cosine adds nothing the model uses: it enters as cos² = 1 − sin²). The offsets are those of the
-    scenario's gains (the nearest wrapped copy); the input is still the positions alone.
+    ``features``: ``coordinates`` gives each UE's (x, y), in cell ``j``'s frame translated (with
+    wrap-around where the layout wraps, ``x' = ((x − bs_j + 0.5) mod 1) − 0.5``). ``polar`` gives, for
+    each UE and each BS ``m`` (in the frame's cell order), the (wrapped) offset
+    ``δ = ((x − bs_m + 0.5) mod 1) − 0.5`` as ``(log ‖δ‖, δ_y / ‖δ‖)``: the log distance, in which the
+    path loss is linear, and the sine of the angle, the ULA's spatial frequency, which sets the
+    correlation and so who contaminates whom (the cosine adds nothing the model uses: it enters as
+    cos² = 1 − sin²). The offsets are those of the scenario's gains (the nearest wrapped copy); the
+    input is still the positions alone.
     """
 
     def __init__(self, layout: CellLayout, shared: bool, features: InputFeatures = InputFeatures.coordinates):
@@ -167,7 +216,9 @@ class CellFrames(nn.Module):
             return x.unsqueeze(0)
         pos = x.view(x.shape[0], self.layout.num_cells, self.layout.num_users, 2)
         # every UE against every BS once ([B, L, K, L(BS), 2]); the frames only pick and reorder them
-        delta = torch.remainder(pos[:, :, :, None, :] - self.bs + 0.5, 1.0) - 0.5
+        delta = pos[:, :, :, None, :] - self.bs
+        if self.layout.wrap:  # the nearest copy on the unit torus
+            delta = torch.remainder(delta + 0.5, 1.0) - 0.5
         if self.features == InputFeatures.polar:
             r = torch.linalg.vector_norm(delta, dim=-1, keepdim=True).clamp_min(1e-6)
             delta = torch.cat([r.log(), delta[..., 1:] / r], dim=-1)  # (log r, sin θ)
@@ -471,13 +522,14 @@ class PositionLSTM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Learners
 # ---------------------------------------------------------------------------------------------
-def _adam(lr: float, batch_size: int, max_epochs: int, patience: int) -> TrainConfig:
+def _adam(lr: float, batch_size: int, max_epochs: int, patience: int, **schedule) -> TrainConfig:
     return TrainConfig(
         optimizer=OptimizerName.adam,
         lr=lr,
         batch_size=batch_size,
         max_epochs=max_epochs,
         early_stopping_patience=patience,
+        **schedule,
     )
 
 
@@ -543,14 +595,18 @@ class PositionMLPConfig(_PositionConfig):
     use_sum : bool
         Final decision from the predicted sum: the ``K`` powers (clamped at 0) scaled to add up to the
         predicted sum clamped to ``[0, budget]``; off: the ``K`` outputs as they are.
-    shared, loss, standardize
+    shared, loss, standardize, ...
         As in :class:`_PositionConfig`.
+    train : TrainConfig
+        The shared loop's settings: Adam (the paper) from 3e-3, halved after 3 epochs without a better
+        validation loss, batch 128, at most 200 epochs, stopping after 10 without a better one (the
+        paper tuned these "by trial and error" and gives none).
     """
 
     hidden: list[int] = field(default_factory=lambda: [64, 32, 32, 16])
     k_layer: bool = True
     use_sum: bool = True
-    train: TrainConfig = field(default_factory=lambda: _adam(3e-3, 128, 60, 10))
+    train: TrainConfig = field(default_factory=lambda: _adam(3e-3, 128, 200, 10))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -589,14 +645,32 @@ class PositionLSTMConfig(_PositionConfig):
     pilot_shifts : int
         The decision averages the network's outputs over this many cyclic relabelings of the pilots,
         capped at ``K`` (:class:`PositionLSTM`); 1: the network alone.
+    shared, train_on, temperature, permute_users, features
+        As in :class:`_PositionConfig`, with other defaults than the MLP's (the paper's Table IV network
+        is per cell on coordinates, trained on the labels): one shared network on polar features, the
+        pilots renamed at random in training and averaged over 4 renamings in the decision, trained on
+        the labels for 8 epochs, then on the max-min soft minimum of temperature 50
+        (``plugins/sanguinetti2018/README.md``).
+    train : TrainConfig
+        Adam from 3e-3 decaying exponentially to 3e-5 over 105 epochs of batch 128, stopping after 20
+        epochs without a better validation loss.
     """
 
     lstm: list[int] = field(default_factory=lambda: [256, 128])
     dense: list[int] = field(default_factory=lambda: [64])
     sequence: LSTMSequence = LSTMSequence.single
-    output: PowerOutput = PowerOutput.relu
-    pilot_shifts: int = 1
-    train: TrainConfig = field(default_factory=lambda: _adam(1e-3, 256, 100, 10))
+    output: PowerOutput = PowerOutput.log
+    pilot_shifts: int = 4
+    shared: bool = True
+    train_on: TrainOn = TrainOn.objective
+    temperature: float = 50.0
+    permute_users: bool = True
+    features: InputFeatures = InputFeatures.polar
+    train: TrainConfig = field(
+        default_factory=lambda: _adam(
+            3e-3, 128, 105, 20, schedule=Schedule.exponential, min_lr=3e-5, lr_patience=5
+        )
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -629,19 +703,28 @@ class _PositionLearner(Learner):
     def uses_problems(self) -> bool:
         return self.on_objective
 
-    def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        return features[FEATURE].flatten(1).float()
+    @classmethod
+    def refuses(cls, scenario, precoder) -> str | None:
+        geometry = scenario.geometry()
+        if geometry is not None and geometry.user_site is None:
+            return (
+                f"learner={cls.name} maps the positions to each cell's powers, but scenario={scenario.name} "
+                "puts its users in no cell (every site may serve every user, one power per user and site)"
+            )
+        return None
 
-    def finalize(self) -> nn.Module:
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """Positions ``[B, U, 2]`` (m) → ``[B, 2U]`` divided by the geometry's scale."""
+        return features[FEATURE].flatten(1).float() / self.layout.scale
+
+    def finalize(self, score=None) -> nn.Module:
         """The feasible projection onto budgets ``(1 − 1e-5) p_max``, so that float32 rounding never
         leaves a cell above ``p_max``."""
         return FeasiblePower(self.spec.problem.group, self.spec.problem.budget[0] * (1 - BUDGET_MARGIN))
 
     def targets(self, labels: Tensor) -> Tensor:
         """Labels ``[B, L·K]`` (W) → what :meth:`outputs` of the model predicts, ``[B, L, K(+1)]``."""
-        return cell_targets(
-            labels.float(), self.spec.problem.budget[0].to(labels.device).float(), self.with_sum
-        )
+        return cell_targets(labels.float(), self.layout.cell_budget.to(labels.device), self.with_sum)
 
     def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The loss against the solver's powers."""
@@ -683,7 +766,7 @@ class PositionMLPLearner(_PositionLearner):
         self.start(generator)
         return PositionMLP(
             self.layout,
-            self.spec.problem.budget[0],
+            self.layout.cell_budget,
             list(cfg.hidden),
             cfg.k_layer,
             cfg.shared,
@@ -712,7 +795,7 @@ class PositionLSTMLearner(_PositionLearner):
         self.start(generator)
         return PositionLSTM(
             self.layout,
-            self.spec.problem.budget[0],
+            self.layout.cell_budget,
             list(cfg.lstm),
             list(cfg.dense),
             LSTMSequence(cfg.sequence) == LSTMSequence.single,

@@ -1,14 +1,20 @@
-"""The DNN of Sun et al. (2018), "Learning to optimize": a fully connected network that learns
-WMMSE's power allocation from channel magnitudes (Section IV, Fig. 4).
+"""The DNN of Sun et al. (2018), "Learning to optimize": a fully connected network that learns a
+solver's power allocation from the channel gains (Section IV, Fig. 4).
 
-* input: the magnitudes |h_kj| (K² values for the interference channel, N·K for the IMAC);
+* input: the magnitude of every entry of the problem's gains, ``√((s_uv + i_uv) · share_v / σ²_u)``
+  for user ``u`` and power variable ``v`` (the ``problem_gains`` feature): the paper's ``|h_kj|`` for the
+  interference channel (``P_max = σ² = 1``), K² values; U·V on any power-control problem (the IMAC's
+  K × K gains repeat each BS's row for every user it serves, where the paper feeds the N·K distinct
+  ones; cellular and cell-free gains are the precoder's effective gains);
 * hidden: three layers of 200 ReLU units;
-* output: y = min(max(x, 0), P_max) (eq. 16), one power per user;
-* loss: MSE to the WMMSE powers; RMSprop with decay 0.9, learning rate 1e-3 reduced when the
+* output: y = min(max(x, 0), P_max) (eq. 16), one power per variable, capped at its group's budget;
+* loss: MSE to the solver's powers; RMSprop with decay 0.9, learning rate 1e-3 reduced when the
   validation loss stops improving, batch 1000, early stopping on the validation set;
 * initial weights: truncated normal (|z| <= 2, redrawn otherwise) divided by sqrt(fan-in);
 * final decision: each output rounded to {0, P_max} at P_max / 2 (Section V.C), because WMMSE's
-  solutions are binary in most cases.
+  sum-rate solutions are binary in most cases; by default only when that scores better on the
+  validation set (``rounding: validated``), since the optima of other objectives (max-min, max-product,
+  energy efficiency) are not binary.
 """
 
 from __future__ import annotations
@@ -22,8 +28,17 @@ import torch
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
+from mimo_l2o.features import total_gain_db
 from mimo_l2o.learner import Learner, LearnerConfig, OptimizerName, TrainConfig
-from mimo_l2o.problems.power_control import FeasiblePower, even_split
+from mimo_l2o.problems.power_control import FeasiblePower
+
+FEATURE = "problem_gains"
+
+
+class Rounding(str, Enum):
+    validated = "validated"  # round when the rounded decisions score better on the validation set
+    always = "always"  # the paper (Section V.C)
+    never = "never"  # the clipped outputs, made feasible
 
 
 class InputScaling(str, Enum):
@@ -42,8 +57,9 @@ class DNNConfig(LearnerConfig):
     ----------
     hidden : list[int]
         Widths of the hidden ReLU layers (paper: 200, 200, 200).
-    round_output : bool
-        Round each output to {0, p_max} at p_max / 2 for the final decision (paper: on).
+    rounding : Rounding
+        Round each output to {0, cap} at cap / 2 for the final decision: ``always`` (the paper),
+        ``never``, or ``validated`` (when that scores better on the validation set).
     input_scaling : InputScaling
         ``none`` feeds raw magnitudes (paper); ``standardize`` scales each input feature with
         training-set statistics; ``log`` standardizes the log magnitudes (both kept inside the
@@ -53,7 +69,7 @@ class DNNConfig(LearnerConfig):
     """
 
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])
-    round_output: bool = True
+    rounding: Rounding = Rounding.validated
     input_scaling: InputScaling = InputScaling.standardize
     bias_init: float = 0.1
     train: TrainConfig = field(default_factory=_paper_training)
@@ -115,21 +131,28 @@ def truncated_normal_(weight: Tensor, generator: torch.Generator) -> None:
 
 
 class DNNLearner(Learner):
-    """Sun et al. (2018): a fully connected DNN imitating WMMSE (supervised)."""
+    """Sun et al. (2018): a fully connected DNN imitating a solver (supervised)."""
 
     Config = DNNConfig
     requires_labels = True
-    inputs = ("channel_magnitudes",)
+    inputs = (FEATURE,)
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.rounded = Rounding(config.rounding) != Rounding.never
 
     @property
     def reports_raw(self) -> bool:
-        return self.config.round_output
+        return Rounding(self.config.rounding) != Rounding.never
 
     def _cap(self) -> Tensor:
-        return even_split(self.spec.problem.budget[0], self.spec.problem.group)
+        """Each variable's largest power: its group's budget."""
+        problem = self.spec.problem
+        return problem.budget[0][problem.group]
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        return features["channel_magnitudes"].flatten(1).float()
+        """``problem_gains [B, U, V, 2]`` → the magnitudes of the total gains, ``[B, U·V]`` (user-major)."""
+        return (10 ** (total_gain_db(features[FEATURE]) / 20)).flatten(1).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
@@ -151,8 +174,18 @@ class DNNLearner(Learner):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         return nn.functional.mse_loss(model(batch["inputs"]), batch["labels"])
 
-    def finalize(self) -> nn.Module:
+    def finalize(self, score=None) -> nn.Module:
+        """The clipped outputs made feasible, rounded first if ``rounding`` says so; ``validated`` rounds
+        when ``score`` (the validation ratio) is higher with rounding, or, without a score, as the paper."""
         feasible = FeasiblePower(self.spec.problem.group, self.spec.problem.budget[0])
-        if self.config.round_output:
-            return nn.Sequential(RoundPower(self._cap()), feasible)
-        return feasible
+        rounded = nn.Sequential(RoundPower(self._cap()), feasible)
+        mode = Rounding(self.config.rounding)
+        if mode == Rounding.validated and score is not None:
+            self.rounded = score(rounded) > score(feasible)
+        else:
+            self.rounded = mode != Rounding.never
+        return rounded if self.rounded else feasible
+
+    def summary(self) -> dict[str, float]:
+        """``train/rounded``: 1 when the final decision rounds the outputs."""
+        return {"rounded": float(self.rounded)}

@@ -27,6 +27,7 @@ from mimo_l2o_plugins.sanguinetti2018.position import (
     scale_to_sum,
 )
 
+from mimo_l2o.components import Geometry
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import LearnerSpec, OptimizerName, TrainConfig
 from mimo_l2o.problems.power_control import FeasiblePower, PowerControlProblem
@@ -47,7 +48,16 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def spec(num_cells: int = L, num_users: int = K, p_max: float = P_MAX) -> LearnerSpec:
+def grid_geometry(num_cells: int = L, num_users: int = K) -> Geometry:
+    """The cellular layout in area units (scale 1): BS ``l`` at the centre of cell ``l`` of the unit
+    torus (column ``l % g``, row ``l // g``), UE ``l·K + k`` in cell ``l``."""
+    g = math.isqrt(num_cells)
+    idx = torch.arange(num_cells)
+    sites = (torch.stack([idx % g, idx // g], dim=1).double() + 0.5) / g
+    return Geometry(sites, idx.repeat_interleave(num_users), scale=1.0, wrap=True)
+
+
+def spec(num_cells: int = L, num_users: int = K, p_max: float = P_MAX, geometry=None) -> LearnerSpec:
     n = num_cells * num_users
     template = PowerControlProblem(
         signal_gain=torch.zeros(1, n, n),
@@ -57,7 +67,23 @@ def spec(num_cells: int = L, num_users: int = K, p_max: float = P_MAX) -> Learne
         budget=torch.full((1, num_cells), p_max),
         weights=torch.ones(1, n),
     )
-    return LearnerSpec({"user_positions": (2 * n,)}, template)
+    geometry = grid_geometry(num_cells, num_users) if geometry is None else geometry
+    return LearnerSpec({"user_positions": (n, 2)}, template, geometry=geometry)
+
+
+def layout_of(num_cells: int = L, num_users: int = K) -> CellLayout:
+    return CellLayout.from_spec(spec(num_cells, num_users))
+
+
+# Table IV's network as the paper trains it (the learner's defaults are the tuned ones)
+PAPER_LSTM = dict(
+    shared=False,
+    features=InputFeatures.coordinates,
+    output=PowerOutput.relu,
+    pilot_shifts=1,
+    train_on="labels",
+    permute_users=False,
+)
 
 
 def mlp(num_cells: int = L, num_users: int = K, **config) -> PositionMLPLearner:
@@ -65,7 +91,8 @@ def mlp(num_cells: int = L, num_users: int = K, **config) -> PositionMLPLearner:
 
 
 def lstm(num_cells: int = L, num_users: int = K, **config) -> PositionLSTMLearner:
-    return PositionLSTMLearner(PositionLSTMConfig(name="position_lstm", **config), spec(num_cells, num_users))
+    cfg = PositionLSTMConfig(name="position_lstm", **{**PAPER_LSTM, **config})
+    return PositionLSTMLearner(cfg, spec(num_cells, num_users))
 
 
 def positions(n: int, seed: int, num_cells: int = L, num_users: int = K) -> torch.Tensor:
@@ -89,10 +116,18 @@ def test_registered_as_supervised_learners_of_user_positions():
     for cls in (PositionMLPLearner, PositionLSTMLearner):
         assert cls.requires_labels
         assert cls.inputs == ("user_positions",)
-    raw = torch.rand(3, L, K, 2, dtype=torch.float64, generator=gen(0))
-    x = mlp().prepare({"user_positions": raw.flatten(1)})
+    raw = torch.rand(3, L * K, 2, dtype=torch.float64, generator=gen(0))
+    x = mlp().prepare({"user_positions": raw})
     assert x.dtype == torch.float32 and x.shape == (3, 2 * L * K)
-    assert torch.equal(x[1].view(L, K, 2), raw[1].float())
+    assert torch.equal(x[1].view(L * K, 2), raw[1].float())
+    # positions in metres are divided by the geometry's scale
+    s = spec(
+        geometry=Geometry(grid_geometry().sites * 500, grid_geometry().user_site, scale=500.0, wrap=True)
+    )
+    scaled = PositionMLPLearner(PositionMLPConfig(name="position_mlp"), s).prepare(
+        {"user_positions": 500 * raw}
+    )
+    torch.testing.assert_close(scaled, x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +316,7 @@ def test_model_returns_powers_in_watts(use_sum):
 # per-cell frames of the shared network
 # ---------------------------------------------------------------------------------------------
 def test_cell_frames_put_the_own_bs_at_the_origin_and_the_own_cell_first():
-    layout = CellLayout(L, K)
+    layout = layout_of()
     assert torch.equal(
         layout.cell_order(), torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]])
     )
@@ -307,13 +342,13 @@ def test_polar_features_are_the_scenarios_distances_and_angles(num_cells, shared
     k = 3
     scenario = Cellular(Cellular.Config(num_cells=num_cells, num_users=k))
     network = scenario.sample(6, gen(3))
-    x = scenario.features(network, "user_positions").float()
     side = scenario.config.area_side
+    x = scenario.user_positions(network).flatten(1).float() / side
     distance = torch.linalg.vector_norm(scenario.wrapped_offsets(network["user_positions"]), dim=-1)
     theta = network["theta"]  # [n, L(BS), L, K]
     expected = torch.stack([torch.log(distance / side), theta.sin()], dim=-1)
     expected = expected.permute(0, 2, 3, 1, 4)  # [n, L(cell), K, L(BS), 2]
-    layout = CellLayout(num_cells, k)
+    layout = layout_of(num_cells, k)
     frames = CellFrames(layout, shared, InputFeatures.polar)
     got = frames(x)
     assert got.shape == (num_cells if shared else 1, 6, frames.width)
@@ -505,12 +540,15 @@ def test_objective_training_switches_from_labels_to_the_smooth_objective():
     learner = PositionLSTMLearner(
         PositionLSTMConfig(
             name="position_lstm",
-            lstm=[8],
-            dense=[8],
-            output=PowerOutput.log,
-            train_on="objective",
-            pretrain_epochs=2,
-            temperature=5.0,
+            **{
+                **PAPER_LSTM,
+                "lstm": [8],
+                "dense": [8],
+                "output": PowerOutput.log,
+                "train_on": "objective",
+                "pretrain_epochs": 2,
+                "temperature": 5.0,
+            },
         ),
         s,
     )
@@ -572,13 +610,25 @@ def test_bad_config_raises_naming_the_key(make, key):
     assert err.value.key == key and "\n" not in str(err.value)
 
 
-def test_specs_that_are_not_a_grid_of_cells_are_refused():
-    with pytest.raises(ConfigError, match="perfect square"):
-        PositionMLPLearner(PositionMLPConfig(name="position_mlp"), spec(num_cells=3))
+def test_specs_that_are_not_cells_of_users_are_refused():
+    make = PositionMLPLearner
+    config = PositionMLPConfig(name="position_mlp")
+    # wrapped distances need a grid of cells
+    g = grid_geometry()
+    three = Geometry(g.sites[:3], torch.arange(3).repeat_interleave(K), scale=1.0, wrap=True)
+    with pytest.raises(ConfigError, match="sqrt.L. x sqrt.L. grid"):
+        make(config, spec(num_cells=3, geometry=three))
+    # without wrap-around any layout of cells will do (the IMAC's hexagons)
+    make(config, spec(num_cells=3, geometry=Geometry(three.sites, three.user_site, scale=1.0)))
     bad = spec()
-    bad.problem.group = torch.arange(L * K) % L  # not ordered l·K + k
-    with pytest.raises(ConfigError, match="ordered"):
-        PositionMLPLearner(PositionMLPConfig(name="position_mlp"), bad)
+    bad.problem.group = torch.arange(L * K) % L  # budget groups across cells
+    with pytest.raises(ConfigError, match="within one cell"):
+        make(config, bad)
+    bad = spec(geometry=Geometry(g.sites, g.user_site.flip(0), scale=1.0, wrap=True))
+    with pytest.raises(ConfigError, match="ordered l·K"):
+        make(config, bad)
+    with pytest.raises(ConfigError, match="users in cells"):
+        make(config, spec(geometry=Geometry(g.sites, None, scale=1.0)))
     bad = spec()
     bad.input_shapes = {"user_positions": (2 * L * K + 2,)}
     with pytest.raises(ConfigError, match="2·L·K"):
@@ -592,7 +642,7 @@ def smooth_labels(x: torch.Tensor) -> torch.Tensor:
     """Powers [W] that are a smooth function of the positions: with ``r`` a UE's offset from its BS in
     cell sides (in ``[−½, ½]²``), cell ``j`` spends ``(0.75 + 0.4 · mean_k r_x) p_max``, split in
     proportion to ``exp(2 r_x + r_y)``."""
-    layout = CellLayout(L, K)
+    layout = layout_of()
     r = (x.view(-1, L, K, 2) - layout.bs_positions().float()[None, :, None, :]) * math.isqrt(L)
     share = torch.softmax(2 * r[..., 0] + r[..., 1], dim=-1)
     spend = 0.75 + 0.4 * r[..., 0].mean(-1, keepdim=True)

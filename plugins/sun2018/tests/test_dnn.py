@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.sun2018.dnn import ClipPower, DNNConfig, DNNLearner, InputScaling, Standardize
+from mimo_l2o_plugins.sun2018.dnn import ClipPower, DNNConfig, DNNLearner, InputScaling, Rounding, Standardize
 from torch import nn
 
 from mimo_l2o.learner import LearnerSpec, OptimizerName, TrainConfig
@@ -37,35 +37,42 @@ def spec(group=None, budget=None) -> LearnerSpec:
         budget=budget[None].float(),
         weights=torch.ones(1, v),
     )
-    return LearnerSpec({"channel_magnitudes": (K, K)}, template)
+    return LearnerSpec({"problem_gains": (v, v, 2)}, template)
 
 
 def learner(group=None, budget=None, **config) -> DNNLearner:
     return DNNLearner(DNNConfig(name="dnn", **config), spec(group, budget))
 
 
-def magnitudes(n: int, seed: int) -> torch.Tensor:
-    """|h_kj| of h_kj ~ CN(0, 1) (Rayleigh), ``[n, K, K]`` float64, as a scenario gives them."""
+def channel_gains(n: int, seed: int) -> torch.Tensor:
+    """|h_kj|² of h_kj ~ CN(0, 1) (Rayleigh), ``[n, K, K]`` float64."""
     h = torch.randn(n, K, K, 2, generator=gen(seed), dtype=torch.float64)
-    return (h.square().sum(-1) / 2).sqrt()
+    return h.square().sum(-1) / 2
+
+
+def problem_gains(n: int, seed: int, noise: float = 1.0) -> torch.Tensor:
+    """The ``problem_gains`` feature of an interference channel with these gains."""
+    return PowerControlProblem.interference_channel(channel_gains(n, seed), noise, P_MAX).gains_db()
 
 
 def inputs(n: int, seed: int) -> torch.Tensor:
-    return learner().prepare({"channel_magnitudes": magnitudes(n, seed)})
+    return learner().prepare({"problem_gains": problem_gains(n, seed)})
 
 
 def linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model if isinstance(m, nn.Linear)]
 
 
-def test_registered_as_a_supervised_learner_of_channel_magnitudes():
+def test_registered_as_a_supervised_learner_of_the_problem_gains():
     assert LEARNERS.get("dnn") is DNNLearner
     assert DNNLearner.requires_labels
-    assert DNNLearner.inputs == ("channel_magnitudes",)
-    mags = magnitudes(3, 0)
-    x = learner().prepare({"channel_magnitudes": mags})
-    assert x.dtype == torch.float32 and x.shape == (3, K * K)
-    assert torch.equal(x[1].view(K, K), mags[1].float())  # row-major |h_kj|, k major
+    assert DNNLearner.inputs == ("problem_gains",)
+    for noise in (1.0, 0.25):
+        x = learner().prepare({"problem_gains": problem_gains(3, 0, noise)})
+        assert x.dtype == torch.float32 and x.shape == (3, K * K)
+        # row-major √(|h_kj|² · P_max / σ²), k major: the paper's |h_kj| when P_max = σ² = 1
+        expected = (channel_gains(3, 0)[1] * P_MAX / noise).sqrt().float()
+        torch.testing.assert_close(x[1].view(K, K), expected, rtol=1e-6, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,14 +105,15 @@ def test_output_activation_is_min_max_x_0_p_max():
     assert torch.equal(clip(z), torch.tensor([[0.0, 0.0, 0.0, 0.5], [1.999, 2.0, 2.0, 2.0]]))
 
 
-def test_cap_is_the_even_share_of_a_group_budget():
-    # two variables sharing a budget of 2, one with its own budget of 3 and one of 0.5
+def test_cap_is_the_budget_of_the_variables_group():
+    # two variables sharing a budget of 2 (either may spend all of it), one with its own budget of 3
+    # and one of 0.5
     dnn = learner(group=[0, 0, 1, 2], budget=[2.0, 3.0, 0.5], input_scaling=InputScaling.none)
     model = dnn.build_model(inputs(30, 1), gen(0))
-    assert torch.equal(model[-1].cap, torch.tensor([1.0, 1.0, 3.0, 0.5]))
+    assert torch.equal(model[-1].cap, torch.tensor([2.0, 2.0, 3.0, 0.5]))
     with torch.no_grad():
         out = model(1e6 * inputs(30, 2))
-    assert (out <= torch.tensor([1.0, 1.0, 3.0, 0.5])).all() and (out >= 0).all()
+    assert (out <= torch.tensor([2.0, 2.0, 3.0, 0.5])).all() and (out >= 0).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +176,7 @@ def test_biases_and_reproducibility():
 # (c) final decision
 # ---------------------------------------------------------------------------------------------
 def test_finalize_rounds_at_half_p_max():
-    dnn = learner(round_output=True)
+    dnn = learner(rounding=Rounding.always)
     assert dnn.reports_raw
     half = torch.tensor(P_MAX / 2)
     below = torch.nextafter(half, torch.tensor(0.0))
@@ -191,14 +199,34 @@ def test_finalize_rounds_at_half_p_max():
     assert torch.equal(out, torch.where(raw > P_MAX / 2, P_MAX, 0.0))
 
 
-def test_finalize_rounds_group_shares_at_half_their_cap():
-    dnn = learner(group=[0, 0, 1, 1], budget=[2.0, 2.0], round_output=True)
-    out = dnn.finalize()(torch.tensor([[0.49, 0.51, 1.0, 0.0]]))
-    assert torch.equal(out, torch.tensor([[0.0, 1.0, 1.0, 0.0]]))
+def test_finalize_rounds_at_half_the_group_budget_then_projects():
+    dnn = learner(group=[0, 0, 1, 1], budget=[2.0, 2.0], rounding=Rounding.always)
+    out = dnn.finalize()(torch.tensor([[0.9, 1.1, 1.5, 1.2]]))
+    # {0, 2} at 1 each, then group 1 (2 + 2 > 2) scaled onto its budget
+    assert torch.equal(out, torch.tensor([[0.0, 2.0, 1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("prefer_rounded", [True, False])
+def test_validated_rounding_keeps_whichever_scores_better(prefer_rounded):
+    dnn = learner(rounding=Rounding.validated)
+    assert dnn.reports_raw
+    seen = []
+
+    def score(final):
+        seen.append(final)
+        rounds = isinstance(final, nn.Sequential)
+        return 1.0 if rounds == prefer_rounded else 0.5
+
+    final = dnn.finalize(score)
+    assert len(seen) == 2
+    assert isinstance(final, nn.Sequential) == prefer_rounded
+    assert dnn.summary() == {"rounded": float(prefer_rounded)}
+    # without a validation score it rounds, as the paper does
+    assert isinstance(learner(rounding=Rounding.validated).finalize(), nn.Sequential)
 
 
 def test_finalize_without_rounding_is_the_feasible_projection():
-    dnn = learner(round_output=False)
+    dnn = learner(rounding=Rounding.never)
     assert not dnn.reports_raw
     final = dnn.finalize()
     assert isinstance(final, FeasiblePower)
