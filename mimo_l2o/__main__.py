@@ -73,7 +73,12 @@ def _app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Console entry point (``python -m mimo_l2o`` / ``mimo-l2o``)."""
+    """Console entry point (``python -m mimo_l2o`` / ``mimo-l2o``); ``mimo-l2o report ...`` compares
+    finished runs (:mod:`mimo_l2o.report`)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from mimo_l2o.report import main as report
+
+        sys.exit(report(sys.argv[2:]))
     from mimo_l2o.config import register_configs
     from mimo_l2o.tracking import close_open_parent
 

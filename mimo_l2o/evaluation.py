@@ -108,6 +108,15 @@ class Evaluation:
         per_user = {k: objective.per_user(problem, d) for k, d in self.decisions.items()}
         self.per_user = per_user if all(v is not None for v in per_user.values()) else {}
 
+    def per_sample_csv(self) -> str:
+        """The per-sample objective of every scheme as CSV: a header of the schemes' names (the learner's
+        as ``learner``, the solver's as ``solver``), a row per test sample."""
+        names = {self.learner: "learner", self.solver: "solver"}
+        columns = {names.get(k, k): v.double().cpu() for k, v in self.per_sample.items()}
+        rows = torch.stack(list(columns.values()), dim=1).tolist()
+        lines = [",".join(columns)] + [",".join(f"{v:.7g}" for v in row) for row in rows]
+        return "\n".join(lines) + "\n"
+
     def metrics(self) -> dict[str, float]:
         """``test/objective_*``, ``test/objective_ratio`` and, with per-user rates, the per-user metrics."""
         mean = {k: float(v.mean()) for k, v in self.per_sample.items()}

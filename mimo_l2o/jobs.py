@@ -24,6 +24,22 @@ def output_dir() -> Path:
     return Path(hydra_cfg.runtime.output_dir) if hydra_cfg else Path.cwd()
 
 
+def job_number() -> int | None:
+    """The job's number in a multirun (Hydra's ``hydra.job.num``), ``None`` outside one."""
+    from hydra.types import RunMode
+
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return int(hydra_cfg.job.num)
+
+
+def job_overrides() -> list[str]:
+    """The job's own overrides (``learner=dnn scenario=imac``), empty outside Hydra."""
+    hydra_cfg = _hydra_config()
+    return list(hydra_cfg.overrides.task) if hydra_cfg else []
+
+
 def parallel_job_threads() -> int:
     """Threads per job when a sweep runs jobs in parallel processes (joblib), so that the jobs share
     the cores instead of oversubscribing them; 0 (torch's default) otherwise."""

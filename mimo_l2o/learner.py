@@ -176,6 +176,8 @@ class Learner:
         Problem families it decides for (``power_control``, ``beamforming``).
     inputs : tuple[str, ...]
         Names of the features it reads (:data:`mimo_l2o.features.FEATURES`).
+    paper : str
+        The paper whose method it is (the runs' ``paper`` tag, unless a preset names one).
     reports_raw : bool
         Whether its raw output (:meth:`raw_output`) differs from its final decision, so that the
         raw output's objective is reported beside it (``test/objective_ratio_raw``).
@@ -186,10 +188,18 @@ class Learner:
     requires_labels: ClassVar[bool] = True
     families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     inputs: ClassVar[tuple[str, ...]] = ()
+    paper: ClassVar[str] = ""
 
     def __init__(self, config: Any, spec: LearnerSpec):
         self.config = config
         self.spec = spec
+
+    @classmethod
+    def published(cls, params: dict[str, str]) -> str | None:
+        """The paper's own published result for a run of this learner, from the run's MLflow params (the
+        flattened config, as strings), as a short text naming the table (``"98.33 % of WMMSE (Table
+        I)"``); ``None`` where the paper reports nothing for that setting. For ``mimo-l2o report``."""
+        return None
 
     @classmethod
     def refuses(cls, scenario: Scenario, precoder: Precoder) -> str | None:

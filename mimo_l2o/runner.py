@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -18,25 +19,35 @@ import torch
 from omegaconf import DictConfig
 
 import mimo_l2o
-from mimo_l2o import features, jobs
+from mimo_l2o import features, jobs, provenance
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import RunConfig, flatten, resolve_device, validate
 from mimo_l2o.data import SPLITS, Data, generator
+from mimo_l2o.errors import Incompatible
 from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
 from mimo_l2o.figures import cdf_figure, close
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
-from mimo_l2o.tracking import Tracker, parent_run_id, pip_requirements
+from mimo_l2o.tracking import Tracker, parent_run_id, pip_requirements, record_skip
 from mimo_l2o.training import fit
 
 log = logging.getLogger(__name__)
+
+# the test set's per-sample objective of every scheme (learner, solver, baselines), for mimo-l2o report
+PER_SAMPLE_ARTIFACT = "per_sample_objective.csv"
 
 
 def run_experiment(cfg: DictConfig) -> float:
     """Run one job from its composed config; returns ``test/objective_ratio``."""
     jobs.unwind_on_sigterm()
     run = validate(cfg)
-    parts = build_parts(run)
+    try:
+        parts = build_parts(run)
+    except Incompatible as err:
+        if jobs.job_number() is None:
+            raise  # a single run stops with the reason (exit 2)
+        _skip(run, err)
+        return math.nan
     device = resolve_device(run.device)
     threads = run.num_threads or jobs.parallel_job_threads()
     if threads:
@@ -44,7 +55,7 @@ def run_experiment(cfg: DictConfig) -> float:
     progress = sys.stderr.isatty() if run.progress is None else bool(run.progress)
     parent = parent_run_id()
     tags = {
-        "paper": run.paper or "",
+        "paper": run.paper or parts.learner_cls.paper,
         "learner": run.learner.name,
         "scenario": run.scenario.name,
         "precoder": run.precoder.name,
@@ -54,12 +65,32 @@ def run_experiment(cfg: DictConfig) -> float:
         "sweep_id": parent or "",
         "device": str(device),
         "mimo_l2o_version": mimo_l2o.__version__,
+        "mimo_l2o.commit": provenance.commit(),
+        "mimo_l2o.machine": provenance.machine(str(device)),
     }
     run_name = f"{run.learner.name}-{run.scenario.name}-K{run.scenario.num_users}"
     with Tracker(run.tracking.experiment, run_name, tags, parent) as tracker:
         tracker.log_params(flatten(run))
         metrics = _run(run, parts, Cache(run.cache_dir), device, progress, tracker)
     return metrics["test/objective_ratio"]
+
+
+def _skip(run: RunConfig, err: Incompatible) -> None:
+    """A sweep job whose parts cannot work together: one line naming the pair and the reason, and a
+    record of it in the sweep's parent run; no run of its own."""
+    pair = f"learner={run.learner.name} scenario={run.scenario.name}"
+    print(f"skipped {pair}: {err.message}", file=sys.stderr, flush=True)
+    parent = parent_run_id()
+    if parent:
+        job = {
+            "learner": run.learner.name,
+            "scenario": run.scenario.name,
+            "job": jobs.job_number(),
+            "overrides": " ".join(jobs.job_overrides()),
+            "key": err.key,
+            "reason": err.message,
+        }
+        record_skip(parent, job)
 
 
 def _run(
@@ -132,6 +163,7 @@ def _run(
     metrics.update({f"train/{k}": float(v) for k, v in {**summary, **learner.summary()}.items()})
     tracker.log_metrics(metrics)
     _log_figures(run, tracker, evaluation, learner.name)
+    tracker.log_text(evaluation.per_sample_csv(), PER_SAMPLE_ARTIFACT)
 
     # log the deployable policy
     if run.tracking.log_model:

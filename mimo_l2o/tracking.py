@@ -140,6 +140,10 @@ class Tracker:
         with store_lock():
             _mlflow().MlflowClient().log_figure(self.run_id, figure, artifact_file)
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with store_lock():
+            _mlflow().MlflowClient().log_text(self.run_id, text, artifact_file)
+
     def log_dict(self, data: dict, artifact_file: str) -> None:
         with store_lock():
             _mlflow().MlflowClient().log_dict(self.run_id, data, artifact_file)
@@ -159,6 +163,23 @@ class Tracker:
                     serialization_format="pt2" if export else "pickle",
                 )
         return info.model_uri
+
+
+SKIPPED_DIR = "skipped"
+
+
+def record_skip(parent_run_id: str, job: dict[str, str]) -> None:
+    """Log a sweep job that was skipped (an incompatible pair) to the sweep's parent run, as the
+    artifact ``skipped/<learner>-<scenario>-<n>.json``, so a report can show the pair and the reason."""
+    import json
+    import tempfile
+
+    name = f"{job['learner']}-{job['scenario']}-{job.get('job', 0)}.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(job, indent=1))
+        with store_lock():
+            _mlflow().MlflowClient().log_artifact(parent_run_id, str(path), SKIPPED_DIR)
 
 
 def pip_requirements() -> list[str]:
@@ -220,14 +241,18 @@ class SweepCallback(Callback):
         import sys
 
         from mimo_l2o.config import validate
-        from mimo_l2o.errors import one_line
+        from mimo_l2o.errors import Incompatible, one_line
         from mimo_l2o.parts import build_parts
 
         # Hydra turns a callback's exceptions into warnings and goes on, so bad input anywhere in
-        # the sweep leaves here through SystemExit, before any job or run starts.
+        # the sweep leaves here through SystemExit, before any job or run starts. An incompatible
+        # combination is no bad input: that job is skipped, with its reason, when it comes.
         try:
             for job_cfg in _sweep_job_configs(config):
-                build_parts(validate(job_cfg))
+                try:
+                    build_parts(validate(job_cfg))
+                except Incompatible:
+                    pass
         except Exception as err:
             message = one_line(err)
             if message is None:
@@ -272,8 +297,8 @@ def _sweep_job_configs(config: DictConfig) -> list[DictConfig]:
 
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []
-    parser = OverridesParser.create()
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)  # the loader expands glob(*) sweeps
     overrides = parser.parse_overrides(list(config.hydra.overrides.task))
     batches = BasicSweeper.split_arguments(overrides, None)
-    loader = GlobalHydra.instance().config_loader()
     return [loader.load_sweep_config(config, list(job)) for batch in batches for job in batch]

@@ -214,9 +214,17 @@ class GroupLayout:
         user_slot[rows, owner[slots]] = torch.arange(size).expand_as(slots)
         return cls(slots, owner[slots], user_slot)
 
+    def nodes(self, gains_db: Tensor) -> Tensor:
+        """``problem_gains [B, U, V, 2]`` → each node's matrix of its slots' gains at every user, ``[B, G,
+        U, S, 3]``: the total gain, the signal and the interference gain, in dB (the learner's input)."""
+        total = total_gain_db(gains_db)[..., None]
+        both = torch.cat([total, gains_db.to(total.dtype)], dim=-1)  # [B, U, V, 3]
+        return both[:, :, self.slots].permute(0, 2, 1, 3, 4)
+
 
 class GNNPolicy(nn.Module):
-    """``problem_gains [B, U, V, 2]`` → powers ``[B, V]`` in W.
+    """Each node's gains ``[B, G, U, S, 3]`` (:meth:`GroupLayout.nodes` of ``problem_gains``) → powers
+    ``[B, V]`` in W.
 
     :meth:`bounds` gives ``(a, ℓ)``; ``forward`` the lower bound or, when the buffer ``midpoint`` is
     set, the midpoint ``a + ℓ/2`` (not yet feasible: the learner's ``finalize`` projects it).
@@ -285,11 +293,6 @@ class GNNPolicy(nn.Module):
         self.register_buffer("unit", config.power_scale * share[layout.slots])  # [G, S]
 
     # ---- the graph ---------------------------------------------------------------------------
-    def node_gains(self, gains_db: Tensor) -> Tensor:
-        """``problem_gains [B, U, V, 2]`` → each node's total gains in dB ``[B, G, U, S]``."""
-        total = total_gain_db(gains_db)  # [B, U, V]
-        return total[:, :, self.slots].permute(0, 2, 1, 3)
-
     def normalized(self, node_db: Tensor) -> Tensor:
         """Standardized log gains (eq. 13), :data:`MISSING` where the node has no gain."""
         return torch.where(node_db > NO_GAIN_DB, (node_db - self.mean) / self.std, MISSING)
@@ -331,9 +334,9 @@ class GNNPolicy(nn.Module):
         return out.index_copy(1, self.slots.flatten(), per_slot.flatten(1))
 
     # ---- the policy --------------------------------------------------------------------------
-    def bounds(self, gains_db: Tensor) -> tuple[Tensor, Tensor]:
+    def bounds(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
         """``(a, ℓ)``, each ``[B, V]`` in W; 0 for the slots without a beam."""
-        node_db = self.node_gains(gains_db)
+        node_db = nodes[..., 0]
         served = self.served(node_db)
         x = self.node_features(self.normalized(node_db))
         adjacency = self.adjacency(served)
@@ -348,23 +351,26 @@ class GNNPolicy(nn.Module):
         width = self.unit * nn.functional.softplus(out_w) * served
         return self.to_variables(a), self.to_variables(width)
 
-    def forward(self, gains_db: Tensor, refine: bool = True) -> Tensor:
+    def forward(self, nodes: Tensor, refine: bool = True) -> Tensor:
         """The decision: the lower bound or the midpoint, then (``refine_steps > 0`` and ``refine``)
         that many projected gradient steps of the objective from it, made feasible."""
-        a, width = self.bounds(gains_db)
+        a, width = self.bounds(nodes)
         p = torch.where(self.midpoint, a + width / 2, a)
         if not (self.refine_steps and refine):
             return p
-        problem = self.problem(gains_db)
+        problem = self.problem(nodes)
         start = problem.project(p)
         return projected_ascent(
             problem, self.objective, start, self.refine_steps, self.refine_lr, self.refine_final_lr
         )[0]
 
-    def problem(self, gains_db: Tensor) -> PowerControlProblem:
+    def problem(self, nodes: Tensor) -> PowerControlProblem:
         """The power-control problem the input describes: the gains over the noise (so noise 1: the
         SINRs are those of the gains and noise in W), gains at the floor removed, the template's
         budgets, weights and pre-log."""
+        b, g, u, s, _ = nodes.shape
+        flat = nodes[..., 1:].permute(0, 2, 1, 3, 4).reshape(b, u, g * s, 2)
+        gains_db = torch.empty_like(flat).index_copy_(2, self.slots.flatten(), flat)  # [B, U, V, 2]
         linear = torch.where(gains_db > NO_GAIN_DB, 10 ** (gains_db / 10), 0.0) / self.var_share[:, None]
         b, u = gains_db.shape[:2]
         return PowerControlProblem(
@@ -379,12 +385,29 @@ class GNNPolicy(nn.Module):
         )
 
 
+# Raghunath et al. (2023), Table II: SCA and GNN energy efficiency [Mbit/J] on 1,024 test samples, by
+# (APs, UEs), 5 antennas per AP
+TABLE_II = {(5, 10): (4.79, 5.67), (10, 10): (5.33, 5.93), (15, 15): (6.29, 7.89)}
+
+
 class GNNLearner(Learner):
     """Raghunath et al. (2023): an unsupervised GNN with a support-regularized stochastic policy."""
 
     Config = GNNConfig
     requires_labels = False
     inputs = (FEATURE,)
+    paper = "raghunath2023"
+
+    @classmethod
+    def published(cls, params: dict[str, str]) -> str | None:
+        """Table II: the GNN's energy efficiency ÷ SCA's in cell-free networks of 5 antennas per AP."""
+        if params.get("scenario.name") != "cellfree" or params.get("objective.name") != "energy_efficiency":
+            return None
+        key = (int(params.get("scenario.num_aps", 0)), int(params.get("scenario.num_users", 0)))
+        if key not in TABLE_II or int(params.get("scenario.num_antennas", 0)) != 5:
+            return None
+        sca, gnn = TABLE_II[key]
+        return f"{gnn / sca:.3f}x SCA ({gnn} vs {sca} Mbit/J, Table II)"
 
     def __init__(self, config: Any, spec: LearnerSpec):
         super().__init__(config, spec)
@@ -398,11 +421,12 @@ class GNNLearner(Learner):
         self.generator = torch.Generator().manual_seed(0)
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        return features[FEATURE].float()
+        """``problem_gains`` arranged by node (:meth:`GroupLayout.nodes`), float32."""
+        return self.layout.nodes(features[FEATURE]).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        gains = total_gain_db(train_inputs)[:, :, self.layout.slots].double()
+        gains = train_inputs[..., 0].double()
         gains = gains[gains > NO_GAIN_DB]  # the gains the nodes have
         with torch.random.fork_rng(devices=[]):  # nn.Linear's initial weights, from the run's seed only
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))

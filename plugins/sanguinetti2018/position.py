@@ -679,13 +679,31 @@ class PositionLSTMConfig(_PositionConfig):
         require(self.pilot_shifts >= 1, "pilot_shifts", f"must be >= 1, got {self.pilot_shifts}")
 
 
+# Sanguinetti et al. (2018), Section V: the mean "MSE of SEs" of the max-product networks, by precoder
+# (Table II network; Table III's larger one gave 0.003 and 0.015)
+MSE_OF_SES = {"mmmse": 0.007, "mr": 0.051}
+
+
 class _PositionLearner(Learner):
     """What both learners share: the feature, the cell layout, the losses (labels or objective) and the
     UE renumbering."""
 
     requires_labels = True
     inputs = (FEATURE,)
+    paper = "sanguinetti2018"
     with_sum: bool = False
+
+    @classmethod
+    def published(cls, params: dict[str, str]) -> str | None:
+        """Section V: the mean MSE of SEs of the Table II network with max-product powers, 4 cells of 5
+        UEs (compare ``test/mse_se``); the paper gives no number for max-min ("matches almost exactly")."""
+        if params.get("scenario.name") != "cellular" or params.get("objective.name") != "max_prod":
+            return None
+        precoder = params.get("precoder.name")
+        shape = (int(params.get("scenario.num_cells", 0)), int(params.get("scenario.num_users", 0)))
+        if precoder not in MSE_OF_SES or shape != (4, 5):
+            return None
+        return f"MSE of SEs {MSE_OF_SES[precoder]} (Section V, M = 100)"
 
     def __init__(self, config: Any, spec: LearnerSpec):
         super().__init__(config, spec)

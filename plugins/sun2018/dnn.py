@@ -130,12 +130,34 @@ def truncated_normal_(weight: Tensor, generator: torch.Generator) -> None:
         weight.copy_(z / math.sqrt(fan_in))
 
 
+# Sun et al. (2018): DNN ÷ WMMSE sum rate on 10,000 test samples, Table I (Gaussian IC, by K) and
+# Table II (IMAC, by (N, K), at r = 0)
+TABLE_I = {10: 98.33, 20: 92.04, 30: 84.29}
+TABLE_II = {(3, 12): 98.30, (3, 18): 97.45, (3, 24): 96.82, (7, 28): 94.53, (20, 80): 90.36}
+
+
 class DNNLearner(Learner):
     """Sun et al. (2018): a fully connected DNN imitating a solver (supervised)."""
 
     Config = DNNConfig
     requires_labels = True
     inputs = (FEATURE,)
+    paper = "sun2018"
+
+    @classmethod
+    def published(cls, params: dict[str, str]) -> str | None:
+        """Tables I and II: the DNN's sum rate ÷ WMMSE's, on the Gaussian IC (by K) and the IMAC (by
+        N and K), for sum-rate runs against WMMSE."""
+        if (params.get("objective.name"), params.get("solver.name")) != ("sum_rate", "wmmse"):
+            return None
+        users = int(params.get("scenario.num_users", 0))
+        scenario = params.get("scenario.name")
+        if scenario == "gaussian_ic" and users in TABLE_I:
+            return f"{TABLE_I[users]:.2f} % of WMMSE (Table I)"
+        cells = int(params.get("scenario.num_cells", 0) or 0)
+        if scenario == "imac" and (cells, users) in TABLE_II:
+            return f"{TABLE_II[cells, users]:.2f} % of WMMSE (Table II, r = 0)"
+        return None
 
     def __init__(self, config, spec):
         super().__init__(config, spec)

@@ -44,11 +44,17 @@ def cellfree_net(n: int = 32, seed: int = 0, **kw):
     return scenario.sample(n, gen(seed))
 
 
+def nodes(problem: PowerControlProblem) -> torch.Tensor:
+    """The learner's input: the problem's gains arranged by node."""
+    return GroupLayout.of(problem).nodes(problem.gains_db()).float()
+
+
 @pytest.fixture(scope="module", params=["gains", "structured"])
 def setup(request):
     problem = MRT(None)(cellfree_net()).to(dtype=torch.float32)
-    x = problem.gains_db()
     learner = learner_for(problem, small(request.param))
+    x = learner.prepare({"problem_gains": problem.gains_db()})
+    torch.testing.assert_close(x, nodes(problem))
     model = learner.build_model(x, gen(1))
     return learner, model, x, problem
 
@@ -104,7 +110,7 @@ def test_structured_features_of_each_entry(make):
     x = problem.gains_db().float()
     layout = GroupLayout.of(problem)
     model = GNNPolicy(small(), layout, problem[:1], mean=0.0, std=1.0)
-    node = model.normalized(model.node_gains(x))
+    node = model.normalized(layout.nodes(x)[..., 0])
     f = model.node_features(node)
     groups, size = layout.slots.shape
     assert f.shape == (len(problem), groups, problem.num_users, size, 5)
@@ -140,7 +146,7 @@ def test_the_policys_problem_is_the_precoders(make):
     of cellular problems both are there)."""
     problem = make()
     model = GNNPolicy(small(refine_steps=5), GroupLayout.of(problem), problem[:1], 0.0, 1.0, objective=EE)
-    rebuilt = model.problem(problem.gains_db().float()).to(dtype=torch.float64)
+    rebuilt = model.problem(nodes(problem)).to(dtype=torch.float64)
     p = problem.full_power() * torch.rand(len(problem), problem.num_vars, generator=gen(4))
     torch.testing.assert_close(rebuilt.sinr(p), problem.sinr(p), rtol=1e-5, atol=0)
     torch.testing.assert_close(EE(rebuilt, p), EE(problem, p), rtol=1e-5, atol=0)
@@ -190,7 +196,7 @@ def test_policy_is_equivariant_to_ues_and_aps(setup):
 
     def bounds(channels, serves):
         problem = MRT(None)(type(net)({**net.tensors, "channels": channels, "serves": serves}, net.params))
-        a, width = model.bounds(problem.gains_db().float())
+        a, width = model.bounds(nodes(problem))
         return a.view(-1, K, L), width.view(-1, K, L)  # v = k·L + l
 
     a, width = bounds(net["channels"], net["serves"])
@@ -209,10 +215,10 @@ def test_unserved_pairs_get_no_power_and_shared_users_link_the_aps_that_share_on
     serves = net["serves"]  # [n, L, K]
     assert 0.3 < float(serves.double().mean()) < 0.9  # the threshold leaves some links out
     problem = MRT(None)(net)
-    x = problem.gains_db().float()
+    x = nodes(problem)
     layout = GroupLayout.of(problem)
-    model = GNNPolicy(small(graph="shared_users"), layout, problem[:1], float(x.mean()), 10.0)
-    node = model.node_gains(x)
+    model = GNNPolicy(small(graph="shared_users"), layout, problem[:1], float(x[..., 0].mean()), 10.0)
+    node = x[..., 0]
     served = model.served(node)
     assert torch.equal(served, serves)
     adjacency = model.adjacency(served)
@@ -255,11 +261,13 @@ def test_on_the_interference_channel_training_raises_the_sum_rate_and_links_are_
     gains = -torch.log(1 - torch.rand(64, 5, 5, generator=gen(7), dtype=torch.float64))  # |h|² ~ Exp(1)
     problem = PowerControlProblem.interference_channel(gains, 0.1, 1.0).to(dtype=torch.float32)
     learner = learner_for(problem, small(power_scale=1.0), objective=SumRate(None))
-    x = problem.gains_db()
+    gains_db = problem.gains_db()
+    x = learner.prepare({"problem_gains": gains_db})
     model = learner.build_model(x, gen(2))
     perm = torch.tensor([3, 0, 4, 1, 2])  # relabel the links: receivers and transmitters alike
+    relabelled = learner.prepare({"problem_gains": gains_db[:, perm][:, :, perm]})
     with torch.no_grad():
-        torch.testing.assert_close(model(x[:, perm][:, :, perm]), model(x)[:, perm], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model(relabelled), model(x)[:, perm], rtol=1e-5, atol=1e-6)
         before = SumRate(None)(problem, problem.project(model(x))).mean()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()

@@ -1,0 +1,413 @@
+"""``mimo-l2o report`` (also ``python -m mimo_l2o.report``): the comparison of finished runs.
+
+Reads the MLflow store (the default ``sqlite:///mlflow.db`` or ``MLFLOW_TRACKING_URI``): the runs of one
+or more sweeps (``--sweep <parent run id>``, repeatable) or of an experiment (``--experiment``, default
+``mimo_l2o``), and writes into ``--out``:
+
+* ``report.md`` and ``report.csv``: a row per run (paper, learner, scenario, precoder, objective, K, M,
+  p_max; ``test/objective_ratio``, the best heuristic baseline's ratio, the learner's time per sample,
+  the speed-up, the constraint violation, the MSE of SEs, epochs, wall time) and, where the learner's
+  paper published a number for that setting, that number (``Learner.published``); the pairs a sweep
+  skipped, with their reasons;
+* ``ratio_heatmap.png``: learner × scenario, ``test/objective_ratio`` (the mean where several runs share a
+  cell), skipped pairs marked;
+* ``cdf_objective.png``: per scenario and objective, the CDF of the per-sample test objective of every
+  selected run's learner and of the solver.
+
+With ``--sweep``, the files are also logged as artifacts of each sweep's parent run (``report/``), so the
+MLflow UI shows the comparison; ``--readme FILE`` replaces the block between ``<!-- cross-evaluation -->``
+and ``<!-- /cross-evaluation -->`` in FILE with the learner × scenario matrix. Every output is stamped
+with the commits and machines of its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+SCENARIO_ORDER = ("gaussian_ic", "imac", "cellular", "cellfree")
+MARK_BEGIN, MARK_END = "<!-- cross-evaluation -->", "<!-- /cross-evaluation -->"
+PER_SAMPLE_ARTIFACT = "per_sample_objective.csv"  # logged by every run (mimo_l2o.runner)
+SKIPPED_DIR = "skipped"  # a sweep's skipped jobs (mimo_l2o.tracking.record_skip)
+COLUMNS = (
+    "paper",
+    "learner",
+    "scenario",
+    "precoder",
+    "objective",
+    "K",
+    "M",
+    "p_max",
+    "objective_ratio",
+    "best_baseline",
+    "best_baseline_ratio",
+    "time_learner_ms",
+    "speedup",
+    "constraint_violation",
+    "mse_se",
+    "epochs",
+    "wall_time_s",
+    "published",
+    "run_id",
+)
+
+
+@dataclass
+class Row:
+    """One finished run, as the report shows it."""
+
+    values: dict[str, object]
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        return self.values.get(key)
+
+
+def _mlflow():
+    import mlflow
+
+    return mlflow
+
+
+def _published(learner: str, params: dict[str, str]) -> str:
+    from mimo_l2o import registry
+    from mimo_l2o.errors import ConfigError
+
+    try:
+        return registry.LEARNERS.get(learner).published(params) or ""
+    except ConfigError:  # a learner that is no longer installed
+        return ""
+
+
+def row_of(run, client, with_samples: bool) -> Row:
+    """The report's row of an MLflow run (and its per-sample objectives when asked)."""
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    solver = metrics.get("test/objective_solver", math.nan)
+    baselines = {
+        key.removeprefix("test/objective_"): value / solver
+        for key, value in metrics.items()
+        if key.startswith("test/objective_")
+        and key.removeprefix("test/objective_") not in ("learner", "solver", "ratio", "ratio_raw")
+    }
+    best = max(baselines, key=baselines.get) if baselines else ""
+    end = run.info.end_time or run.info.start_time
+    values = {
+        "paper": tags.get("paper", ""),
+        "learner": tags.get("learner", ""),
+        "scenario": tags.get("scenario", ""),
+        "precoder": tags.get("precoder", ""),
+        "objective": tags.get("objective", ""),
+        "solver": tags.get("solver", ""),
+        "K": params.get("scenario.num_users", ""),
+        "M": params.get("scenario.num_antennas", ""),
+        "p_max": params.get("scenario.p_max", ""),
+        "objective_ratio": metrics.get("test/objective_ratio", math.nan),
+        "best_baseline": best,
+        "best_baseline_ratio": baselines.get(best, math.nan),
+        "time_learner_ms": metrics.get("test/time_learner_ms", math.nan),
+        "speedup": metrics.get("test/speedup", math.nan),
+        "constraint_violation": metrics.get("test/constraint_violation", math.nan),
+        "mse_se": metrics.get("test/mse_se", math.nan),
+        "epochs": metrics.get("train/epochs", math.nan),
+        "wall_time_s": (end - run.info.start_time) / 1000,
+        "published": _published(tags.get("learner", ""), params),
+        "run_id": run.info.run_id,
+        "commit": tags.get("mimo_l2o.commit", ""),
+        "machine": tags.get("mimo_l2o.machine", ""),
+    }
+    row = Row(values)
+    if with_samples:
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(run.info.run_id, PER_SAMPLE_ARTIFACT, tmp)
+                data = np.genfromtxt(path, delimiter=",", names=True)
+            row.per_sample = {name: np.asarray(data[name], dtype=float) for name in data.dtype.names}
+        except Exception:  # an older run without the artifact: no CDF curve
+            row.per_sample = {}
+    return row
+
+
+def skipped_of(client, parent_id: str) -> list[dict]:
+    """The jobs a sweep skipped, as :func:`mimo_l2o.tracking.record_skip` logged them."""
+    out = []
+    try:
+        artifacts = client.list_artifacts(parent_id, SKIPPED_DIR)
+    except Exception:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact in artifacts:
+            path = client.download_artifacts(parent_id, artifact.path, tmp)
+            out.append(json.loads(Path(path).read_text()))
+    return out
+
+
+def select(client, sweeps: list[str], experiment: str | None) -> tuple[list, list[dict]]:
+    """The finished runs of the sweeps (or of the experiment) and the jobs the sweeps skipped."""
+    if sweeps:
+        runs, skipped = [], []
+        for parent in sweeps:
+            experiment_id = client.get_run(parent).info.experiment_id
+            found = client.search_runs(
+                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=50000
+            )
+            runs += found
+            skipped += skipped_of(client, parent)
+    else:
+        name = experiment or "mimo_l2o"
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise SystemExit(
+                f"error: --experiment: no MLflow experiment '{name}' in {_mlflow().get_tracking_uri()}"
+            )
+        runs, skipped = client.search_runs([found.experiment_id], max_results=50000), []
+    finished = [r for r in runs if r.info.status == "FINISHED" and "test/objective_ratio" in r.data.metrics]
+    return finished, skipped
+
+
+def _order(rows: list[Row]) -> list[Row]:
+    def key(row: Row):
+        scenario = row["scenario"]
+        position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+        return (position, scenario, row["learner"], str(row["K"]), str(row["p_max"]))
+
+    return sorted(rows, key=key)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def stamp(rows: list[Row], command: str) -> str:
+    """Where the numbers come from: the command, the time, the runs' commits and machines."""
+    commits = sorted({r["commit"] for r in rows if r["commit"]}) or ["unknown"]
+    machines = sorted({r["machine"] for r in rows if r["machine"]}) or ["unknown"]
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Generated by `{command}` on {when} from {len(rows)} runs; "
+        f"commit {', '.join(commits)}; machine {'; '.join(machines)}."
+    )
+
+
+def markdown(rows: list[Row], skipped: list[dict], header: str) -> str:
+    titles = {
+        "objective_ratio": "objective ratio",
+        "best_baseline_ratio": "best baseline ratio",
+        "time_learner_ms": "learner [ms/sample]",
+        "constraint_violation": "violation",
+        "mse_se": "MSE of SEs",
+        "wall_time_s": "wall [s]",
+        "published": "paper's number",
+    }
+    shown = [c for c in COLUMNS if c != "run_id"]
+    lines = [header, "", "| " + " | ".join(titles.get(c, c) for c in shown) + " |"]
+    lines.append("| " + " | ".join("---" for _ in shown) + " |")
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in shown) + " |")
+    if skipped:
+        lines += ["", "Skipped pairs:", "", "| learner | scenario | reason |", "| --- | --- | --- |"]
+        for job in sorted(skipped, key=lambda j: (j["scenario"], j["learner"])):
+            lines.append(f"| {job['learner']} | {job['scenario']} | {job['reason']} |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*COLUMNS, "commit", "machine"])
+    for row in rows:
+        writer.writerow([row[c] for c in (*COLUMNS, "commit", "machine")])
+    return out.getvalue()
+
+
+def cells(rows: list[Row], skipped: list[dict]):
+    """``(learners, scenarios, mean ratio, runs, best baseline ratio, reasons)`` of the learner × scenario
+    matrix."""
+    ratio, baseline, count = defaultdict(list), defaultdict(list), defaultdict(int)
+    for row in rows:
+        key = (row["learner"], row["scenario"])
+        ratio[key].append(row["objective_ratio"])
+        baseline[key].append(row["best_baseline_ratio"])
+        count[key] += 1
+    reasons = {(j["learner"], j["scenario"]): j["reason"] for j in skipped}
+    keys = set(ratio) | set(reasons)
+    learners = sorted({k[0] for k in keys})
+    present = {k[1] for k in keys}
+    scenarios = [s for s in SCENARIO_ORDER if s in present] + sorted(present - set(SCENARIO_ORDER))
+    mean = {k: float(np.mean(v)) for k, v in ratio.items()}
+    best = {
+        k: float(np.nanmax(v)) if not all(math.isnan(x) for x in v) else math.nan for k, v in baseline.items()
+    }
+    return learners, scenarios, mean, count, best, reasons
+
+
+def matrix_markdown(rows: list[Row], skipped: list[dict]) -> str:
+    """The learner × scenario matrix of ``test/objective_ratio`` (with the best baseline's ratio where the
+    learner does not beat it), the pairs a sweep skipped marked, their reasons below the table."""
+    learners, scenarios, mean, count, best, reasons = cells(rows, skipped)
+    lines = ["| learner ↓ scenario → | " + " | ".join(scenarios) + " |"]
+    lines.append("| --- | " + " | ".join("---" for _ in scenarios) + " |")
+    notes: list[str] = []
+    for learner in learners:
+        out = []
+        for scenario in scenarios:
+            key = (learner, scenario)
+            if key in mean:
+                text = f"{mean[key]:.3f}"
+                if count[key] > 1:
+                    text += f" (mean of {count[key]})"
+                if not math.isnan(best[key]) and mean[key] <= best[key]:
+                    text += f", not above the best baseline's {best[key]:.3f}"
+                out.append(text)
+            elif key in reasons:
+                if reasons[key] not in notes:
+                    notes.append(reasons[key])
+                out.append(f"refuses ({notes.index(reasons[key]) + 1})")
+            else:
+                out.append("not run")
+        lines.append(f"| {learner} | " + " | ".join(out) + " |")
+    if notes:
+        lines.append("")
+        lines += [f"({i}) {note}  " for i, note in enumerate(notes, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(rows: list[Row], skipped: list[dict], path: Path) -> None:
+    from mimo_l2o.figures import close, plt
+
+    learners, scenarios, mean, _, _, reasons = cells(rows, skipped)
+    grid = np.full((len(learners), len(scenarios)), np.nan)
+    for (learner, scenario), value in mean.items():
+        grid[learners.index(learner), scenarios.index(scenario)] = value
+    fig, ax = plt.subplots(figsize=(3.6 + 1.4 * len(scenarios), 1.4 + 0.6 * len(learners)), dpi=110)
+    image = ax.imshow(
+        grid, cmap="viridis", vmin=min(0.5, np.nanmin(grid) if np.isfinite(grid).any() else 0.5), vmax=1.0
+    )
+    for i, learner in enumerate(learners):
+        for j, scenario in enumerate(scenarios):
+            value = grid[i, j]
+            text = (
+                f"{value:.3f}"
+                if np.isfinite(value)
+                else ("refuses" if (learner, scenario) in reasons else "")
+            )
+            color = "black" if np.isfinite(value) and value > 0.8 else "white"
+            ax.text(j, i, text, ha="center", va="center", color=color if np.isfinite(value) else "gray")
+    ax.set_xticks(range(len(scenarios)), scenarios)
+    ax.set_yticks(range(len(learners)), learners)
+    ax.set_title("objective ratio (learner ÷ solver)", fontsize="medium")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    fig.savefig(path)
+    close(fig)
+
+
+def cdf_figures(rows: list[Row], path: Path) -> bool:
+    """One panel per (scenario, objective): the per-sample CDF of every run's learner and the solver."""
+    from mimo_l2o import registry
+    from mimo_l2o.figures import cdf_figure, close, plt
+
+    registry.load_all()
+    groups = defaultdict(list)
+    for row in rows:
+        if row.per_sample:
+            groups[(row["scenario"], row["objective"])].append(row)
+    if not groups:
+        return False
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), dpi=110, squeeze=False)
+    for ax, ((scenario, objective), members) in zip(axes[0], sorted(groups.items()), strict=True):
+        curves = {}
+        for row in members:
+            label = (
+                row["learner"]
+                if sum(r["learner"] == row["learner"] for r in members) == 1
+                else (f"{row['learner']} K={row['K']} p_max={row['p_max']}")
+            )
+            curves[label] = row.per_sample["learner"]
+        first = members[0]
+        curves[f"{first['solver']} (solver)"] = first.per_sample["solver"]
+        for name, values in first.per_sample.items():
+            if name not in ("learner", "solver"):
+                curves[f"{name} (baseline)"] = values
+        try:
+            label = registry.OBJECTIVES.get(objective).label
+        except Exception:
+            label = objective
+        cdf_figure(curves, label, f"{scenario}, {first['precoder']}", ax=ax)
+    fig.savefig(path)
+    close(fig)
+    return True
+
+
+def replace_block(path: Path, block: str) -> None:
+    """Replace the text between the cross-evaluation markers in ``path`` (both must be there)."""
+    text = path.read_text()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        raise SystemExit(f"error: --readme: {path} has no '{MARK_BEGIN}' ... '{MARK_END}' block")
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    path.write_text(f"{head}{MARK_BEGIN}\n{block}{MARK_END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mimo-l2o report",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    parser.add_argument(
+        "--sweep", action="append", default=[], metavar="RUN_ID", help="a sweep's parent run (repeatable)"
+    )
+    parser.add_argument("--experiment", help="an MLflow experiment (default mimo_l2o, when no --sweep)")
+    parser.add_argument("--out", default="report", help="folder for the report (default ./report)")
+    parser.add_argument(
+        "--readme", type=Path, help="a markdown file whose cross-evaluation block gets the matrix"
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    command = "mimo-l2o report " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    runs, skipped = select(client, args.sweep, args.experiment)
+    if not runs and not skipped:
+        print(f"error: no finished runs found in {mlflow.get_tracking_uri()}", file=sys.stderr)
+        return 2
+    rows = _order([row_of(run, client, with_samples=True) for run in runs])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = stamp(rows, command)
+    (out / "report.md").write_text(
+        "# Cross-evaluation\n\n" + matrix_markdown(rows, skipped) + "\n" + markdown(rows, skipped, header)
+    )
+    (out / "report.csv").write_text(csv_text(rows))
+    heatmap(rows, skipped, out / "ratio_heatmap.png")
+    cdf_figures(rows, out / "cdf_objective.png")
+    from mimo_l2o.tracking import store_lock
+
+    for parent in args.sweep:
+        with store_lock():
+            client.log_artifacts(parent, str(out), "report")
+    if args.readme:
+        replace_block(args.readme, f"{header}\n\n{matrix_markdown(rows, skipped)}")
+    print(f"wrote {out}/report.md, report.csv and figures for {len(rows)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
