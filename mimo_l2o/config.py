@@ -124,9 +124,10 @@ class RunConfig:
         torch threads for this job (0: torch's default). Iterative solvers of many small ops run
         fastest single-threaded on a shared CPU; set 1 for parallel sweeps.
     cache_dir : str
-        Where sampled datasets and labels are cached, keyed by the config that determines them.
+        Where sampled datasets and labels are cached, keyed by the config that determines them
+        (``$MIMO_L2O_CACHE_DIR``, else ``.cache/mimo_l2o`` in the working directory).
     paper : str or None
-        Paper the run reproduces (a tag), set by ``experiment/`` presets.
+        Paper the run reproduces (a tag), set by ``experiment/`` presets; ``null``: the learner's paper.
     progress : bool or None
         Progress bars; ``null`` shows them only when stderr is a terminal.
     """
@@ -142,7 +143,7 @@ class RunConfig:
     device: str = "auto"
     seed: int = 0
     num_threads: int = 0
-    cache_dir: str = ".cache/mimo_l2o"
+    cache_dir: str = "${oc.env:MIMO_L2O_CACHE_DIR,.cache/mimo_l2o}"
     paper: Any = None
     progress: Any = None
 

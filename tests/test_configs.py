@@ -35,7 +35,7 @@ def options(group: str) -> dict[str, Path]:
 
 
 GROUP_OPTIONS = [(group, name) for group in GROUPS for name in options(group)]
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(options("experiment"))
 YAML_FILES = sorted(p for d in CONF_DIRS for p in d.rglob("*.yaml"))
 
 
@@ -149,6 +149,19 @@ def refusal(run) -> str | None:
 
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
+def test_an_option_states_no_default_twice(group, name):
+    """A default lives in the part's schema only: an option's own keys are its ``name`` and, for a
+    variant (``learner=position_mlp/large``), the values where it differs from the schema."""
+    own, _, _ = load_option(group, name)
+    cls = registry.all_registries()[group].get(own["name"])
+    defaults = flatten(cls.Config(name=own["name"]))
+    for key, value in plain_leaves(own).items():
+        assert key == "name" or defaults[key] != value, (
+            f"{options(group)[name]}: {key}={value} is the default"
+        )
+
+
+@pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
 def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     run = validate(compose_run(f"{group}={name}"))
     if group == "solver" and not registry.SOLVERS.get(name).gives_labels:
@@ -206,15 +219,21 @@ def test_dnn_with_a_heuristic_solver_is_refused(solver):
 # ---------------------------------------------------------------------------------------------
 # experiment presets
 # ---------------------------------------------------------------------------------------------
-def test_there_are_experiment_presets():
+def test_every_preset_lives_in_the_plugin_of_its_learner():
     assert EXPERIMENTS
+    assert not (CONF_DIR / "experiment").exists(), "the core holds no paper's preset"
+    for name, path in options("experiment").items():
+        learner = yaml.safe_load(path.read_text())["defaults"]
+        (choice,) = [v for e in learner for k, v in e.items() if k == "override /learner"]
+        module = registry.LEARNERS.get(choice).__module__  # mimo_l2o_plugins.<paper>.<module>
+        assert path.parents[2].name == module.split(".")[1], (name, path)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_validates_and_applies_its_values(name):
     run = validate(compose_run(f"experiment={name}"))
     assert isinstance(run.paper, str) and run.paper
-    data = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+    data = yaml.safe_load(options("experiment")[name].read_text())
     assert data.get("paper") == run.paper
     # every group the preset selects is selected, every value it sets is set
     for entry in data.get("defaults", []):

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from omegaconf import OmegaConf
 
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.precoders.none import NoPrecoder, link_gains
 from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.gaussian_ic import GaussianIC
 from mimo_l2o.scenarios.imac import IMAC, hex_bs_positions
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "scenario"
 
 # 10·log10 of an Exp(1) variate (|g|² of g ~ CN(0, 1)): a Gumbel law with
 # mean -10·γ/ln 10 and standard deviation 10/ln 10 · π/√6.
@@ -323,23 +317,3 @@ def test_config_messages():
     with pytest.raises(ConfigError, match=r"^noise_power: "):
         GaussianIC.Config(noise_power=-1.0)
     IMAC.Config(num_cells=20, num_users=80, cell_radius=500.0, min_distance=99.0)  # the paper's extremes
-
-
-@pytest.mark.parametrize("scenario_cls", [GaussianIC, IMAC])
-def test_yaml_mirrors_config(scenario_cls):
-    """Every Config field is in the YAML with its default and a lower-case comment above it."""
-    path = CONF / f"{scenario_cls.name}.yaml"
-    lines = path.read_text().splitlines()
-    data = yaml.safe_load(path.read_text())
-    assert data.pop("defaults") == [f"/schema/scenario/{scenario_cls.name}@_here_", "_self_"]
-    fields = {f.name: f.default for f in dataclasses.fields(scenario_cls.Config)}
-    assert data == fields
-    for i, line in enumerate(lines):
-        key = line.split(":")[0]
-        if key in fields and key != "name":
-            assert lines[i - 1].startswith("# ") and lines[i - 1][2].islower(), line
-    # the YAML merges into the typed schema, and converting it runs the range checks
-    schema = OmegaConf.structured(scenario_cls.Config)
-    config = OmegaConf.to_object(OmegaConf.merge(schema, data))
-    assert config == scenario_cls.Config()
-    assert OmegaConf.to_object(OmegaConf.merge(schema, {"num_users": 24})).num_users == 24

@@ -8,7 +8,6 @@ stopping of converged samples, and against the paper's Table I.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from mimo_l2o.registry import SOLVERS
 from mimo_l2o.solvers.baselines import MaxPower, RandomPower
 from mimo_l2o.solvers.wmmse import WMMSE, wmmse
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "solver"
 F64 = torch.float64
 
 
@@ -261,17 +259,6 @@ def test_config_rejects_bad_values(overrides, key):
         WMMSE.Config(name="wmmse", **overrides)
     assert info.value.key == key
     assert "\n" not in str(info.value)
-
-
-@pytest.mark.parametrize("name", ["wmmse", "max_power", "random"])
-def test_yaml_matches_the_config_schema(name):
-    cls = SOLVERS.get(name)
-    yaml = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
-    assert yaml.pop("defaults") == [f"/schema/solver/{name}@_here_", "_self_"]
-    assert yaml["name"] == name
-    config = cls.Config(**yaml)
-    defaults = cls.Config(name=name)
-    assert config == defaults  # the YAML states the schema's defaults
 
 
 # ---------------------------------------------------------------------------------------------

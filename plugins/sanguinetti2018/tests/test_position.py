@@ -672,3 +672,37 @@ def test_adam_training_learns_a_smooth_map_of_the_positions():
     # target, most: about 8 % mean absolute error on single powers measured)
     error = ((p - val["labels"]).abs().mean() / val["labels"].mean()).item()
     assert error < 0.15, error
+
+
+def test_imac_cells_with_a_budget_per_user():
+    """The IMAC's geometry: hexagonal cells (no wrap-around), users ``k // (K/N)`` in cell ``k // (K/N)``,
+    each with its own budget. Each cell's outputs are fractions of its users' budgets together, and the
+    final decision clips every user to its own budget."""
+    from mimo_l2o.scenarios.imac import IMAC
+
+    scenario = IMAC(IMAC.Config(num_cells=3, num_users=6))
+    net = scenario.sample(8, gen(1))
+    from mimo_l2o.precoders.none import NoPrecoder
+
+    problem = NoPrecoder(None)(net).to(dtype=torch.float32)
+    s = LearnerSpec({"user_positions": (6, 2)}, problem[:1], geometry=scenario.geometry())
+    learner = PositionMLPLearner(PositionMLPConfig(name="position_mlp", shared=True), s)
+    layout = learner.layout
+    assert (layout.num_cells, layout.num_users, layout.wrap) == (3, 2, False)
+    assert torch.equal(layout.cell_budget, torch.full((3,), 2.0))  # two users of p_max = 1 per cell
+    assert torch.equal(layout.cell_order(), torch.tensor([[0, 1, 2], [1, 0, 2], [2, 0, 1]]))
+    x = learner.prepare({"user_positions": scenario.user_positions(net)})
+    torch.testing.assert_close(x, net["user_positions"].flatten(1).float() / 200.0)
+    # labels are fractions of the cell's budget: a user at full power is half of it
+    labels = torch.ones(8, 6)
+    assert torch.equal(learner.targets(labels)[..., :2], torch.full((8, 3, 2), 0.5))
+    model = learner.build_model(x, gen(0))
+    with torch.no_grad():
+        p = learner.finalize()(3 * model(x) + 1)
+    assert float(problem.constraint_violation(p).max()) <= 0 and bool((p <= 1.0).all())
+    # no wrap-around: the polar features are the plain distances to every BS
+    frames = CellFrames(layout, shared=True, features=InputFeatures.polar)(x)
+    bs = scenario.bs_positions() / 200.0
+    r = torch.linalg.vector_norm(x.view(8, 6, 1, 2).double() - bs, dim=-1)  # [n, users, BS]
+    own_first = frames[0].view(8, 3, 2, 3, 2)  # frame of cell 0: cells and BSs in index order
+    torch.testing.assert_close(own_first[..., 0].flatten(1), r.log().float().flatten(1), rtol=1e-5, atol=1e-5)
