@@ -5,7 +5,8 @@ A learner declares what it needs (``requires_labels``, ``families``, ``inputs``:
 refuse an impossible combination before any work, and supplies
 
 * :meth:`Learner.prepare`: the named features → one float32 model input tensor;
-* :meth:`Learner.build_model`: the network, raw input → raw decision;
+* :meth:`Learner.build_model`: the network, raw input → raw decision (supervised learners may first
+  look at the training labels, :meth:`Learner.observe_labels`);
 * :meth:`Learner.loss`: the training loss on a batch;
 * :meth:`Learner.finalize`: raw decision → the method's final decision (a module, so the
   logged policy is self-contained), chosen after training, with the validation set to choose by;
@@ -238,6 +239,10 @@ class Learner:
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         """Model input ``[batch, ...]`` (float32) from the named features."""
         raise NotImplementedError
+
+    def observe_labels(self, labels: Tensor) -> None:
+        """Called with the training labels ``[n, *decision_shape]`` before :meth:`build_model`, for
+        supervised learners that set a scale from them; by default nothing."""
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         """The network (raw input → raw decision); ``train_inputs`` may set normalisations."""

@@ -112,6 +112,8 @@ def _run(
     # train
     learner = parts.learner_cls(run.learner, data.spec())
     train_inputs = data.inputs("train", learner)
+    if supervised:
+        learner.observe_labels(targets["train"].to(learner.spec.problem.decision_dtype))
     model = learner.build_model(train_inputs, generator(run.seed, "init"))
     train_data = {"inputs": train_inputs}
     val_data = {"inputs": data.inputs("val", learner)}

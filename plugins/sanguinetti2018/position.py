@@ -320,16 +320,29 @@ class GroupedLSTM(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Loss and decoding
 # ---------------------------------------------------------------------------------------------
-def relative_mse(prediction: Tensor, target: Tensor, kind: RelativeMSE = RelativeMSE.element) -> Tensor:
+def relative_mse(
+    prediction: Tensor, target: Tensor, kind: RelativeMSE = RelativeMSE.element, floor: float = 0.0
+) -> Tensor:
     """The relative MSE of ``[B, L, D]`` predictions, a scalar.
 
-    ``element``: the mean over samples, cells and outputs of ``(ŷ − y)² / (y² + 1e-8)``;
-    ``cell``: the mean over samples and cells of ``‖ŷ_j − y_j‖² / (‖y_j‖² + 1e-8)`` (norms over ``D``).
+    ``element``: the mean over samples, cells and outputs of ``(ŷ − y)² / (max(y², f) + 1e-8)``;
+    ``cell``: the mean over samples and cells of ``‖ŷ_j − y_j‖² / (max(‖y_j‖², f) + 1e-8)`` (norms over
+    ``D``), with ``f`` the ``floor`` (:func:`label_floor`; 0: the paper's loss).
     """
     err = (prediction - target).square()
     if RelativeMSE(kind) == RelativeMSE.cell:
-        return (err.sum(-1) / (target.square().sum(-1) + REL_EPS)).mean()
-    return (err / (target.square() + REL_EPS)).mean()
+        return (err.sum(-1) / (target.square().sum(-1).clamp_min(floor) + REL_EPS)).mean()
+    return (err / (target.square().clamp_min(floor) + REL_EPS)).mean()
+
+
+def label_floor(targets: Tensor, kind: RelativeMSE, fraction: float) -> float:
+    """``fraction`` times the mean of what :func:`relative_mse` divides by (``‖y_j‖²`` per cell, or
+    ``y²`` per output) over the training targets ``[B, L, D]``: a label smaller than that is weighed as
+    if it were that large, so that a cell the solver switched off (``y_j = 0``, which sum-rate solvers
+    do) does not weigh 1e8 times a typical one and pull every prediction to 0."""
+    square = targets.double().square()
+    square = square.sum(-1) if RelativeMSE(kind) == RelativeMSE.cell else square
+    return fraction * float(square.mean())
 
 
 def cell_targets(labels: Tensor, budget: Tensor, with_sum: bool) -> Tensor:
@@ -549,6 +562,12 @@ class _PositionConfig(LearnerConfig):
     loss : RelativeMSE
         ``element``: the relative error of every output; ``cell``: of each cell's output vector
         (:func:`relative_mse`).
+    relative_floor : float
+        In the relative MSE, a label (cell vector or output) whose square is below this fraction of the
+        training labels' mean square is weighed as if it were that large (:func:`label_floor`): the
+        fairness solvers' powers never come near it, but a sum-rate solver switches whole cells off
+        (about 5 % of the imac cells), and those would otherwise weigh 1e8 times the others. 0: the
+        paper's loss.
     standardize : bool
         Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
         inside the model; off: the coordinates as they are (the paper).
@@ -571,6 +590,7 @@ class _PositionConfig(LearnerConfig):
 
     shared: bool = False
     loss: RelativeMSE = RelativeMSE.cell
+    relative_floor: float = 0.1
     standardize: bool = True
     train_on: TrainOn = TrainOn.labels
     pretrain_epochs: int = 8
@@ -580,6 +600,11 @@ class _PositionConfig(LearnerConfig):
 
     def __post_init__(self) -> None:
         require(self.pretrain_epochs >= 0, "pretrain_epochs", f"must be >= 0, got {self.pretrain_epochs}")
+        require(
+            math.isfinite(self.relative_floor) and self.relative_floor >= 0,
+            "relative_floor",
+            f"must be a finite number >= 0, got {self.relative_floor}",
+        )
         require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
 
 
@@ -711,6 +736,7 @@ class _PositionLearner(Learner):
         super().__init__(config, spec)
         self.layout = CellLayout.from_spec(spec)
         self.epoch = 0  # epochs done (on_epoch_end), for the switch from labels to the objective
+        self.floor = 0.0  # the relative MSE's floor, set from the training labels (observe_labels)
         self.generator = torch.Generator().manual_seed(0)  # reseeded by build_model
         if self.on_objective:
             require(spec.objective is not None, "learner.train_on", "objective: the runner gave no objective")
@@ -748,7 +774,13 @@ class _PositionLearner(Learner):
 
     def label_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The loss against the solver's powers."""
-        return relative_mse(model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss)
+        return relative_mse(
+            model.outputs(batch["inputs"]), self.targets(batch["labels"]), self.config.loss, self.floor
+        )
+
+    def observe_labels(self, labels: Tensor) -> None:
+        """The relative MSE's floor from the training labels (:func:`label_floor`)."""
+        self.floor = label_floor(self.targets(labels), self.config.loss, self.config.relative_floor)
 
     def objective_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """``−mean log`` of the smooth objective of the feasible decision on the batch's problems, of

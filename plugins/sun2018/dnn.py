@@ -41,6 +41,11 @@ class Rounding(str, Enum):
     never = "never"  # the clipped outputs, made feasible
 
 
+class OutputUnit(str, Enum):
+    labels = "labels"  # each output in units of its variable's mean training label (MSE in those units)
+    budget = "budget"  # the paper: outputs and MSE in W (the budget's unit)
+
+
 class InputScaling(str, Enum):
     none = "none"  # raw magnitudes, as in the paper
     standardize = "standardize"  # per-feature mean 0, std 1 (training-set statistics)
@@ -66,12 +71,18 @@ class DNNConfig(LearnerConfig):
         model, so the logged policy takes raw magnitudes).
     bias_init : float
         Initial value of every bias.
+    output_unit : OutputUnit
+        ``labels`` (default): each output is a multiple of its variable's mean training label and the
+        MSE is taken in those units, so powers of any scale are learnt alike (the energy-efficient
+        powers of cell-free networks are a thousandth of an AP's budget); ``budget`` (the paper, the
+        presets): outputs and MSE in W.
     """
 
     hidden: list[int] = field(default_factory=lambda: [200, 200, 200])
     rounding: Rounding = Rounding.validated
     input_scaling: InputScaling = InputScaling.standardize
     bias_init: float = 0.1
+    output_unit: OutputUnit = OutputUnit.labels
     train: TrainConfig = field(default_factory=_paper_training)
 
     def __post_init__(self) -> None:
@@ -94,6 +105,17 @@ class Standardize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (self._f(x) - self.mean) / self.std
+
+
+class Scale(nn.Module):
+    """``x · unit``, one unit per output (the outputs' unit in W)."""
+
+    def __init__(self, unit: Tensor):
+        super().__init__()
+        self.register_buffer("unit", unit.float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.unit
 
 
 class ClipPower(nn.Module):
@@ -162,6 +184,14 @@ class DNNLearner(Learner):
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.rounded = Rounding(config.rounding) != Rounding.never
+        self.unit = torch.ones(spec.problem.num_vars)
+
+    def observe_labels(self, labels: Tensor) -> None:
+        """With ``output_unit: labels``, each output's unit: its variable's mean training label (at least
+        1e-3 of the largest such mean, for variables the labels rarely use)."""
+        if OutputUnit(self.config.output_unit) == OutputUnit.labels:
+            mean = labels.abs().float().mean(0).cpu()
+            self.unit = mean.clamp_min(1e-3 * float(mean.max()) if float(mean.max()) > 0 else 1.0)
 
     @property
     def reports_raw(self) -> bool:
@@ -185,7 +215,10 @@ class DNNLearner(Learner):
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        layers += [nn.Linear(width, self.spec.problem.num_vars), ClipPower(self._cap())]
+        layers += [nn.Linear(width, self.spec.problem.num_vars)]
+        if OutputUnit(cfg.output_unit) == OutputUnit.labels:
+            layers.append(Scale(self.unit))
+        layers.append(ClipPower(self._cap()))
         model = nn.Sequential(*layers)
         for layer in model:
             if isinstance(layer, nn.Linear):
@@ -194,7 +227,9 @@ class DNNLearner(Learner):
         return model
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        return nn.functional.mse_loss(model(batch["inputs"]), batch["labels"])
+        """The MSE to the labels, in the outputs' unit (W with ``output_unit: budget``)."""
+        unit = self.unit.to(batch["labels"])
+        return nn.functional.mse_loss(model(batch["inputs"]) / unit, batch["labels"] / unit)
 
     def finalize(self, score=None) -> nn.Module:
         """The clipped outputs made feasible, rounded first if ``rounding`` says so; ``validated`` rounds

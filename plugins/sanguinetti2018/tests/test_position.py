@@ -22,6 +22,7 @@ from mimo_l2o_plugins.sanguinetti2018.position import (
     PositionMLPLearner,
     PowerOutput,
     RelativeMSE,
+    label_floor,
     permute_users,
     relative_mse,
     scale_to_sum,
@@ -249,6 +250,38 @@ def test_relative_mse_against_a_hand_computation(kind):
     pred, target = torch.tensor([[[1.0, 2.0]]]), torch.tensor([[[1.5, 1.0]]])
     expected = (0.25 + 1.0) / (2.25 + 1.0) if kind == RelativeMSE.cell else (0.25 / 2.25 + 1.0) / 2
     assert relative_mse(pred, target, kind).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", [RelativeMSE.cell, RelativeMSE.element])
+def test_relative_mse_floor_from_the_training_labels(kind):
+    # a sum-rate solver's labels: some cells switched off entirely
+    labels = torch.rand(40, L * K, generator=gen(3), dtype=torch.float64) * P_MAX / K
+    labels[::4, :K] = 0.0
+    learner = mlp(loss=kind, relative_floor=0.1)
+    learner.observe_labels(labels)
+    y = labels.view(40, L, K) / P_MAX
+    y = torch.cat([y, y.sum(-1, keepdim=True)], -1)  # the MLP predicts the powers and their sum
+    square = y.square().sum(-1) if kind == RelativeMSE.cell else y.square()
+    assert learner.floor == pytest.approx(0.1 * float(square.mean()), rel=1e-6)
+    assert label_floor(y, kind, 0.0) == 0.0
+    model = learner.build_model(positions(8, 0), gen(0))
+    x = positions(40, 1)
+    with torch.no_grad():
+        out = model.outputs(x).double()
+        loss = learner.loss(model, {"inputs": x, "labels": labels})
+    err = (out - y).square()
+    err = err.sum(-1) if kind == RelativeMSE.cell else err
+    expected = (err / (square.clamp_min(learner.floor) + 1e-8)).mean()
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+    # an off cell weighs 1 / floor, not 1e8; a cell above the floor exactly as in the paper's loss
+    paper = (err / (square + 1e-8)).mean()
+    assert float(paper) > 1e4 * float(expected)
+    above = square > learner.floor
+    torch.testing.assert_close(
+        (err / (square.clamp_min(learner.floor) + 1e-8))[above], (err / (square + 1e-8))[above]
+    )
+    with pytest.raises(ConfigError, match="relative_floor"):
+        mlp(relative_floor=float("nan"))
 
 
 def test_lstm_losses_compare_the_k_powers():

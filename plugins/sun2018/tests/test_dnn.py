@@ -8,7 +8,16 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.sun2018.dnn import ClipPower, DNNConfig, DNNLearner, InputScaling, Rounding, Standardize
+from mimo_l2o_plugins.sun2018.dnn import (
+    ClipPower,
+    DNNConfig,
+    DNNLearner,
+    InputScaling,
+    OutputUnit,
+    Rounding,
+    Scale,
+    Standardize,
+)
 from torch import nn
 
 from mimo_l2o.learner import LearnerSpec, OptimizerName, TrainConfig
@@ -41,6 +50,8 @@ def spec(group=None, budget=None) -> LearnerSpec:
 
 
 def learner(group=None, budget=None, **config) -> DNNLearner:
+    """The paper's network (outputs in W) unless ``output_unit`` says otherwise."""
+    config.setdefault("output_unit", OutputUnit.budget)
     return DNNLearner(DNNConfig(name="dnn", **config), spec(group, budget))
 
 
@@ -260,6 +271,36 @@ def test_loss_is_the_mean_squared_error():
     assert loss.item() == pytest.approx(by_hand, rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_output_unit_labels_learns_each_output_in_units_of_its_mean_label():
+    # variable 0's labels are a hundredth of the others', variable 3 never used by the labels
+    labels = torch.rand(200, K, generator=gen(11)) * torch.tensor([1e-2, 1.0, 0.5, 0.0]) * P_MAX
+    dnn = learner(output_unit=OutputUnit.labels)
+    dnn.observe_labels(labels.double())
+    mean = labels.mean(0)
+    unit = torch.tensor([mean[0], mean[1], mean[2], 1e-3 * mean[1]])
+    torch.testing.assert_close(dnn.unit, unit)
+    model = dnn.build_model(inputs(50, 1), gen(0))
+    assert [type(m) for m in model][-3:] == [nn.Linear, Scale, ClipPower]
+    x = inputs(64, 7)
+    with torch.no_grad():
+        raw = model[:-2](x)
+        torch.testing.assert_close(model(x), (raw * unit).clamp(0, P_MAX))
+        y = model(x)
+    # the MSE in those units: each variable's error over its unit
+    loss = dnn.loss(model, {"inputs": x, "labels": labels[:64]})
+    by_hand = (((y - labels[:64]) / unit) ** 2).mean()
+    assert loss.item() == pytest.approx(float(by_hand), rel=1e-5)
+    # in W (the paper), no unit and the plain MSE; observing labels changes nothing
+    paper = learner()
+    paper.observe_labels(labels.double())
+    assert torch.equal(paper.unit, torch.ones(K))
+    assert not any(isinstance(m, Scale) for m in paper.build_model(inputs(50, 1), gen(0)))
+    # labels of all zeros leave the unit at 1
+    blank = learner(output_unit=OutputUnit.labels)
+    blank.observe_labels(torch.zeros(10, K))
+    assert torch.equal(blank.unit, torch.ones(K))
 
 
 # ---------------------------------------------------------------------------------------------
