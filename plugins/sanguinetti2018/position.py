@@ -564,10 +564,10 @@ class _PositionConfig(LearnerConfig):
         (:func:`relative_mse`).
     relative_floor : float
         In the relative MSE, a label (cell vector or output) whose square is below this fraction of the
-        training labels' mean square is weighed as if it were that large (:func:`label_floor`): the
-        fairness solvers' powers never come near it, but a sum-rate solver switches whole cells off
-        (about 5 % of the imac cells), and those would otherwise weigh 1e8 times the others. 0: the
-        paper's loss.
+        training labels' mean square is weighed as if it were that large (:func:`label_floor`): a
+        sum-rate solver switches whole cells off (about 5 % of the imac cells), and those would
+        otherwise weigh 1e8 times the others; only a cell below the floor is weighed differently (with
+        max-prod labels on cellular, almost none). 0: the paper's loss.
     standardize : bool
         Scale each (per-cell) input feature to mean 0 and std 1 with training-set statistics, kept
         inside the model; off: the coordinates as they are (the paper).
