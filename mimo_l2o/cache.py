@@ -5,6 +5,13 @@ of its canonical JSON, which is also written beside the entry so a reader can se
 means). Files are written atomically (a temporary file in the same folder, then
 ``os.replace``), so a killed run never leaves a half-written entry; chunked computations
 write one file per chunk and resume from the chunks already there.
+
+A shared cache folder is read by other users, so an entry is trusted only as data: it is loaded
+with ``torch.load(weights_only=True)`` (tensors and plain containers; a planted pickle cannot run
+code), its SHA-256 is written beside it (``<key>.pt.sha256``) and checked on every read, and an
+entry that fails either check (garbled, truncated, planted) is logged as a warning and computed
+again. Files are created with the permissions the umask allows (``0666 & ~umask``), not
+``mkstemp``'s 0600, so that a group that shares the folder can read them.
 """
 
 from __future__ import annotations
@@ -48,31 +55,78 @@ def cache_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+def _file_mode() -> int:
+    """``0666 & ~umask``: what ``open`` would create (the umask is read by setting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace`` onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+class CorruptEntry(Exception):
+    """A cache file that does not match its digest or is not plain tensor data."""
+
+
+def save_entry(obj: Any, path: Path) -> None:
+    """:func:`atomic_save`, then the file's digest beside it (an entry without one is not trusted)."""
+    atomic_save(obj, path)
+    _atomic_write_text(file_digest(path) + "\n", _digest_path(path))
+
+
+def load_entry(path: Path) -> Any:
+    """The entry at ``path``, checked against its digest and loaded as data only
+    (``weights_only=True``); :class:`CorruptEntry` if either fails."""
+    digest = _digest_path(path)
+    if not digest.exists():
+        raise CorruptEntry("no digest beside it")
+    if digest.read_text().strip() != file_digest(path):
+        raise CorruptEntry("its bytes do not match its SHA-256")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return torch.load(path, weights_only=True)
+    except Exception as error:  # UnpicklingError for a planted object, RuntimeError for a bad zip, ...
+        raise CorruptEntry(f"not plain tensor data ({type(error).__name__}: {str(error)[:120]})") from error
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    _digest_path(path).unlink(missing_ok=True)
 
 
 class Cache:
@@ -95,14 +149,33 @@ class Cache:
         key = cache_key(spec)
         path = self.path(stage, key)
         with self._lock(path):
-            if path.exists():
-                log.info("%s: reusing cached %s", stage, key)
-                return torch.load(path, weights_only=False), key
+            cached = self._reuse(stage, key, path)
+            if cached is not None:
+                return cached, key
             log.info("%s: computing %s", stage, key)
             value = compute()
             self._store_spec(stage, key, spec)
-            atomic_save(value, path)
+            save_entry(value, path)
         return value, key
+
+    @staticmethod
+    def _verified(what: str, path: Path) -> Any | None:
+        """The verified entry at ``path``, or ``None`` when there is none or it failed its checks (then
+        it is removed, with a warning naming ``what``, to be computed again)."""
+        if not path.exists():
+            return None
+        try:
+            return load_entry(path)
+        except CorruptEntry as error:
+            log.warning("%s is corrupt (%s); computing it again", what, error)
+            _discard(path)
+            return None
+
+    def _reuse(self, stage: str, key: str, path: Path) -> Any | None:
+        value = self._verified(f"{stage}: cached {key}", path)
+        if value is not None:
+            log.info("%s: reusing cached %s", stage, key)
+        return value
 
     def _lock(self, path: Path) -> FileLock:
         """Parallel jobs that need the same entry compute it once: the second waits, then reuses."""
@@ -133,13 +206,18 @@ class Cache:
             ), key
 
     def _chunked(self, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress):
-        if path.exists():
-            log.info("%s: reusing cached %s", stage, key)
-            return torch.load(path, weights_only=False)
+        cached = self._reuse(stage, key, path)
+        if cached is not None:
+            return cached
         chunk_dir = path.with_suffix(".chunks")
         bounds = [(s, min(s + chunk_size, num_samples)) for s in range(0, num_samples, chunk_size)]
-        done = {p.name for p in chunk_dir.glob("*.pt")} if chunk_dir.exists() else set()
-        reused = sum(f"{s:012d}-{e:012d}.pt" in done for s, e in bounds)
+        done = {}
+        for s, e in bounds:
+            chunk_path = chunk_dir / f"{s:012d}-{e:012d}.pt"
+            part = self._verified(f"{stage}: chunk {s}-{e} of {key}", chunk_path)
+            if part is not None:
+                done[chunk_path.name] = part
+        reused = len(done)
         if reused:
             log.info("%s: resuming %s from %d of %d chunks already written", stage, key, reused, len(bounds))
         else:
@@ -149,13 +227,13 @@ class Cache:
         for start, stop in tqdm(bounds, desc=stage, unit="chunk", disable=not progress, leave=False):
             chunk_path = chunk_dir / f"{start:012d}-{stop:012d}.pt"
             if chunk_path.name in done:
-                parts.append(torch.load(chunk_path, weights_only=False))
+                parts.append(done.pop(chunk_path.name))
                 continue
             part = compute_chunk(start, stop)
-            atomic_save(part, chunk_path)
+            save_entry(part, chunk_path)
             parts.append(part)
         value = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        atomic_save(value, path)
+        save_entry(value, path)
         shutil.rmtree(chunk_dir, ignore_errors=True)
         return value
 

@@ -4,6 +4,8 @@ the runner derives for its stages."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -216,7 +218,9 @@ def test_chunked_resumes_after_a_failure(tmp_path):
     assert first.calls == [(0, 5), (5, 10)]
     assert sorted(p.name for p in chunk_dir.iterdir()) == [
         "000000000000-000000000005.pt",
+        "000000000000-000000000005.pt.sha256",
         "000000000005-000000000010.pt",
+        "000000000005-000000000010.pt.sha256",
     ]
     assert not path.exists()
     assert no_temp_files(tmp_path)
@@ -286,6 +290,107 @@ def test_get_or_compute_write_failure_leaves_no_entry(tmp_path, monkeypatch):
     calls = []
     value, _ = Cache(tmp_path).get_or_compute("networks", SPEC, lambda: calls.append(1) or torch.ones(2))
     assert calls == [1] and torch.equal(value, torch.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# integrity and safety of a shared cache
+# ---------------------------------------------------------------------------------------------
+class Planted:
+    """An object whose unpickling would run code: writes a marker file."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def entry_of(tmp_path, stage="networks", spec=SPEC) -> Path:
+    return tmp_path / stage / f"{cache_key(spec)}.pt"
+
+
+def counting(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    return compute, calls
+
+
+@pytest.mark.parametrize("damage", ["garbled", "truncated", "no digest", "planted"])
+def test_a_damaged_or_planted_entry_is_computed_again(tmp_path, damage, caplog):
+    value = {"gains": torch.arange(64, dtype=torch.float64).view(8, 8), "labels": torch.ones(8)}
+    compute, calls = counting(value)
+    Cache(tmp_path).get_or_compute("networks", SPEC, compute)
+    path = entry_of(tmp_path)
+    digest = path.with_name(path.name + ".sha256")
+    assert digest.read_text().strip() == cache_module.file_digest(path)
+    marker = tmp_path / "code_ran"
+    raw = bytearray(path.read_bytes())
+    if damage == "garbled":  # some stored values zeroed: still a valid file, other numbers
+        loaded = torch.load(path, weights_only=True)
+        loaded["gains"][2:4] = 0.0
+        torch.save(loaded, path)
+    elif damage == "truncated":
+        path.write_bytes(bytes(raw[: len(raw) // 2]))
+    elif damage == "no digest":
+        digest.unlink()
+    else:  # a planted pickle, with a digest that matches it
+        torch.save({"gains": Planted(str(marker))}, path)
+        digest.write_text(cache_module.file_digest(path))
+        (tmp_path / "planted.pt").write_bytes(path.read_bytes())
+    with caplog.at_level("WARNING", logger="mimo_l2o.cache"):
+        again, _ = Cache(tmp_path).get_or_compute("networks", SPEC, compute)
+    assert calls == [1, 1]
+    assert not marker.exists()
+    assert torch.equal(again["gains"], value["gains"])
+    assert any("corrupt" in r.getMessage() and cache_key(SPEC) in r.getMessage() for r in caplog.records)
+    # recomputed and verified: the next read reuses it
+    Cache(tmp_path).get_or_compute("networks", SPEC, compute)
+    assert calls == [1, 1]
+    assert digest.read_text().strip() == cache_module.file_digest(path)
+    if damage == "planted":  # the control: loaded as a full pickle, the planted file does run code
+        torch.load(tmp_path / "planted.pt", weights_only=False)
+        assert marker.exists()
+
+
+def test_a_damaged_chunk_is_computed_again_and_the_others_reused(tmp_path):
+    def chunk(start, stop):
+        chunk.calls.append(start)
+        return {"x": torch.arange(start, stop, dtype=torch.float64)}
+
+    chunk.calls = []
+
+    def fail_at_8(start, stop):
+        if start == 8:
+            raise RuntimeError("killed")
+        return chunk(start, stop)
+
+    with pytest.raises(RuntimeError):
+        Cache(tmp_path).chunked("labels", SPEC, 12, 4, fail_at_8)
+    chunks = sorted((tmp_path / "labels").glob("*.chunks/*.pt"))
+    assert [p.name[:12] for p in chunks] == ["000000000000", "000000000004"]
+    chunks[1].write_bytes(chunks[1].read_bytes()[:-10])  # the second chunk truncated
+    chunk.calls.clear()
+    value, _ = Cache(tmp_path).chunked("labels", SPEC, 12, 4, chunk)
+    assert chunk.calls == [4, 8]
+    assert torch.equal(value["x"], torch.arange(12, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_entries_have_the_permissions_the_umask_allows(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        Cache(tmp_path).get_or_compute("networks", SPEC, lambda: torch.ones(3))
+        Cache(tmp_path).chunked("labels", SPEC, 6, 4, lambda a, b: {"x": torch.ones(b - a)})
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".lock"]
+    assert {p.suffix for p in files} == {".pt", ".json", ".sha256"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name
 
 
 # ---------------------------------------------------------------------------------------------
