@@ -28,8 +28,10 @@ from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, ti
 from mimo_l2o.figures import cdf_figure, close
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
-from mimo_l2o.tracking import Tracker, parent_run_id, pip_requirements, record_skip
+from mimo_l2o.tracking import Tracker, parent_run_id, pip_requirements, record_skip, swept_overrides
 from mimo_l2o.training import fit
+
+MAX_RUN_NAME = 200  # characters; MLflow keeps 250
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,20 @@ def run_experiment(cfg: DictConfig) -> float:
         "mimo_l2o.commit": provenance.commit(),
         "mimo_l2o.machine": provenance.machine(str(device)),
     }
-    run_name = f"{run.learner.name}-{run.scenario.name}-K{run.scenario.num_users}"
-    with Tracker(run.tracking.experiment, run_name, tags, parent) as tracker:
+    with Tracker(run.tracking.experiment, run_name(run), tags, parent) as tracker:
         tracker.log_params(flatten(run))
         metrics = _run(run, parts, Cache(run.cache_dir), device, progress, tracker)
     return metrics["test/objective_ratio"]
+
+
+def run_name(run: RunConfig) -> str:
+    """``learner-scenario-K<users>``, then the values of the keys the run's sweep varies beyond those
+    (``dnn-gaussian_ic-K4 scenario.p_max=2``), so that sibling runs have different names."""
+    named = {"learner", "scenario", "scenario.num_users"}
+    base = f"{run.learner.name}-{run.scenario.name}-K{run.scenario.num_users}"
+    swept = [o for o in swept_overrides() if o.split("=", 1)[0] not in named]
+    name = " ".join([base, *swept])
+    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
 
 
 def _skip(run: RunConfig, err: Incompatible) -> None:

@@ -10,6 +10,7 @@ is lost. A run that raises ends as FAILED with the reason; it is never left RUNN
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+SWEPT_KEYS_FILE = "swept_keys.json"  # the keys a sweep varies, for the names of its runs
 MAX_PARAM_LENGTH = 6000
 
 # The sweep's parent run while this process holds it open, so that a sweep that raises can
@@ -201,16 +203,46 @@ def pip_requirements() -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Sweeps
 # ---------------------------------------------------------------------------------------------
-def parent_run_id() -> str | None:
-    """The sweep's parent run id when this job is part of a multirun, else ``None``."""
+def _sweep_file(name: str) -> Path | None:
+    """A file of the sweep's folder when this job is part of a multirun, else ``None``."""
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:
         return None
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    path = Path(hydra_cfg.sweep.dir) / PARENT_RUN_FILE
-    return path.read_text().strip() if path.exists() else None
+    path = Path(hydra_cfg.sweep.dir) / name
+    return path if path.exists() else None
+
+
+def parent_run_id() -> str | None:
+    """The sweep's parent run id when this job is part of a multirun, else ``None``."""
+    path = _sweep_file(PARENT_RUN_FILE)
+    return path.read_text().strip() if path else None
+
+
+def swept_overrides() -> list[str]:
+    """This job's values of the keys its sweep varies (``scenario.p_max=2``), in the sweep's order;
+    empty outside a multirun. Sibling runs differ in these, so they go into the run's name."""
+    path = _sweep_file(SWEPT_KEYS_FILE)
+    if path is None:
+        return []
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = json.loads(path.read_text())
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    job = {o.key_or_group: o for o in overrides}
+    return [f"{key}={job[key].get_value_element_as_str()}" for key in keys if key in job]
+
+
+def _swept_keys(config: DictConfig) -> list[str]:
+    """The keys of a sweep's overrides that take several values (``a=1,2``, ``range``, ``glob``)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    overrides = parser.parse_overrides(list(config.hydra.overrides.task))
+    return [o.key_or_group for o in overrides if o.is_sweep_override()]
 
 
 def close_open_parent(status: str) -> None:
@@ -276,6 +308,7 @@ class SweepCallback(Callback):
         _open_parent["run_id"] = run.info.run_id
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+        (sweep_dir / SWEPT_KEYS_FILE).write_text(json.dumps(_swept_keys(config)))
         log.info("MLflow sweep parent run %s", run.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

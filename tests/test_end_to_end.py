@@ -132,19 +132,25 @@ def test_second_run_reuses_the_cached_datasets(default_run):
 
 
 def test_multirun_nests_children_under_one_parent(workdir):
-    proc = run_app("-m", "scenario.num_users=4,6", *TINY, cwd=workdir)
+    proc = run_app("-m", "scenario.num_users=4,6", "scenario.p_max=1.0,2.0", *TINY, cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     client = _client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]})
     runs = _runs(client)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 4
     parent = parents[0].info.run_id
     assert parents[0].info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent}
     assert {r.data.tags["sweep_id"] for r in children} == {parent}
-    assert sorted(r.data.params["scenario.num_users"] for r in children) == ["4", "6"]
+    assert sorted(r.data.params["scenario.num_users"] for r in children) == ["4", "4", "6", "6"]
     assert all(r.info.status == "FINISHED" for r in children)
+    # siblings are named apart by the swept values the base name lacks (K is in it), constant
+    # overrides (the tiny sizes) are left out
+    names = sorted(r.info.run_name for r in children)
+    assert names == [f"dnn-gaussian_ic-K{k} scenario.p_max={p}" for k in (4, 6) for p in ("1.0", "2.0")], (
+        names
+    )
 
 
 def test_joblib_multirun_loses_no_run(workdir):

@@ -277,3 +277,19 @@ def test_a_labeller_other_than_the_reference_labels_the_training_set(tmp_path):
     torch.testing.assert_close(train, expected, rtol=0, atol=0)
     assert not torch.equal(data.training_labels("val"), data.labels("val"))
     assert {"labels.ee_pga.train", "labels.ee_pga.val", "labels.val"} <= set(data.keys)
+
+
+def test_run_name_adds_the_swept_values_and_stays_within_mlflow_limits(monkeypatch):
+    from mimo_l2o import runner
+
+    run = _run_config("scenario.num_users=4")
+    monkeypatch.setattr(runner, "swept_overrides", lambda: [])
+    assert runner.run_name(run) == "dnn-gaussian_ic-K4"
+    # keys already in the base name are not repeated
+    monkeypatch.setattr(runner, "swept_overrides", lambda: ["scenario.num_users=4", "scenario.p_max=2.0"])
+    assert runner.run_name(run) == "dnn-gaussian_ic-K4 scenario.p_max=2.0"
+    long = [f"learner.hidden=[{','.join(['200'] * 60)}]"]
+    monkeypatch.setattr(runner, "swept_overrides", lambda: long)
+    name = runner.run_name(run)
+    assert len(name) == runner.MAX_RUN_NAME and name.endswith("…")
+    assert name.startswith("dnn-gaussian_ic-K4 learner.hidden=[200,200")
