@@ -25,6 +25,14 @@ from mimo_l2o.learner import Learner, OptimizerName, Schedule, TrainConfig
 log = logging.getLogger(__name__)
 
 
+def _diverged(what: str, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> FloatingPointError:
+    """The one-line error of a loss that is no longer finite, naming the keys that set the step."""
+    hint = f"try a smaller learner.train.lr (now {optimizer.param_groups[0]['lr']:.3g})"
+    if cfg.weight_decay:
+        hint += f" or learner.train.weight_decay (now {cfg.weight_decay:.3g})"
+    return FloatingPointError(f"training diverged: {what}; {hint}")
+
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == OptimizerName.rmsprop:
         return torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, weight_decay=cfg.weight_decay)
@@ -101,10 +109,7 @@ def fit(
             loss = learner.loss(model, batch)
             value = loss.detach().item()
             if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"training diverged: the loss is {value} in epoch {epoch}; "
-                    f"try a smaller learner.train.lr (now {optimizer.param_groups[0]['lr']:.3g})"
-                )
+                raise _diverged(f"the loss is {value} in epoch {epoch}", optimizer, cfg)
             loss.backward()
             optimizer.step()
             if exponential:
@@ -119,6 +124,10 @@ def fit(
                 size = next(iter(batch.values())).shape[0]
                 val_total += learner.loss(model, batch).item() * size
                 val_count += size
+        if not math.isfinite(val_total):
+            raise _diverged(
+                f"the validation loss is {val_total / val_count} after epoch {epoch}", optimizer, cfg
+            )
         metrics = {
             "train/loss": total / count,
             "val/loss": val_total / val_count,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mimo_l2o.errors import ConfigError
-from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, Schedule, TrainConfig
+from mimo_l2o.learner import Learner, LearnerConfig, LearnerSpec, OptimizerName, Schedule, TrainConfig
 from mimo_l2o.problems.power_control import PowerControlProblem
 from mimo_l2o.training import fit
 
@@ -100,3 +100,33 @@ def test_a_diverging_loss_stops_training_with_the_learning_rate_named():
         fit(Diverging(cfg), model, data, data, torch.device("cpu"), torch.Generator().manual_seed(0))
     assert Diverging.calls == 3
     assert all(bool(p.isfinite().all()) for p in model.parameters())
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_a_diverging_validation_loss_stops_training_with_the_keys_named(weight_decay):
+    """One step per epoch at a huge rate: every training loss is finite (each is taken before its
+    step), but the step leaves weights whose validation loss is not; that epoch stops the loop."""
+    cfg = LearnerConfig(
+        name="diverging",
+        train=TrainConfig(
+            lr=1e30, batch_size=40, max_epochs=3, optimizer=OptimizerName.sgd, weight_decay=weight_decay
+        ),
+    )
+    model = nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 40)[:, None]
+    data = {"inputs": x, "labels": 2 * x}
+    epochs = []
+    message = r"the validation loss is (inf|nan) after epoch 0; try a smaller learner.train.lr \(now 1e\+30\)"
+    if weight_decay:
+        message += r" or learner.train.weight_decay \(now 0.5\)"
+    with pytest.raises(FloatingPointError, match=message + "$"):
+        fit(
+            Regression(cfg),
+            model,
+            data,
+            data,
+            torch.device("cpu"),
+            torch.Generator().manual_seed(0),
+            on_epoch=lambda e, m: epochs.append(e),
+        )
+    assert epochs == []  # no epoch with a non-finite validation loss is reported or kept as best
