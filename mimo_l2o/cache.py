@@ -210,27 +210,30 @@ class Cache:
         if cached is not None:
             return cached
         chunk_dir = path.with_suffix(".chunks")
-        bounds = [(s, min(s + chunk_size, num_samples)) for s in range(0, num_samples, chunk_size)]
-        done = {}
-        for s, e in bounds:
-            chunk_path = chunk_dir / f"{s:012d}-{e:012d}.pt"
+        chunks = [
+            (s, e, chunk_dir / f"{s:012d}-{e:012d}.pt")
+            for s, e in ((s, min(s + chunk_size, num_samples)) for s in range(0, num_samples, chunk_size))
+        ]
+        done = {}  # the chunks a killed run left behind, each verified like an entry
+        for s, e, chunk_path in chunks:
             part = self._verified(f"{stage}: chunk {s}-{e} of {key}", chunk_path)
             if part is not None:
-                done[chunk_path.name] = part
-        reused = len(done)
-        if reused:
-            log.info("%s: resuming %s from %d of %d chunks already written", stage, key, reused, len(bounds))
+                done[chunk_path] = part
+        if done:
+            log.info(
+                "%s: resuming %s from %d of %d chunks already written", stage, key, len(done), len(chunks)
+            )
         else:
-            log.info("%s: computing %s in %d chunks", stage, key, len(bounds))
+            log.info("%s: computing %s in %d chunks", stage, key, len(chunks))
         self._store_spec(stage, key, spec)
         parts = []
-        for start, stop in tqdm(bounds, desc=stage, unit="chunk", disable=not progress, leave=False):
-            chunk_path = chunk_dir / f"{start:012d}-{stop:012d}.pt"
-            if chunk_path.name in done:
-                parts.append(done.pop(chunk_path.name))
-                continue
-            part = compute_chunk(start, stop)
-            save_entry(part, chunk_path)
+        for start, stop, chunk_path in tqdm(
+            chunks, desc=stage, unit="chunk", disable=not progress, leave=False
+        ):
+            part = done.pop(chunk_path, None)
+            if part is None:
+                part = compute_chunk(start, stop)
+                save_entry(part, chunk_path)
             parts.append(part)
         value = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         save_entry(value, path)

@@ -122,17 +122,16 @@ def _run(
 
     # train
     learner = parts.learner_cls(run.learner, data.spec())
-    train_inputs = data.inputs("train", learner)
-    if supervised:
-        learner.observe_labels(targets["train"].to(learner.spec.problem.decision_dtype))
-    model = learner.build_model(train_inputs, generator(run.seed, "init"))
-    train_data = {"inputs": train_inputs}
+    train_data = {"inputs": data.inputs("train", learner)}
     val_data = {"inputs": data.inputs("val", learner)}
     for split, batch in (("train", train_data), ("val", val_data)):
         if supervised:
             batch["labels"] = targets[split].to(learner.spec.problem.decision_dtype)
         if learner.uses_problems:  # float32 copies for training on the objective
             batch.update(learner.problem_tensors(data.problem(split).to("cpu", torch.float32)))
+    if supervised:
+        learner.observe_labels(train_data["labels"])
+    model = learner.build_model(train_data["inputs"], generator(run.seed, "init"))
     val_problem = data.problem("val")
     val_ratio = ObjectiveRatio(objective, val_problem, reference["val"].to(device))
     val_inputs = val_data["inputs"].to(device)

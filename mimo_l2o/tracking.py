@@ -229,20 +229,21 @@ def swept_overrides() -> list[str]:
         return []
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    keys = json.loads(path.read_text())
-    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    job = {o.key_or_group: o for o in overrides}
-    return [f"{key}={job[key].get_value_element_as_str()}" for key in keys if key in job]
+    from mimo_l2o.jobs import job_overrides
+
+    job = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(job_overrides())}
+    return [
+        f"{key}={job[key].get_value_element_as_str()}" for key in json.loads(path.read_text()) if key in job
+    ]
 
 
-def _swept_keys(config: DictConfig) -> list[str]:
-    """The keys of a sweep's overrides that take several values (``a=1,2``, ``range``, ``glob``)."""
+def _sweep_overrides(config: DictConfig) -> list:
+    """The sweep's command-line overrides, parsed (with the config loader, which expands ``glob``)."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    overrides = parser.parse_overrides(list(config.hydra.overrides.task))
-    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+    return parser.parse_overrides(list(config.hydra.overrides.task))
 
 
 def close_open_parent(status: str) -> None:
@@ -280,7 +281,8 @@ class SweepCallback(Callback):
         # the sweep leaves here through SystemExit, before any job or run starts. An incompatible
         # combination is no bad input: that job is skipped, with its reason, when it comes.
         try:
-            for job_cfg in _sweep_job_configs(config):
+            overrides = _sweep_overrides(config)
+            for job_cfg in _sweep_job_configs(config, overrides):
                 try:
                     build_parts(validate(job_cfg))
                 except Incompatible:
@@ -308,7 +310,9 @@ class SweepCallback(Callback):
         _open_parent["run_id"] = run.info.run_id
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
-        (sweep_dir / SWEPT_KEYS_FILE).write_text(json.dumps(_swept_keys(config)))
+        # the keys that take several values (a=1,2, range, glob), for the names of the runs
+        swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
+        (sweep_dir / SWEPT_KEYS_FILE).write_text(json.dumps(swept))
         log.info("MLflow sweep parent run %s", run.info.run_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -322,16 +326,14 @@ def _task_overrides(config: DictConfig) -> str:
         return ""
 
 
-def _sweep_job_configs(config: DictConfig) -> list[DictConfig]:
-    """Each job's composed config for Hydra's basic sweeper (none for other sweepers)."""
+def _sweep_job_configs(config: DictConfig, overrides: list) -> list[DictConfig]:
+    """Each job's composed config for Hydra's basic sweeper (none for other sweepers), from the sweep's
+    parsed ``overrides`` (:func:`_sweep_overrides`)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
         return []
     loader = GlobalHydra.instance().config_loader()
-    parser = OverridesParser.create(config_loader=loader)  # the loader expands glob(*) sweeps
-    overrides = parser.parse_overrides(list(config.hydra.overrides.task))
     batches = BasicSweeper.split_arguments(overrides, None)
     return [loader.load_sweep_config(config, list(job)) for batch in batches for job in batch]

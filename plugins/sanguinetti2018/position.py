@@ -329,10 +329,13 @@ def relative_mse(
     ``cell``: the mean over samples and cells of ``‖ŷ_j − y_j‖² / (max(‖y_j‖², f) + 1e-8)`` (norms over
     ``D``), with ``f`` the ``floor`` (:func:`label_floor`; 0: the paper's loss).
     """
-    err = (prediction - target).square()
-    if RelativeMSE(kind) == RelativeMSE.cell:
-        return (err.sum(-1) / (target.square().sum(-1).clamp_min(floor) + REL_EPS)).mean()
-    return (err / (target.square().clamp_min(floor) + REL_EPS)).mean()
+    err = _per_term((prediction - target).square(), kind)
+    return (err / (_per_term(target.square(), kind).clamp_min(floor) + REL_EPS)).mean()
+
+
+def _per_term(square: Tensor, kind: RelativeMSE) -> Tensor:
+    """Squares ``[B, L, D]`` → one per term of the relative MSE: summed over ``D`` for ``cell``."""
+    return square.sum(-1) if RelativeMSE(kind) == RelativeMSE.cell else square
 
 
 def label_floor(targets: Tensor, kind: RelativeMSE, fraction: float) -> float:
@@ -340,9 +343,7 @@ def label_floor(targets: Tensor, kind: RelativeMSE, fraction: float) -> float:
     ``y²`` per output) over the training targets ``[B, L, D]``: a label smaller than that is weighed as
     if it were that large, so that a cell the solver switched off (``y_j = 0``, which sum-rate solvers
     do) does not weigh 1e8 times a typical one and pull every prediction to 0."""
-    square = targets.double().square()
-    square = square.sum(-1) if RelativeMSE(kind) == RelativeMSE.cell else square
-    return fraction * float(square.mean())
+    return fraction * float(_per_term(targets.double().square(), kind).mean())
 
 
 def cell_targets(labels: Tensor, budget: Tensor, with_sum: bool) -> Tensor:
