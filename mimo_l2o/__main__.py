@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig
 
-from mimo_l2o.errors import ConfigError, one_line
+from mimo_l2o.errors import ConfigError, RunFailure, one_line, short
 from mimo_l2o.registry import LEARNER_ENTRY_POINTS
 
 
@@ -68,8 +68,18 @@ def _app(cfg: DictConfig) -> float:
         return run_experiment(cfg)
     except ConfigError as err:
         # Leave through SystemExit, which Hydra's job runner does not catch and report at length.
-        print(f"error: {err}", file=sys.stderr)
+        from mimo_l2o.jobs import discard_output_dir
+
+        discard_output_dir()
+        print(f"error: {short(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _check_keys(args: list[str]) -> None:
+    """An override without a key (``=3``), which Hydra's parser lets through to a traceback."""
+    for arg in args:
+        if not arg.startswith("-") and "=" in arg and not arg.split("=", 1)[0].lstrip("+~"):
+            raise ConfigError("", f"bad override '{arg}': no key before '='")
 
 
 def main() -> None:
@@ -86,14 +96,21 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     Plugins.instance().register(PluginSearchPath)
     try:
+        _check_keys(sys.argv[1:])
         register_configs()
         _app()
     except BaseException as err:
         close_open_parent("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the runs are closed as KILLED
+            print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(err, RunFailure):  # an expected failure (divergence): its run ended FAILED
+            print(f"error: {short(str(err))}", file=sys.stderr)
+            sys.exit(1)
         message = one_line(err)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {short(message)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from enum import Enum
@@ -129,6 +130,11 @@ def _discard(path: Path) -> None:
     _digest_path(path).unlink(missing_ok=True)
 
 
+def _named(what: str, key: str) -> str:
+    """``what`` with the entry's short key, for the log: ``labels val (1,000 samples, wmmse) [3f2a9c1b]``."""
+    return f"{what} [{key[:8]}]"
+
+
 class Cache:
     """Stage outputs under ``root/<stage>/<key>.pt``.
 
@@ -144,15 +150,19 @@ class Cache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{key}.pt"
 
-    def get_or_compute(self, stage: str, spec: dict[str, Any], compute: Callable[[], Any]) -> tuple[Any, str]:
-        """The cached value for ``spec``, computing and storing it on a miss; returns (value, key)."""
+    def get_or_compute(
+        self, stage: str, spec: dict[str, Any], compute: Callable[[], Any], what: str | None = None
+    ) -> tuple[Any, str]:
+        """The cached value for ``spec``, computing and storing it on a miss; returns (value, key).
+        ``what`` names the entry in the log (``network train (200,000 samples)``), else ``stage``."""
         key = cache_key(spec)
         path = self.path(stage, key)
+        what = _named(what or stage, key)
         with self._lock(path):
-            cached = self._reuse(stage, key, path)
+            cached = self._reuse(what, path)
             if cached is not None:
                 return cached, key
-            log.info("%s: computing %s", stage, key)
+            log.info("%s: computing", what)
             value = compute()
             self._store_spec(stage, key, spec)
             save_entry(value, path)
@@ -171,10 +181,10 @@ class Cache:
             _discard(path)
             return None
 
-    def _reuse(self, stage: str, key: str, path: Path) -> Any | None:
-        value = self._verified(f"{stage}: cached {key}", path)
+    def _reuse(self, what: str, path: Path) -> Any | None:
+        value = self._verified(f"{what}: the cached entry", path)
         if value is not None:
-            log.info("%s: reusing cached %s", stage, key)
+            log.info("%s: reusing the cached entry", what)
         return value
 
     def _lock(self, path: Path) -> FileLock:
@@ -190,23 +200,27 @@ class Cache:
         chunk_size: int,
         compute_chunk: Callable[[int, int], dict[str, torch.Tensor]],
         progress: bool = False,
+        what: str | None = None,
     ) -> tuple[dict[str, torch.Tensor], str]:
         """Compute ``compute_chunk(start, stop)`` over ``[0, num_samples)`` chunk by chunk.
 
         Finished chunks are written to ``root/<stage>/<key>.chunks/`` as they complete; a
         rerun after a kill loads them and computes only the rest. When all are done they are
         concatenated (along the first dimension) into the entry and the chunk folder removed.
-        The chunk size is not part of the key: the result does not depend on it.
+        The chunk size is not part of the key (the caller puts it in ``spec`` when the result
+        depends on it). ``what`` names the entry in the log; without a progress bar every chunk
+        logs a line when it is done.
         """
         key = cache_key(spec)
         path = self.path(stage, key)
+        what = _named(what or stage, key)
         with self._lock(path):
             return self._chunked(
-                stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress
+                what, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress
             ), key
 
-    def _chunked(self, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress):
-        cached = self._reuse(stage, key, path)
+    def _chunked(self, what, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress):
+        cached = self._reuse(what, path)
         if cached is not None:
             return cached
         chunk_dir = path.with_suffix(".chunks")
@@ -216,24 +230,25 @@ class Cache:
         ]
         done = {}  # the chunks a killed run left behind, each verified like an entry
         for s, e, chunk_path in chunks:
-            part = self._verified(f"{stage}: chunk {s}-{e} of {key}", chunk_path)
+            part = self._verified(f"{what}: chunk {s}-{e}", chunk_path)
             if part is not None:
                 done[chunk_path] = part
         if done:
-            log.info(
-                "%s: resuming %s from %d of %d chunks already written", stage, key, len(done), len(chunks)
-            )
+            log.info("%s: resuming from %d of %d chunks already written", what, len(done), len(chunks))
         else:
-            log.info("%s: computing %s in %d chunks", stage, key, len(chunks))
+            log.info("%s: %d chunks", what, len(chunks))
         self._store_spec(stage, key, spec)
         parts = []
-        for start, stop, chunk_path in tqdm(
-            chunks, desc=stage, unit="chunk", disable=not progress, leave=False
-        ):
+        bar = tqdm(chunks, desc=what.split(" (")[0], unit="chunk", disable=not progress, leave=False)
+        for i, (start, stop, chunk_path) in enumerate(bar):
             part = done.pop(chunk_path, None)
             if part is None:
+                began = time.perf_counter()
                 part = compute_chunk(start, stop)
                 save_entry(part, chunk_path)
+                if not progress:
+                    seconds = time.perf_counter() - began
+                    log.info("%s: chunk %d/%d done in %.1f s", what, i + 1, len(chunks), seconds)
             parts.append(part)
         value = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         save_entry(value, path)

@@ -280,6 +280,9 @@ class Solver:
     version: ClassVar[int] = 1  # bump when the same config would give different decisions
     gives_labels: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...] | None] = None
+    # draws random numbers (random starts): its decisions depend on how the samples are chunked, so
+    # the labels' cache key includes data.chunk_size
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         self.config = config
@@ -288,3 +291,8 @@ class Solver:
         self, problem: Problem, objective: Objective, generator: torch.Generator | None = None
     ) -> Tensor:
         raise NotImplementedError
+
+    def refuses(self, problem: Problem) -> str | None:
+        """Why this solver cannot solve problems of ``problem``'s structure (a few words), or ``None``;
+        checked on one sampled problem before any work (:mod:`mimo_l2o.preflight`)."""
+        return None

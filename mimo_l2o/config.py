@@ -9,6 +9,8 @@ Hydra does not run ``__post_init__``: :func:`validate` converts each group with
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
@@ -102,11 +104,14 @@ class TrackingConfig:
     experiment : str
         MLflow experiment name.
     log_model : bool
-        Log the trained policy with ``mlflow.pytorch``.
+        Log the trained policy with ``mlflow.pytorch`` (named after the run).
+    registered_model : str or None
+        Also register the logged policy in MLflow's model registry under this name.
     """
 
     experiment: str = "mimo_l2o"
     log_model: bool = True
+    registered_model: str | None = None
 
 
 @dataclass
@@ -130,6 +135,13 @@ class RunConfig:
         Paper the run reproduces (a tag), set by ``experiment/`` presets; ``null``: the learner's paper.
     progress : bool or None
         Progress bars; ``null`` shows them only when stderr is a terminal.
+    log_every : int
+        Without progress bars (a log file, a batch job), training logs an INFO line every this many
+        epochs (0: none) and within an epoch at least once a minute; labelling logs every chunk.
+    max_memory_gb : float or None
+        A run whose estimated memory (GB, 1e9 bytes: datasets, labelling chunk, training copies; see
+        :mod:`mimo_l2o.preflight`) exceeds this is refused before any work; ``null``: the memory this
+        machine has available when the run starts.
     """
 
     scenario: Any = MISSING
@@ -144,18 +156,35 @@ class RunConfig:
     seed: int = 0
     num_threads: int = 0
     cache_dir: str = "${oc.env:MIMO_L2O_CACHE_DIR,.cache/mimo_l2o}"
-    paper: Any = None
-    progress: Any = None
+    paper: str | None = None
+    progress: bool | None = None
+    log_every: int = 1
+    max_memory_gb: float | None = None
 
 
 def register_configs() -> None:
-    """Store the run schema and every registered part's schema in Hydra's ConfigStore."""
+    """Store the run schema and every registered part's schema in Hydra's ConfigStore, and register
+    the ``mimo_l2o.pid`` resolver of the output folders' names (``conf/config.yaml``)."""
+    # resolved once per run or sweep and copied into every job's config, like Hydra's ${now:}
+    OmegaConf.register_new_resolver("mimo_l2o.pid", os.getpid, use_cache=True, replace=True)
     registry.load_all()
     cs = ConfigStore.instance()
     cs.store(name="mimo_l2o_schema", node=RunConfig)
     for group, reg in registry.all_registries().items():
         for name in reg.names():
             cs.store(group=f"schema/{group}", name=name, node=reg.get(name).Config)
+
+
+def with_schemas(cfg: DictConfig) -> DictConfig:
+    """A composed config read back from YAML (a run's ``hydra/config.yaml``) with each group's schema
+    under it again, as Hydra composed it, so that :func:`validate` can check and convert it."""
+    registry.load_all()
+    out = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k not in GROUPS])
+    for group in GROUPS:
+        node = cfg[group]
+        schema = registry.all_registries()[group].get(node.get("name")).Config
+        out[group] = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return out
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,9 +239,31 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise ConfigError(err.full_key or "config", err.msg) from None
     for group, part in parts.items():
         setattr(run, group, part)
+    check_finite(run)
     require(run.num_threads >= 0, "num_threads", f"must be >= 0, got {run.num_threads}")
+    require(run.log_every >= 0, "log_every", f"must be >= 0 (epochs; 0: no lines), got {run.log_every}")
+    if run.max_memory_gb is not None:
+        require(run.max_memory_gb > 0, "max_memory_gb", f"must be > 0 (GB) or null, got {run.max_memory_gb}")
+    cores = os.cpu_count() or 1
+    require(
+        run.num_threads <= 4 * cores,
+        "num_threads",
+        f"must be at most 4 × the {cores} cores of this machine (0: torch's default), got {run.num_threads}",
+    )
     resolve_device(run.device)
     return run
+
+
+def check_finite(obj: Any, prefix: str = "") -> None:
+    """Refuse NaN and ±inf in every float key of a (nested) config dataclass: no key of a run means
+    anything at an infinite or undefined value (a range check alone lets ``inf`` through)."""
+    for f in fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        if is_dataclass(value):
+            check_finite(value, f"{key}.")
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(key, f"must be a finite number, got {item}")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -82,7 +82,8 @@ class Data:
                 ]
                 return Network.cat(chunks).state()
 
-            state, key = self.cache.get_or_compute("networks", self.network_spec(split), sample)
+            what = f"network {split} ({n:,} samples, {self.run.scenario.name})"
+            state, key = self.cache.get_or_compute("networks", self.network_spec(split), sample, what)
             self.keys[f"network.{split}"] = key
             self._networks[split] = Network.from_state(state)
         return self._networks[split]
@@ -116,8 +117,15 @@ class Data:
                 problem = precoder(net.select(slice(start, stop)).to(self.device, torch.float64))
                 return {k: v.cpu() for k, v in problem.batched_tensors().items()}
 
+            what = f"problems {split} ({len(net):,} samples, {precoder.name})"
             value, key = self.cache.chunked(
-                f"problems/{precoder.name}", spec, len(net), self.run.data.chunk_size, chunk, self.progress
+                f"problems/{precoder.name}",
+                spec,
+                len(net),
+                self.run.data.chunk_size,
+                chunk,
+                self.progress,
+                what,
             )
             self.keys[f"problem.{split}"] = key
             template = precoder(net.select(slice(0, 1)).to(dtype=torch.float64))
@@ -140,6 +148,8 @@ class Data:
             "solver": solver.config,
             "solver_version": solver.version,
         }
+        if solver.stochastic:  # its random draws come per chunk (the chunk's start seeds them)
+            spec["chunk_size"] = self.run.data.chunk_size
 
         def chunk(start: int, stop: int) -> dict[str, Tensor]:
             problem = self.problem(split, slice(start, stop))
@@ -147,8 +157,9 @@ class Data:
             decision = solver.solve(problem, self.parts.objective, gen)
             return {"decision": decision.to(problem.decision_dtype).cpu()}
 
+        what = f"labels {split} ({n:,} samples, {solver.name})"
         value, key = self.cache.chunked(
-            f"labels/{solver.name}", spec, n, self.run.data.chunk_size, chunk, self.progress
+            f"labels/{solver.name}", spec, n, self.run.data.chunk_size, chunk, self.progress, what
         )
         tag = "labels" if solver is self.parts.solver else f"labels.{solver.name}"
         self.keys[f"{tag}.{split}"] = key

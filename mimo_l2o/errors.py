@@ -36,6 +36,23 @@ class Incompatible(ConfigError):
         return Incompatible(f"{prefix}.{self.key}" if self.key else prefix, self.message)
 
 
+MAX_LINE = 250  # characters of an error line
+MAX_WORD = 60  # characters of one echoed word (a value, a path) within it
+
+
+def short(message: str, limit: int = MAX_LINE, word: int = MAX_WORD) -> str:
+    """``message`` on one line of at most ``limit`` characters: whitespace collapsed, an echoed word
+    longer than ``word`` cut with ``…`` (the key and the rule stay readable)."""
+    words = [w if len(w) <= word else w[: word - 1] + "…" for w in message.split()]
+    line = " ".join(words)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class RunFailure(RuntimeError):
+    """A run that started and cannot go on for a reason it can name (training diverged): its MLflow run
+    ends FAILED with the reason, and the command prints that one line (exit code 1), no traceback."""
+
+
 def require(condition: bool, key: str, message: str) -> None:
     """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
     if not condition:

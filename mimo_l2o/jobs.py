@@ -24,6 +24,37 @@ def output_dir() -> Path:
     return Path(hydra_cfg.runtime.output_dir) if hydra_cfg else Path.cwd()
 
 
+def run_files() -> dict[str, Path]:
+    """The files of the job that belong in its record, by artifact path: Hydra's composed config,
+    overrides and settings (``hydra/``) and the job's log (``run.log``); empty outside Hydra."""
+    hydra_cfg = _hydra_config()
+    if hydra_cfg is None:
+        return {}
+    out = Path(hydra_cfg.runtime.output_dir)
+    return {"hydra": out / hydra_cfg.output_subdir, "run.log": out / f"{hydra_cfg.job.name}.log"}
+
+
+def discard_output_dir(path: Path | None = None) -> None:
+    """Remove a refused job's output folder (Hydra creates it, with ``.hydra/`` and the log, before the
+    job's config is checked) and the date folders above it that this leaves empty, up to the working
+    directory: bad input leaves nothing behind."""
+    import shutil
+
+    hydra_cfg = _hydra_config()
+    if path is None:
+        if hydra_cfg is None:
+            return
+        path = Path(hydra_cfg.runtime.output_dir)
+    path, stop = path.resolve(), Path.cwd().resolve()
+    if path == stop or stop not in path.parents:
+        return  # never above or at the working directory
+    shutil.rmtree(path, ignore_errors=True)
+    for parent in path.parents:
+        if parent == stop or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def job_number() -> int | None:
     """The job's number in a multirun (Hydra's ``hydra.job.num``), ``None`` outside one."""
     from hydra.types import RunMode

@@ -104,7 +104,11 @@ class TrainConfig:
         require(self.early_stopping_patience >= 0, "train.early_stopping_patience", "must be >= 0")
         require(self.lr_patience >= 0, "train.lr_patience", "must be >= 0")
         require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        require(self.min_lr >= 0, "train.min_lr", f"must be >= 0, got {self.min_lr}")
+        require(
+            0 <= self.min_lr <= self.lr,
+            "train.min_lr",
+            f"must be in [0, lr = {self.lr:g}], got {self.min_lr}",
+        )
         require(
             Schedule(self.schedule) != Schedule.exponential or 0 < self.min_lr <= self.lr,
             "train.min_lr",

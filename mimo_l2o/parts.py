@@ -131,4 +131,5 @@ def build_parts(run: RunConfig) -> Parts:
     baselines = {name: _default_solver(name) for name in names}
     for name, baseline in baselines.items():
         _check_family("eval.baselines", name, baseline.families, family, p)
+        _check_solves("eval.baselines", baseline, o)
     return Parts(scenario, precoder, objective, solver, labeller, learner_cls, baselines)

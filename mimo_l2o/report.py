@@ -384,12 +384,25 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    runs, skipped = select(client, args.sweep, args.experiment)
-    if not runs and not skipped:
+    rows = write(client, args.sweep, args.experiment, Path(args.out), command, args.readme)
+    if rows is None:
         print(f"error: no finished runs found in {mlflow.get_tracking_uri()}", file=sys.stderr)
         return 2
+    print(f"wrote {args.out}/report.md, report.csv and figures for {len(rows)} runs")
+    return 0
+
+
+def write(
+    client, sweeps: list[str], experiment: str | None, out: Path, command: str, readme: Path | None = None
+):
+    """The report of ``sweeps`` (or of ``experiment``'s runs) into ``out``, logged to each sweep's
+    parent under ``report/``; ``readme``: a file whose cross-evaluation block gets the matrix. Returns
+    the rows, or ``None`` when there is nothing to report."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    runs, skipped = select(client, sweeps, experiment)
+    if not runs and not skipped:
+        return None
     rows = _order([row_of(run, client, with_samples=True) for run in runs])
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     header = stamp(rows, command)
     (out / "report.md").write_text(
@@ -400,13 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     cdf_figures(rows, out / "cdf_objective.png")
     from mimo_l2o.tracking import store_lock
 
-    for parent in args.sweep:
+    for parent in sweeps:
         with store_lock():
             client.log_artifacts(parent, str(out), "report")
-    if args.readme:
-        replace_block(args.readme, f"{header}\n\n{matrix_markdown(rows, skipped)}")
-    print(f"wrote {out}/report.md, report.csv and figures for {len(rows)} runs")
-    return 0
+    if readme:
+        replace_block(readme, f"{header}\n\n{matrix_markdown(rows, skipped)}")
+    return rows
 
 
 if __name__ == "__main__":

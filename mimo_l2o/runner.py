@@ -9,10 +9,12 @@ the metric contract (:mod:`mimo_l2o.evaluation`), and MLflow keeps the record
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -23,15 +25,20 @@ from mimo_l2o import features, jobs, provenance
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import RunConfig, flatten, resolve_device, validate
 from mimo_l2o.data import SPLITS, Data, generator
-from mimo_l2o.errors import Incompatible
+from mimo_l2o.errors import Incompatible, short
 from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
 from mimo_l2o.figures import cdf_figure, close
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
-from mimo_l2o.tracking import Tracker, parent_run_id, pip_requirements, record_skip, swept_overrides
+from mimo_l2o.preflight import preflight
+from mimo_l2o.tracking import (
+    MAX_RUN_NAME,
+    Tracker,
+    parent_run_id,
+    record_skip,
+    swept_overrides,
+)
 from mimo_l2o.training import fit
-
-MAX_RUN_NAME = 200  # characters; MLflow keeps 250
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,7 @@ def run_experiment(cfg: DictConfig) -> float:
     run = validate(cfg)
     try:
         parts = build_parts(run)
+        preflight(run, parts, tracking=jobs.job_number() is None)  # a sweep checked its store once
     except Incompatible as err:
         if jobs.job_number() is None:
             raise  # a single run stops with the reason (exit 2)
@@ -70,10 +78,62 @@ def run_experiment(cfg: DictConfig) -> float:
         "mimo_l2o.commit": provenance.commit(),
         "mimo_l2o.machine": provenance.machine(str(device)),
     }
+    began = time.perf_counter()
     with Tracker(run.tracking.experiment, run_name(run), tags, parent) as tracker:
+        tracker.files = jobs.run_files()
         tracker.log_params(flatten(run))
-        metrics = _run(run, parts, Cache(run.cache_dir), device, progress, tracker)
+        with _console(progress):
+            metrics, stages = _run(run, parts, Cache(run.cache_dir), device, progress, tracker)
+    print(summary_block(run, parts, tracker, metrics, stages, time.perf_counter() - began), flush=True)
     return metrics["test/objective_ratio"]
+
+
+@contextlib.contextmanager
+def _console(progress: bool):
+    """Log lines through tqdm while bars are shown, so that they do not break them."""
+    if not progress:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():
+        yield
+
+
+def summary_block(run: RunConfig, parts: Parts, tracker: Tracker, metrics, stages, total_s: float) -> str:
+    """The lines a run ends with: the ratio, the objectives with their unit, the baselines, the
+    constraint violation, the time per sample and per stage, and where the run is in MLflow."""
+    label = parts.objective.label
+    name, unit = (
+        (label.split(" [")[0], " " + label.split(" [")[1].rstrip("]")) if " [" in label else (label, "")
+    )
+    m = metrics
+    baselines = ", ".join(
+        f"{b} {m[f'test/objective_{b}'] / m['test/objective_solver']:.3f}"
+        for b in parts.baselines
+        if f"test/objective_{b}" in m
+    )
+    rows = [
+        (
+            "objective ratio",
+            f"{m['test/objective_ratio']:.4f} ({name}: {run.learner.name} {m['test/objective_learner']:.4g}"
+            f"{unit}, {run.solver.name} {m['test/objective_solver']:.4g}{unit})",
+        ),
+        ("baselines (ratio)", baselines or "none"),
+        ("constraint violation", f"{m['test/constraint_violation'] + 0.0:.3g}"),
+        (
+            "time per sample",
+            f"{run.learner.name} {m['test/time_learner_ms']:.3g} ms, {run.solver.name} "
+            f"{m['test/time_solver_ms']:.3g} ms (speed-up {m['test/speedup']:.3g}x)",
+        ),
+        (
+            "time per stage",
+            ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + f"; total {total_s:.1f} s",
+        ),
+        ("MLflow run", tracker.address()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([f"{tracker.run_name}: finished", *(f"  {k:<{width}}  {v}" for k, v in rows)])
 
 
 def run_name(run: RunConfig) -> str:
@@ -82,8 +142,7 @@ def run_name(run: RunConfig) -> str:
     named = {"learner", "scenario", "scenario.num_users"}
     base = f"{run.learner.name}-{run.scenario.name}-K{run.scenario.num_users}"
     swept = [o for o in swept_overrides() if o.split("=", 1)[0] not in named]
-    name = " ".join([base, *swept])
-    return name if len(name) <= MAX_RUN_NAME else name[: MAX_RUN_NAME - 1] + "…"
+    return short(" ".join([base, *swept]), MAX_RUN_NAME, word=MAX_RUN_NAME)
 
 
 def _skip(run: RunConfig, err: Incompatible) -> None:
@@ -109,6 +168,15 @@ def _run(
 ) -> dict[str, float]:
     data = Data(run, parts, cache, device, progress)
     objective = parts.objective
+    stages: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[stage] = now - clock
+        clock = now
+
     supervised = parts.learner_cls.requires_labels
 
     # sample + label: the reference's decisions on the validation and test sets, the labeller's on
@@ -117,8 +185,21 @@ def _run(
         data.network(split)
     reference = {split: data.labels(split) for split in ("val", "test")}
     targets = {split: data.training_labels(split) for split in ("train", "val")} if supervised else {}
+    lap("data")
     tracker.set_tags({f"cache.{k}": v for k, v in data.keys.items()})
-    tracker.log_dict({"cache_dir": str(Path(run.cache_dir).resolve()), "keys": data.keys}, "datasets.json")
+    cache_dir = str(Path(run.cache_dir).resolve())
+    tracker.log_dict({"cache_dir": cache_dir, "keys": data.keys}, "datasets.json")
+    tracker.log_datasets(
+        [
+            {
+                "name": f"{name} ({data.sizes[name.rsplit('.', 1)[1]]:,} samples)",
+                "digest": key,
+                "context": name.rsplit(".", 1)[1],
+                "source": cache_dir,
+            }
+            for name, key in data.keys.items()
+        ]
+    )
 
     # train
     learner = parts.learner_cls(run.learner, data.spec())
@@ -160,19 +241,22 @@ def _run(
         on_epoch=lambda epoch, m: tracker.log_metrics(m, step=epoch),
         checkpoint=jobs.output_dir() / "checkpoints" / "best.pt",
         progress=progress,
+        log_every=run.log_every,
     )
     log.info(
-        "trained %d epochs (best %d) in %.1f s",
+        "trained %d epochs (best: epoch %d) in %.1f s",
         summary["epochs"],
-        summary["best_epoch"],
+        summary["best_epoch"] + 1,
         summary["train_time_s"],
     )
     model.eval()
     finalize = learner.finalize(val_score).to(device)
+    lap("training")
 
     # evaluate
     evaluation, metrics = evaluate(run, parts, data, learner, model, finalize, reference["test"], device)
     metrics.update({f"train/{k}": float(v) for k, v in {**summary, **learner.summary()}.items()})
+    lap("evaluation")
     tracker.log_metrics(metrics)
     _log_figures(run, tracker, evaluation, learner.name)
     tracker.log_text(evaluation.per_sample_csv(), PER_SAMPLE_ARTIFACT)
@@ -181,10 +265,40 @@ def _run(
     if run.tracking.log_model:
         example = data.inputs("test", learner)[:5].numpy()
         policy = Policy(copy.deepcopy(model), copy.deepcopy(finalize)).cpu().eval()
-        tracker.log_model(policy, example, pip_requirements(), export=learner.exportable)
-    for key in ("test/objective_ratio", "test/objective_learner", "test/objective_solver", "test/speedup"):
-        log.info("%s = %.4f", key, metrics[key])
-    return metrics
+        code = None if learner.exportable else _code_paths(parts.learner_cls)
+        tracker.log_model(
+            policy,
+            example,
+            _model_metadata(run, parts, learner, example),
+            code,
+            run.tracking.registered_model,
+        )
+    lap("logging")
+    return metrics, stages
+
+
+def _model_metadata(run: RunConfig, parts: Parts, learner: Learner, example) -> dict:
+    """What a logged policy's user needs to feed it (README "Use a trained policy")."""
+    problem = learner.spec.problem
+    return {
+        "input_features": list(learner.inputs),
+        "input_shape": ["batch", *example.shape[1:]],
+        "input_preparation": f"{type(learner).__module__}.{type(learner).__name__}.prepare",
+        "output_shape": ["batch", *problem.decision_shape],
+        "output": "the final decision, feasible after problem.project (float32)",
+        "scenario": run.scenario.name,
+        "precoder": run.precoder.name,
+        "objective": run.objective.name,
+        "build_inputs": "mimo_l2o.inputs(<run id>, num_samples, seed)",
+    }
+
+
+def _code_paths(learner_cls) -> list[str]:
+    """The packages a pickled policy's classes come from: mimo_l2o and the learner's plugin."""
+    import importlib
+
+    plugin = importlib.import_module(learner_cls.__module__.split(".")[0])
+    return sorted({str(Path(mimo_l2o.__file__).parent), str(Path(plugin.__file__).parent)})
 
 
 def evaluate(

@@ -12,22 +12,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+
+from mimo_l2o.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 SWEPT_KEYS_FILE = "swept_keys.json"  # the keys a sweep varies, for the names of its runs
 MAX_PARAM_LENGTH = 6000
+MAX_RUN_NAME = 200  # characters; MLflow keeps 250
+MAX_MODEL_NAME = 120  # characters of a logged model's name
+DIGEST_LENGTH = 32  # characters of a dataset digest MLflow keeps (of the 64 of a cache key)
 
 # The sweep's parent run while this process holds it open, so that a sweep that raises can
 # still close it as FAILED (``mimo_l2o.__main__``).
@@ -82,16 +90,11 @@ class Tracker:
         self.tags = tags
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
+        self.files: dict[str, Path] = {}  # logged when the run ends, however it ends (the config, the log)
 
     def __enter__(self) -> Tracker:
-        mlflow = _mlflow()
-        experiment_id = _experiment_id(self.experiment)
-        with store_lock():
-            run = mlflow.MlflowClient().create_run(
-                experiment_id, run_name=self.run_name, tags=self._all_tags()
-            )
-        self.run_id = run.info.run_id
-        log.info("MLflow run %s (%s) in %s", self.run_id, self.run_name, mlflow.get_tracking_uri())
+        self.run_id = create_run(self.experiment, self.run_name, self._all_tags())
+        log.info("MLflow run %s (%s) in %s", self.run_id, self.run_name, _mlflow().get_tracking_uri())
         return self
 
     def _all_tags(self) -> dict[str, str]:
@@ -102,6 +105,10 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         client = _mlflow().MlflowClient()
+        try:
+            self.log_files(self.files)
+        except Exception as error:  # the record of the outcome matters more than these files
+            log.warning("could not log %s: %s", ", ".join(self.files), error)
         with store_lock():
             if exc is None:
                 client.set_terminated(self.run_id, "FINISHED")
@@ -110,6 +117,16 @@ class Tracker:
                 client.set_tag(self.run_id, "failure_reason", reason)
                 client.set_terminated(self.run_id, "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
         return False
+
+    def address(self) -> str:
+        """Where the run is seen: its page on a tracking server, else the command that serves the
+        local store and the page to open."""
+        uri = _mlflow().get_tracking_uri()
+        run = _mlflow().MlflowClient().get_run(self.run_id)
+        page = f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/{page}"
+        return f"http://127.0.0.1:5000/{page} after: mlflow ui --backend-store-uri {uri}"
 
     # ---- logging ---------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -150,21 +167,220 @@ class Tracker:
         with store_lock():
             _mlflow().MlflowClient().log_dict(self.run_id, data, artifact_file)
 
-    def log_model(self, model, input_example, pip_requirements: list[str], export: bool = True) -> str:
-        """Log a torch module with ``mlflow.pytorch`` under ``name="model"``; returns its URI. ``export``:
-        as an exported graph (``pt2``, MLflow's default), else by pickle (a module whose forward is no
-        static graph)."""
+    def log_model(
+        self,
+        model,
+        input_example,
+        metadata: dict[str, Any],
+        code_paths: list[str] | None = None,
+        registered_name: str | None = None,
+    ) -> str:
+        """Log a torch module with ``mlflow.pytorch``, named after the run, with its input described in
+        ``metadata`` (feature, layout) and the signature inferred from ``input_example``; returns its
+        URI (also the run's tag ``mimo_l2o.model_uri``). ``code_paths``: ``None`` logs an exported graph
+        (``pt2``, needing torch only), else by pickle with the packages at those paths (a module whose
+        forward is no static graph). ``registered_name``: also register it under that name."""
         mlflow = _mlflow()
+        export = code_paths is None
         with store_lock():
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pytorch.log_model(
                     model,
-                    name="model",
+                    name=model_name(self.run_name),
                     input_example=input_example,
-                    pip_requirements=pip_requirements,
+                    pip_requirements=pip_requirements(with_project=not export),
+                    code_paths=code_paths,
+                    metadata=metadata,
                     serialization_format="pt2" if export else "pickle",
+                    registered_model_name=registered_name,
                 )
+        self.set_tags({"mimo_l2o.model_uri": info.model_uri})
         return info.model_uri
+
+    def log_datasets(self, entries: list[dict[str, Any]]) -> None:
+        """The run's datasets in MLflow's Dataset column (``mlflow.log_input``): each entry's ``name``
+        (stage, split and size), ``digest`` (its cache key), ``context`` (the split) and ``source`` (the
+        cache folder)."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = []
+        for entry in entries:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "can be interpreted in multiple ways": a local folder
+                source = resolve_dataset_source(entry["source"])
+            dataset = MetaDataset(source, name=entry["name"], digest=entry["digest"][:DIGEST_LENGTH])
+            tags = [InputTag("mlflow.data.context", entry["context"])]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
+        with store_lock():
+            _mlflow().MlflowClient().log_inputs(self.run_id, datasets=inputs)
+
+    def log_files(self, files: dict[str, Path]) -> None:
+        """Log each existing file or folder under its artifact path (``{"hydra": .hydra/}``)."""
+        client = _mlflow().MlflowClient()
+        for artifact_path, path in files.items():
+            with store_lock():
+                if path.is_dir():
+                    client.log_artifacts(self.run_id, str(path), artifact_path)
+                elif path.is_file():  # under its artifact name (Hydra's __main__.log as run.log)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        named = Path(tmp) / Path(artifact_path).name
+                        shutil.copyfile(path, named)
+                        folder = str(Path(artifact_path).parent)
+                        client.log_artifact(self.run_id, str(named), None if folder == "." else folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs whose process is gone
+# ---------------------------------------------------------------------------------------------
+HOST_TAG, PID_TAG, START_TAG = "mimo_l2o.host", "mimo_l2o.pid", "mimo_l2o.pid_start"
+
+
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``; empty elsewhere), so
+    that a reused pid is not taken for the process that opened a run."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process of that pid exists
+        pass
+    return not start or _process_start(pid) in ("", start)
+
+
+def process_tags() -> dict[str, str]:
+    """The host and process that open a run, for :func:`fail_gone_runs`."""
+    pid = os.getpid()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), START_TAG: _process_start(pid)}
+
+
+def fail_gone_runs(client) -> list[str]:
+    """Mark FAILED ("process gone") every run of the store still RUNNING whose process on this host
+    has ended (a SIGKILL, an out-of-memory kill, a lost node): a run that cannot end its own record is
+    ended by the next run that starts. Returns the run ids."""
+    host = socket.gethostname()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    running = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    gone = []
+    for run in client.search_runs(ids, filter_string=running, max_results=5000):
+        tags = run.data.tags
+        pid = int(tags.get(PID_TAG, "0") or 0)
+        if pid and not _alive(pid, tags.get(START_TAG, "")):
+            reason = f"process gone: process {pid} on {host} ended without closing this run"
+            client.set_tag(run.info.run_id, "failure_reason", reason)
+            client.set_terminated(run.info.run_id, "FAILED")
+            log.warning("run %s (%s) marked FAILED: %s", run.info.run_id, run.info.run_name, reason)
+            gone.append(run.info.run_id)
+    return gone
+
+
+def context_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` with MLflow's context tags (user, source name and type, git commit), resolved by
+    MLflow's own tag providers as ``mlflow.start_run`` would (``create_run`` skips them)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return {k: str(v) for k, v in resolve_tags(tags).items()}
+
+
+def create_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new RUNNING run in ``experiment`` (created if need be) with ``tags`` and the process tags,
+    after ending the runs of dead processes (:func:`fail_gone_runs`); returns its id."""
+    mlflow = _mlflow()
+    experiment_id = _experiment_id(experiment)
+    client = mlflow.MlflowClient()
+    with store_lock():
+        fail_gone_runs(client)
+        run = client.create_run(
+            experiment_id, run_name=run_name, tags=context_tags({**tags, **process_tags()})
+        )
+    return run.info.run_id
+
+
+def open_parent(experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """Create the parent run of the sweep this process launches and hold it open until
+    :func:`close_open_parent`; returns its id."""
+    run_id = create_run(experiment, run_name, tags)
+    _open_parent["run_id"] = run_id
+    return run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# The store, checked before any work
+# ---------------------------------------------------------------------------------------------
+TRACKING_TIMEOUT_S = 5.0  # an unreachable tracking server is reported after this
+STORE_ATTEMPTS = 3  # reads of the store, a second apart, before it is reported as unreadable
+_DATABASES = ("postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking(experiment: str) -> None:
+    """The experiment name is usable and the tracking store answers: a server within
+    :data:`TRACKING_TIMEOUT_S` seconds, a SQLite file or folder in a writable folder; an experiment
+    of that name is not in the deleted state (MLflow would refuse to create or use it)."""
+    import mlflow
+
+    key = "MLFLOW_TRACKING_URI"
+    require(experiment.strip() != "", "tracking.experiment", "must be a non-empty name")
+    require(
+        len(experiment) <= 500,
+        "tracking.experiment",
+        f"must be at most 500 characters, got {len(experiment)}",
+    )
+    uri = mlflow.get_tracking_uri()
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=TRACKING_TIMEOUT_S).raise_for_status()
+        except requests.RequestException as err:
+            raise ConfigError(
+                key,
+                f"the tracking server {uri} does not answer ({type(err).__name__} within "
+                f"{TRACKING_TIMEOUT_S:g} s); start it, or unset {key} for the local store",
+            ) from None
+    elif scheme in ("sqlite", "file", ""):
+        path = Path(uri.removeprefix("sqlite:///") if scheme == "sqlite" else urlparse(uri).path or uri)
+        folder = path.parent if scheme == "sqlite" else path
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        require(
+            existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
+            key,
+            f"{uri}: {existing} is not a writable folder",
+        )
+        if scheme == "sqlite":
+            require(folder.is_dir(), key, f"{uri}: the folder {folder} does not exist")
+    elif scheme.split("+")[0] not in _DATABASES:
+        raise ConfigError(
+            key,
+            f"{uri}: unknown scheme '{scheme}'; use sqlite:///<file>, http(s)://<host>:<port> or a folder",
+        )
+    for attempt in range(STORE_ATTEMPTS):
+        try:
+            with store_lock():
+                found = mlflow.MlflowClient().get_experiment_by_name(experiment)
+            break
+        except Exception as err:  # a database that refuses the connection, a corrupt SQLite file
+            if attempt == STORE_ATTEMPTS - 1:  # (once may be another process creating the store)
+                raise ConfigError(key, f"{uri}: the store cannot be read ({type(err).__name__})") from None
+            time.sleep(1.0)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise ConfigError(
+            "tracking.experiment",
+            f"experiment '{experiment}' is deleted in {uri}; restore it (mlflow experiments restore) "
+            "or choose another name",
+        )
 
 
 SKIPPED_DIR = "skipped"
@@ -173,9 +389,6 @@ SKIPPED_DIR = "skipped"
 def record_skip(parent_run_id: str, job: dict[str, str]) -> None:
     """Log a sweep job that was skipped (an incompatible pair) to the sweep's parent run, as the
     artifact ``skipped/<learner>-<scenario>-<n>.json``, so a report can show the pair and the reason."""
-    import json
-    import tempfile
-
     name = f"{job['learner']}-{job['scenario']}-{job.get('job', 0)}.json"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
@@ -184,20 +397,36 @@ def record_skip(parent_run_id: str, job: dict[str, str]) -> None:
             _mlflow().MlflowClient().log_artifact(parent_run_id, str(path), SKIPPED_DIR)
 
 
-def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model's environment."""
+def pip_requirements(with_project: bool = False) -> list[str]:
+    """A logged model's environment: torch, numpy and mlflow pinned to this run's versions, and with
+    ``with_project`` (a pickled model, whose classes come with it as code) mimo_l2o's own requirements
+    as it declares them; never a pin of mimo_l2o itself, which is not on an index."""
+    from importlib.metadata import PackageNotFoundError, requires
+
     import mlflow
     import numpy
     import torch
 
-    import mimo_l2o
-
-    return [
+    pins = [
         f"torch=={torch.__version__.split('+')[0]}",
         f"numpy=={numpy.__version__}",
         f"mlflow=={mlflow.__version__}",
-        f"mimo_l2o=={mimo_l2o.__version__}",
     ]
+    if not with_project:
+        return pins
+    try:
+        declared = [r for r in requires("mimo_l2o") or [] if "extra ==" not in r]
+    except PackageNotFoundError:
+        declared = []
+    named = {p.split("==")[0] for p in pins}
+    return pins + [r for r in declared if r.split(">")[0].split("<")[0].split("=")[0].strip() not in named]
+
+
+def model_name(run_name: str) -> str:
+    """The logged model's name: the run's name in the characters MLflow allows in a model name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", run_name).strip("_")[:MAX_MODEL_NAME] or "policy"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,13 +466,9 @@ def swept_overrides() -> list[str]:
     ]
 
 
-def _sweep_overrides(config: DictConfig) -> list:
-    """The sweep's command-line overrides, parsed (with the config loader, which expands ``glob``)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    return parser.parse_overrides(list(config.hydra.overrides.task))
+def open_parent_id() -> str | None:
+    """The parent run this process holds open (a sweep it launches), if any."""
+    return _open_parent.get("run_id")
 
 
 def close_open_parent(status: str) -> None:
@@ -261,79 +486,3 @@ def close_open_parent(status: str) -> None:
             client.set_tag(child.info.run_id, "failure_reason", "the sweep stopped before this job finished")
             client.set_terminated(child.info.run_id, "KILLED")
         client.set_terminated(run_id, status)
-
-
-class SweepCallback(Callback):
-    """Opens one parent MLflow run for a multirun; every job's run is its child.
-
-    Before anything starts it composes and validates every job of a basic sweep, so a bad value
-    anywhere in the sweep fails at once with one line and no run is created.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import sys
-
-        from mimo_l2o.config import validate
-        from mimo_l2o.errors import Incompatible, one_line
-        from mimo_l2o.parts import build_parts
-
-        # Hydra turns a callback's exceptions into warnings and goes on, so bad input anywhere in
-        # the sweep leaves here through SystemExit, before any job or run starts. An incompatible
-        # combination is no bad input: that job is skipped, with its reason, when it comes.
-        try:
-            overrides = _sweep_overrides(config)
-            for job_cfg in _sweep_job_configs(config, overrides):
-                try:
-                    build_parts(validate(job_cfg))
-                except Incompatible:
-                    pass
-        except Exception as err:
-            message = one_line(err)
-            if message is None:
-                raise
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
-        mlflow = _mlflow()
-        experiment_id = _experiment_id(config.tracking.experiment)
-        sweep_dir = Path(config.hydra.sweep.dir)
-        tags = {
-            "sweep_dir": str(sweep_dir),
-            "paper": config.get("paper"),
-            "overrides": _task_overrides(config),
-        }
-        with store_lock():
-            run = mlflow.MlflowClient().create_run(
-                experiment_id,
-                run_name=f"sweep {sweep_dir.name}",
-                tags={k: str(v) for k, v in tags.items() if v is not None},
-            )
-        _open_parent["run_id"] = run.info.run_id
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
-        # the keys that take several values (a=1,2, range, glob), for the names of the runs
-        swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
-        (sweep_dir / SWEPT_KEYS_FILE).write_text(json.dumps(swept))
-        log.info("MLflow sweep parent run %s", run.info.run_id)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        close_open_parent("FINISHED")
-
-
-def _task_overrides(config: DictConfig) -> str:
-    try:
-        return " ".join(config.hydra.overrides.task)
-    except Exception:
-        return ""
-
-
-def _sweep_job_configs(config: DictConfig, overrides: list) -> list[DictConfig]:
-    """Each job's composed config for Hydra's basic sweeper (none for other sweepers), from the sweep's
-    parsed ``overrides`` (:func:`_sweep_overrides`)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-
-    if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
-        return []
-    loader = GlobalHydra.instance().config_loader()
-    batches = BasicSweeper.split_arguments(overrides, None)
-    return [loader.load_sweep_config(config, list(job)) for batch in batches for job in batch]

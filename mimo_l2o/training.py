@@ -20,17 +20,25 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mimo_l2o.errors import RunFailure
 from mimo_l2o.learner import Learner, OptimizerName, Schedule, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-def _diverged(what: str, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> FloatingPointError:
+HEARTBEAT_S = 60.0  # without a progress bar, training is never silent for longer
+
+
+class Diverged(RunFailure, FloatingPointError):
+    """Training diverged: a loss that is no longer finite (the run ends FAILED with this reason)."""
+
+
+def _diverged(what: str, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Diverged:
     """The one-line error of a loss that is no longer finite, naming the keys that set the step."""
     hint = f"try a smaller learner.train.lr (now {optimizer.param_groups[0]['lr']:.3g})"
     if cfg.weight_decay:
         hint += f" or learner.train.weight_decay (now {cfg.weight_decay:.3g})"
-    return FloatingPointError(f"training diverged: {what}; {hint}")
+    return Diverged(f"training diverged: {what}; {hint}")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -59,6 +67,7 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint: Path | None = None,
     progress: bool = False,
+    log_every: int = 1,
 ) -> dict[str, Any]:
     """Train ``model`` with ``learner.loss``; returns a summary (best epoch, losses, time).
 
@@ -73,6 +82,9 @@ def fit(
         ``model → mean objective of its final decisions ÷ the solver's`` on the validation set.
     on_epoch : callable, optional
         Receives ``(epoch, metrics)`` after each epoch (the runner logs them to MLflow).
+    progress, log_every : bool, int
+        A progress bar; without one, an INFO line every ``log_every`` epochs (0: none) and, within a
+        long epoch, one every :data:`HEARTBEAT_S` seconds.
     """
     cfg: TrainConfig = learner.config.train
     model.to(device)
@@ -97,6 +109,7 @@ def fit(
     start = time.perf_counter()
     bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     epoch, steps = -1, 0
+    heard = time.perf_counter()
     for epoch in bar:
         model.train()
         order = torch.randperm(n_train, generator=generator).to(device)
@@ -117,6 +130,16 @@ def fit(
             size = next(iter(batch.values())).shape[0]
             total += value * size
             count += size
+            if log_every and not progress and time.perf_counter() - heard > HEARTBEAT_S:
+                heard = time.perf_counter()
+                log.info(
+                    "epoch %d/%d: %d of %d samples, train/loss %.4g",
+                    epoch + 1,
+                    max_epochs,
+                    count,
+                    n_train,
+                    total / count,
+                )
         model.eval()
         with torch.no_grad():
             val_total, val_count = 0.0, 0
@@ -141,7 +164,10 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         bar.set_postfix({k.replace("/", "_"): f"{v:.4g}" for k, v in metrics.items() if k != "train/lr"})
-        log.debug("epoch %d %s", epoch, metrics)
+        if log_every and not progress and ((epoch + 1) % log_every == 0 or epoch == 0):
+            heard = time.perf_counter()
+            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            log.info("epoch %d/%d: %s (%.0f s)", epoch + 1, max_epochs, shown, heard - start)
         if metrics["val/loss"] < best_loss:
             best_loss, best_epoch, stale = metrics["val/loss"], epoch, 0
             best_state = copy.deepcopy(model.state_dict())

@@ -141,7 +141,7 @@ def logged_test_decisions(env: dict[str, str], overrides: list[str], run):
     ``(parts, Data, test problem, feasible float64 decisions)``."""
     import mlflow.pytorch
 
-    policy = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    policy = mlflow.pytorch.load_model(run.data.tags["mimo_l2o.model_uri"])
     cfg, parts, data = rebuild_data(env, overrides)
     learner = parts.learner_cls(cfg.learner, data.spec())
     problem = data.problem("test")

@@ -94,7 +94,7 @@ def test_lstm_trained_on_the_objective_logs_the_validation_loss_of_its_model(tmp
     env, _, run = app_run(tmp_path, overrides)
     assert run.data.tags["learner"] == "position_lstm"
     assert run.data.metrics["test/constraint_violation"] == 0.0
-    policy = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    policy = mlflow.pytorch.load_model(run.data.tags["mimo_l2o.model_uri"])
     cfg, parts, data = rebuild_data(env, overrides)
     learner = parts.learner_cls(cfg.learner, data.spec())
     assert learner.uses_problems and cfg.learner.train_on == "objective"

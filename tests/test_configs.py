@@ -365,7 +365,15 @@ def test_out_of_range_values_raise_config_error_naming_the_key(override, key):
 
 def test_defaults_validate_and_in_range_edges_pass():
     validate(compose_run())
-    validate(compose_run("data.num_train=1", "learner.train.lr=1e-9", "learner.hidden=[1]", "num_threads=0"))
+    validate(
+        compose_run(
+            "data.num_train=1",
+            "learner.train.lr=1e-9",
+            "learner.train.min_lr=1e-9",
+            "learner.hidden=[1]",
+            "num_threads=0",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------

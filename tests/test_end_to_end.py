@@ -97,7 +97,7 @@ def test_logged_model_reproduces_the_logged_objective(default_run):
 
     work, env, _ = default_run
     (run,) = _runs(_client(env))
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pytorch.load_model(run.data.tags["mimo_l2o.model_uri"])
     cfg_run, parts, data = rebuild_data(env, TINY)
     learner = parts.learner_cls(cfg_run.learner, data.spec())
     with torch.no_grad():
@@ -113,7 +113,7 @@ def test_logged_model_reproduces_the_logged_objective(default_run):
 def model_dir(run):
     import mlflow
 
-    return mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model")
+    return mlflow.artifacts.download_artifacts(run.data.tags["mimo_l2o.model_uri"])
 
 
 def test_second_run_reuses_the_cached_datasets(default_run):
@@ -122,7 +122,7 @@ def test_second_run_reuses_the_cached_datasets(default_run):
     proc = run_app(*TINY, "learner.train.lr=0.01", "learner.hidden=[32,32]", cwd=work, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     log = proc.stdout + proc.stderr
-    assert log.count("reusing cached") >= 5  # 3 networks + val/test labels (+ train labels)
+    assert log.count("reusing the cached entry") >= 5  # 3 networks + val/test labels (+ train labels)
     assert "computing" not in log
     client = _client(env)
     runs = _runs(client)
@@ -233,14 +233,16 @@ def test_mlflow_server_serves_the_run(default_run):
 
 
 def test_a_run_that_raises_ends_failed_with_the_reason(workdir):
-    """A failure after the run started (the cache folder cannot be created) is recorded."""
-    blocker = workdir / "not_a_folder"
-    blocker.write_text("a file where the cache folder should be")
-    proc = run_app(*TINY, f"cache_dir={blocker}/cache", cwd=workdir)
-    assert proc.returncode not in (0, 2)
+    """A failure after the run started (training diverges at lr = 1e30) ends its run FAILED with the
+    reason, and the command prints that one line (exit code 1), not a traceback."""
+    proc = run_app(*TINY, "learner.train.lr=1e30", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1]
+    assert last.startswith("error: training diverged") and "learner.train.lr" in last
+    assert "Traceback" not in proc.stderr
     (run,) = _runs(_client({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}))
     assert run.info.status == "FAILED"
-    assert "not_a_folder" in run.data.tags["failure_reason"]
+    assert "diverged" in run.data.tags["failure_reason"]
 
 
 def test_a_terminated_run_ends_killed(workdir):
@@ -272,3 +274,48 @@ def test_a_terminated_run_ends_killed(workdir):
     # KILLED as a rule; FAILED if the signal landed inside a library that wrapped the interrupt
     assert run.info.status in ("KILLED", "FAILED")
     assert run.data.tags["failure_reason"]
+
+
+def test_the_record_reads_well_and_the_policy_is_usable_from_the_readme(default_run):
+    """MLflow's context tags, the Dataset column, the config and log as artifacts, a model named after
+    its run with installable requirements and its input described, and ``mimo_l2o.inputs`` building
+    that input for new networks (here the test set's own seed: the logged objective comes back)."""
+    import mlflow
+
+    import mimo_l2o
+    from mimo_l2o.data import derive_seed
+
+    work, env, _ = default_run
+    client = _client(env)
+    run = min(_runs(client), key=lambda r: r.info.start_time)  # the default run (others may follow)
+    tags = run.data.tags
+    assert tags["mlflow.user"] and tags["mlflow.source.name"].endswith("__main__.py")
+    assert len(tags.get("mlflow.source.git.commit", "")) == 40  # run from this repository's clone
+    datasets = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert "network.test (400 samples)" in datasets and "labels.train (1,000 samples)" in datasets
+    test_set = datasets["network.test (400 samples)"]
+    assert tags["cache.network.test"].startswith(test_set.dataset.digest)
+    assert [t.value for t in test_set.tags] == ["test"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"hydra", "run.log"} <= artifacts
+    hydra = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+    assert {"hydra/config.yaml", "hydra/overrides.yaml"} <= hydra
+    info = mlflow.models.get_model_info(tags["mimo_l2o.model_uri"])
+    assert info.name == "dnn-gaussian_ic-K10"
+    assert info.metadata["input_features"] == ["problem_gains"] and info.metadata["input_shape"] == [
+        "batch",
+        100,
+    ]
+    requirements = (Path(model_dir(run)) / "requirements.txt").read_text()
+    assert "torch==" in requirements and "mimo_l2o" not in requirements
+
+    policy = mlflow.pytorch.load_model(tags["mimo_l2o.model_uri"])
+    os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]  # the config names the cache
+    try:
+        new = mimo_l2o.inputs(run.info.run_id, num_samples=400, seed=derive_seed(0, "network", "test"))
+    finally:
+        del os.environ["MIMO_L2O_CACHE_DIR"]
+    with torch.no_grad():
+        decision = new.problem.project(policy(new.x).double())
+    value = float(new.objective(new.problem, decision).mean())
+    assert value == pytest.approx(run.data.metrics["test/objective_learner"], rel=1e-6)

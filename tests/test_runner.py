@@ -293,3 +293,28 @@ def test_run_name_adds_the_swept_values_and_stays_within_mlflow_limits(monkeypat
     name = runner.run_name(run)
     assert len(name) == runner.MAX_RUN_NAME and name.endswith("…")
     assert name.startswith("dnn-gaussian_ic-K4 learner.hidden=[200,200")
+
+
+def test_labels_of_a_solver_with_random_starts_are_keyed_by_the_chunk_size(tmp_path):
+    """``ee_pga`` seeds its random starts per labelling chunk, so its labels depend on
+    ``data.chunk_size``: the key includes it (each chunking cached and reproduced on its own); a
+    deterministic solver's labels are shared across chunkings and equal."""
+    labels, keys = {}, {}
+    for chunk in (8, 16):
+        run = _run_config(
+            "data.num_train=16",
+            "data.num_val=8",
+            "data.label_solver=ee_pga",
+            "learner.train.batch_size=8",
+            f"data.chunk_size={chunk}",
+            "solver.max_iter=50",
+        )
+        data = Data(run, build_parts(run), Cache(tmp_path), torch.device("cpu"), progress=False)
+        labels[chunk] = (data.training_labels("train"), data.labels("train"))
+        keys[chunk] = (data.keys["labels.ee_pga.train"], data.keys["labels.train"])
+    assert keys[8][0] != keys[16][0]  # ee_pga: one entry per chunking
+    run.data.chunk_size = 8  # the first chunking again: its own entry, reused
+    again = Data(run, build_parts(run), Cache(tmp_path), torch.device("cpu"), progress=False)
+    torch.testing.assert_close(again.training_labels("train"), labels[8][0], rtol=0, atol=0)
+    assert keys[8][1] == keys[16][1]  # wmmse: one entry, whatever the chunking
+    torch.testing.assert_close(labels[8][1], labels[16][1], rtol=0, atol=0)

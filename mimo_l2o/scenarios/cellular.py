@@ -189,6 +189,9 @@ class Cellular(Scenario):
             )
             require(self.num_antennas >= 1, "num_antennas", f"must be >= 1, got {self.num_antennas}")
             require(
+                self.coherence >= 1, "coherence", f"must be an integer >= 1 (symbols), got {self.coherence}"
+            )
+            require(
                 self.num_users <= self.coherence,
                 "num_users",
                 f"must be <= coherence={self.coherence} (one pilot per UE), got {self.num_users}",
@@ -200,7 +203,7 @@ class Cellular(Scenario):
                 f"must be in [0, cell_side/2 = {self.cell_side / 2:g}) metres, got {self.min_distance}",
             )
             require(self.shadowing_db >= 0, "shadowing_db", f"must be >= 0 (dB), got {self.shadowing_db}")
-            require(self.asd_deg > 0, "asd_deg", f"must be > 0 (degrees), got {self.asd_deg}")
+            require(0 < self.asd_deg <= 180, "asd_deg", f"must be in (0, 180] (degrees), got {self.asd_deg}")
             require(
                 0 < self.pilot_power < math.inf,
                 "pilot_power",

@@ -239,6 +239,13 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's workers and drop its queued work (``shutdown`` alone waits for both)."""
+    for process in list((pool._processes or {}).values()):  # no public way before Python 3.14
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_sca(
     problem: PowerControlProblem,
     objective: Objective,
@@ -262,8 +269,13 @@ def run_sca(
         # only (never torch or a GPU), which is safe in a child of a threaded parent
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         _surrogate(structure, problem.num_vars)  # compiled once, here, before the workers fork
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        try:
             results = [r for part in pool.map(_sca_chunk, [structure] * len(chunks), chunks) for r in part]
+        except BaseException:  # Ctrl-C, SIGTERM: stop the workers now, not after the queued chunks
+            stop_pool(pool)
+            raise
+        pool.shutdown()
     q = np.stack([r[0] for r in results])
     p = torch.from_numpy(q * np.stack([x.scale for x in samples]))
     return p.to(problem.device), [r[1] for r in results]

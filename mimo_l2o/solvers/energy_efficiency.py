@@ -129,6 +129,7 @@ class ProjectedGradient(Solver):
 
     Config = ProjectedGradientConfig
     objectives = ("energy_efficiency", "sum_rate")
+    stochastic = True  # random starts, drawn per labelling chunk
 
     def solve(
         self,

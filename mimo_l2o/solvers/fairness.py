@@ -30,6 +30,16 @@ from mimo_l2o.registry import SOLVERS
 from mimo_l2o.solvers.baselines import MaxPower
 
 
+def diagonal_refusal(solver: Solver, problem: PowerControlProblem) -> str | None:
+    """Why :func:`diagonal_form` cannot be taken of ``problem`` (the ``refuses`` of the solvers built on
+    it), or ``None``."""
+    try:
+        diagonal_form(problem)
+    except ValueError as err:
+        return f"{solver.name} {err}"
+    return None
+
+
 def diagonal_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``a [B, n]``, ``B [B, n, n]``, ``σ² [B, n]``, ``group [n]``, ``budget [B, G]`` in float64.
 
@@ -150,6 +160,8 @@ class MaxMinPF(Solver):
 
     objectives = ("max_min",)
 
+    refuses = diagonal_refusal
+
     def solve(
         self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -180,6 +192,8 @@ class MaxMinCvxpy(Solver):
 
     Config = MaxMinCvxpyConfig
     objectives = ("max_min",)
+
+    refuses = diagonal_refusal
 
     def solve(
         self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
@@ -604,6 +618,8 @@ class MaxProdNewton(Solver):
     Config = MaxProdNewtonConfig
     objectives = ("max_prod",)
 
+    refuses = diagonal_refusal
+
     def solve(
         self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -616,6 +632,8 @@ class MaxProdCvxpy(Solver):
     """Reference max product SINR (eq. 13) with cvxpy, one sample at a time (slow)."""
 
     objectives = ("max_prod",)
+
+    refuses = diagonal_refusal
 
     def solve(
         self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None

@@ -287,6 +287,13 @@ class WMMSE(Solver):
     Config = WMMSEConfig
     objectives = ("sum_rate",)
 
+    def refuses(self, problem: PowerControlProblem) -> str | None:
+        try:
+            _check_scalar_ic(problem)
+        except ValueError as err:
+            return str(err)
+        return None
+
     def solve(
         self, problem: PowerControlProblem, objective: Objective, generator: torch.Generator | None = None
     ) -> Tensor:

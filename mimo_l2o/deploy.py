@@ -1,0 +1,83 @@
+"""Using a trained policy on new networks: :func:`inputs` builds a logged model's input from its run's
+composed config (the ``hydra/config.yaml`` artifact), the way the runner built it for training.
+
+::
+
+    import mlflow, mimo_l2o
+    run = mlflow.MlflowClient().get_run("<run id>")
+    policy = mlflow.pytorch.load_model(run.data.tags["mimo_l2o.model_uri"])
+    new = mimo_l2o.inputs(run.info.run_id, num_samples=100, seed=1)
+    powers = new.problem.project(policy(new.x).double())
+    print(new.objective(new.problem, powers).mean())   # e.g. the mean sum rate
+
+The model's input is the learner's ``prepare`` of the features it reads (the run's
+``mimo_l2o.input_features`` tag names them); its output is the final decision
+(``problem.decision_shape`` per sample), which :meth:`~mimo_l2o.problems.Problem.project` makes
+feasible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from mimo_l2o import features
+from mimo_l2o.components import Network, Objective
+from mimo_l2o.data import STORAGE_DTYPE
+from mimo_l2o.learner import LearnerSpec
+from mimo_l2o.problems import Problem
+
+CONFIG_ARTIFACT = "hydra/config.yaml"  # the run's composed config, as Hydra wrote it
+
+
+@dataclass
+class Inputs:
+    """New networks for a policy: ``x`` its model input, ``problem`` their problems (float64, CPU) and
+    ``objective`` the run's objective (``objective(problem, decision)`` per sample)."""
+
+    x: Tensor
+    problem: Problem
+    objective: Objective
+
+
+def run_config(run_id: str) -> DictConfig:
+    """The composed config a run was made with (its ``hydra/config.yaml`` artifact)."""
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CONFIG_ARTIFACT)
+    return OmegaConf.load(Path(path))
+
+
+def inputs(
+    run_id: str | None = None, num_samples: int = 100, seed: int = 0, config: DictConfig | None = None
+) -> Inputs:
+    """The model input of ``run_id``'s logged policy (or of the composed ``config``) for
+    ``num_samples`` networks of its scenario drawn from ``seed`` (not the run's training, validation
+    or test seeds): the learner's prepared features, the problems, and the objective."""
+    from mimo_l2o.config import register_configs, validate, with_schemas
+    from mimo_l2o.parts import build_parts
+
+    if (run_id is None) == (config is None):
+        raise ValueError("give one of run_id and config")
+    register_configs()
+    run = validate(with_schemas(config if config is not None else run_config(run_id)))
+    parts = build_parts(run)
+    with torch.no_grad():
+        drawn = parts.scenario.sample(num_samples, torch.Generator().manual_seed(seed))
+        kept = {k: v for k, v in drawn.tensors.items() if k in parts.scenario.tensors}
+        net = Network(kept, drawn.params).to(dtype=STORAGE_DTYPE)  # as the runner stores networks
+        problem = parts.precoder(net.to(dtype=torch.float64))
+        names = parts.learner_cls.inputs
+        made = features.compute(names, parts.scenario, net, lambda: problem)
+        spec = LearnerSpec(
+            input_shapes={k: tuple(v.shape[1:]) for k, v in made.items()},
+            problem=problem[:1].to("cpu", torch.float32),
+            objective=parts.objective,
+            geometry=parts.scenario.geometry(),
+        )
+        x = parts.learner_cls(run.learner, spec).prepare(made)
+    return Inputs(x, problem, parts.objective)
