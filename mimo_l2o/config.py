@@ -24,6 +24,8 @@ from mimo_l2o import registry
 from mimo_l2o.errors import ConfigError, require
 
 GROUPS = ("scenario", "precoder", "objective", "solver", "learner")
+# run keys that do not change what training computes: a run may resume another that differed in them
+NOT_TRAINING = ("resume", "device", "num_threads", "progress", "log_every", "max_memory_gb", "cache_dir")
 
 
 @dataclass
@@ -138,6 +140,10 @@ class RunConfig:
     log_every : int
         Without progress bars (a log file, a batch job), training logs an INFO line every this many
         epochs (0: none) and within an epoch at least once a minute; labelling logs every chunk.
+    resume : str or None
+        Continue a killed training run: its MLflow run id (its checkpoint is found through the run's
+        tag ``mimo_l2o.checkpoint``) or the path of a ``last.pt``. The config must be the one that
+        run was made with (apart from the keys of :data:`NOT_TRAINING`).
     max_memory_gb : float or None
         A run whose estimated memory (GB, 1e9 bytes: datasets, labelling chunk, training copies; see
         :mod:`mimo_l2o.preflight`) exceeds this is refused before any work; ``null``: the memory this
@@ -160,6 +166,7 @@ class RunConfig:
     progress: bool | None = None
     log_every: int = 1
     max_memory_gb: float | None = None
+    resume: str | None = None
 
 
 def register_configs() -> None:

@@ -191,6 +191,8 @@ class Learner:
     name: ClassVar[str]
     Config: ClassVar[type] = LearnerConfig
     requires_labels: ClassVar[bool] = True
+    # attributes training changes besides the model and the optimizer, saved in checkpoints to resume
+    resumable: ClassVar[tuple[str, ...]] = ()
     families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     inputs: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
@@ -269,6 +271,25 @@ class Learner:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """Hook for the learner's own schedules (called after validation each epoch)."""
+
+    def training_state(self) -> dict[str, Any]:
+        """The learner's own state that training changes (its attributes named in ``resumable``:
+        schedules, counters, generators), for a checkpoint to resume from."""
+        out: dict[str, Any] = {}
+        for name in self.resumable:
+            value = getattr(self, name)
+            out[name] = (
+                ("generator", value.get_state()) if isinstance(value, torch.Generator) else ("value", value)
+            )
+        return out
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`training_state`."""
+        for name, (kind, value) in state.items():
+            if kind == "generator":
+                getattr(self, name).set_state(value)
+            else:
+                setattr(self, name, value)
 
     def summary(self) -> dict[str, float]:
         """Final values of the learner's own state, logged as ``train/<key>`` after training."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import sys
@@ -23,9 +24,9 @@ from omegaconf import DictConfig
 import mimo_l2o
 from mimo_l2o import features, jobs, provenance
 from mimo_l2o.cache import Cache
-from mimo_l2o.config import RunConfig, flatten, resolve_device, validate
+from mimo_l2o.config import NOT_TRAINING, RunConfig, flatten, resolve_device, validate
 from mimo_l2o.data import SPLITS, Data, generator
-from mimo_l2o.errors import Incompatible, short
+from mimo_l2o.errors import ConfigError, Incompatible, short
 from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
 from mimo_l2o.figures import cdf_figure, close
 from mimo_l2o.learner import Learner, Policy
@@ -38,7 +39,7 @@ from mimo_l2o.tracking import (
     record_skip,
     swept_overrides,
 )
-from mimo_l2o.training import fit
+from mimo_l2o.training import LAST_CHECKPOINT, fit, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,21 @@ def run_experiment(cfg: DictConfig) -> float:
         "mimo_l2o.commit": provenance.commit(),
         "mimo_l2o.machine": provenance.machine(str(device)),
     }
+    resume = _resume_state(run)
+    checkpoint = jobs.output_dir() / "checkpoints" / "best.pt"
+    tags["mimo_l2o.checkpoint"] = str(checkpoint.with_name(LAST_CHECKPOINT).resolve())
+    if run.resume:
+        tags["mimo_l2o.resumed_from"] = run.resume
     began = time.perf_counter()
     with Tracker(run.tracking.experiment, run_name(run), tags, parent) as tracker:
-        tracker.files = jobs.run_files()
+        tracker.files = {**jobs.run_files(), "checkpoints/best.pt": checkpoint}
         tracker.log_params(flatten(run))
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        (checkpoint.parent / "config.json").write_text(json.dumps(_training_config(run), default=str))
         with _console(progress):
-            metrics, stages = _run(run, parts, Cache(run.cache_dir), device, progress, tracker)
+            metrics, stages = _run(
+                run, parts, Cache(run.cache_dir), device, progress, tracker, checkpoint, resume
+            )
     print(summary_block(run, parts, tracker, metrics, stages, time.perf_counter() - began), flush=True)
     return metrics["test/objective_ratio"]
 
@@ -163,9 +173,56 @@ def _skip(run: RunConfig, err: Incompatible) -> None:
         record_skip(parent, job)
 
 
+def _training_config(run: RunConfig) -> dict:
+    """The flattened config without the keys that do not change training (:data:`NOT_TRAINING`)."""
+    return {k: v for k, v in flatten(run).items() if k.split(".")[0] not in NOT_TRAINING}
+
+
+def _resume_state(run: RunConfig) -> dict | None:
+    """The checkpoint ``resume`` names (a run id or a path), checked against this run's config before
+    any work; ``None`` without ``resume``."""
+    if not run.resume:
+        return None
+    path = Path(run.resume)
+    if not path.exists():
+        from mimo_l2o.tracking import checkpoint_of
+
+        found = checkpoint_of(run.resume)
+        if found is None:
+            raise ConfigError("resume", f"'{run.resume}' is neither a checkpoint file nor a run with one")
+        path = Path(found)
+        if not path.exists():
+            raise ConfigError("resume", f"run {run.resume} wrote no checkpoint yet ({path} is missing)")
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:
+        raise ConfigError("resume", f"{path} cannot be read as a training checkpoint ({err})") from None
+    saved = path.parent / "config.json"
+    if saved.exists():
+        before, now = (
+            json.loads(saved.read_text()),
+            json.loads(json.dumps(_training_config(run), default=str)),
+        )
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(
+                "resume",
+                f"the checkpoint's run had another config: {changed[0]}={before.get(changed[0])} "
+                f"there, {now.get(changed[0])} here ({len(changed)} keys differ)",
+            )
+    return state
+
+
 def _run(
-    run: RunConfig, parts: Parts, cache: Cache, device: torch.device, progress: bool, tracker: Tracker
-) -> dict[str, float]:
+    run: RunConfig,
+    parts: Parts,
+    cache: Cache,
+    device: torch.device,
+    progress: bool,
+    tracker: Tracker,
+    checkpoint: Path,
+    resume: dict | None,
+) -> tuple[dict[str, float], dict[str, float]]:
     data = Data(run, parts, cache, device, progress)
     objective = parts.objective
     stages: dict[str, float] = {}
@@ -239,9 +296,10 @@ def _run(
         generator(run.seed, "shuffle"),
         val_objective_ratio=val_objective_ratio,
         on_epoch=lambda epoch, m: tracker.log_metrics(m, step=epoch),
-        checkpoint=jobs.output_dir() / "checkpoints" / "best.pt",
+        checkpoint=checkpoint,
         progress=progress,
         log_every=run.log_every,
+        resume=resume,
     )
     log.info(
         "trained %d epochs (best: epoch %d) in %.1f s",

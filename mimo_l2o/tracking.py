@@ -466,6 +466,14 @@ def swept_overrides() -> list[str]:
     ]
 
 
+def checkpoint_of(run_id: str) -> str | None:
+    """The checkpoint path a run recorded (its tag ``mimo_l2o.checkpoint``), ``None`` if no such run."""
+    try:
+        return _mlflow().MlflowClient().get_run(run_id).data.tags.get("mimo_l2o.checkpoint")
+    except Exception:  # no run of that id in this store
+        return None
+
+
 def open_parent_id() -> str | None:
     """The parent run this process holds open (a sweep it launches), if any."""
     return _open_parent.get("run_id")

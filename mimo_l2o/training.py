@@ -20,12 +20,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mimo_l2o.cache import atomic_save
 from mimo_l2o.errors import RunFailure
 from mimo_l2o.learner import Learner, OptimizerName, Schedule, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
+CHECKPOINT_FORMAT = 1
+LAST_CHECKPOINT = "last.pt"  # beside the best weights: the state to resume from, after every epoch
 HEARTBEAT_S = 60.0  # without a progress bar, training is never silent for longer
 
 
@@ -39,6 +42,14 @@ def _diverged(what: str, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> 
     if cfg.weight_decay:
         hint += f" or learner.train.weight_decay (now {cfg.weight_decay:.3g})"
     return Diverged(f"training diverged: {what}; {hint}")
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A ``last.pt`` written by :func:`fit`, loaded as data (``weights_only``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a training checkpoint of this version")
+    return state
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -68,6 +79,7 @@ def fit(
     checkpoint: Path | None = None,
     progress: bool = False,
     log_every: int = 1,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` with ``learner.loss``; returns a summary (best epoch, losses, time).
 
@@ -85,6 +97,13 @@ def fit(
     progress, log_every : bool, int
         A progress bar; without one, an INFO line every ``log_every`` epochs (0: none) and, within a
         long epoch, one every :data:`HEARTBEAT_S` seconds.
+    checkpoint : Path, optional
+        Written atomically: the best weights at ``checkpoint`` and, after every epoch, everything
+        training needs to go on at ``last.pt`` beside it (:func:`training_state`).
+    resume : dict, optional
+        A ``last.pt`` (:func:`load_checkpoint`): training continues after its epoch with its weights,
+        optimizer, schedule, shuffling generator, best epoch and the learner's own state, so the
+        result is the one an uninterrupted run gets.
     """
     cfg: TrainConfig = learner.config.train
     model.to(device)
@@ -107,8 +126,21 @@ def fit(
         )
     best_loss, best_epoch, best_state, stale = math.inf, -1, None, 0
     start = time.perf_counter()
-    bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
-    epoch, steps = -1, 0
+    epoch, steps, first = -1, 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        learner.load_training_state(resume["learner"])
+        best_loss, best_epoch, best_state, stale = (
+            resume[k] for k in ("best_loss", "best_epoch", "best", "stale")
+        )
+        epoch, steps = resume["epoch"], resume["steps"]
+        first = epoch + 1
+        start -= resume["elapsed_s"]
+        log.info("resuming training after epoch %d of %d", first, max_epochs)
+    bar = tqdm(range(first, max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     heard = time.perf_counter()
     for epoch in bar:
         model.train()
@@ -173,12 +205,30 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
             if checkpoint is not None:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(best_state, checkpoint)
+                atomic_save(best_state, checkpoint)
         else:
             stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                log.info("early stopping after epoch %d (best %d)", epoch, best_epoch)
-                break
+        stop = bool(cfg.early_stopping_patience and stale >= cfg.early_stopping_patience)
+        if checkpoint is not None and not stop:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "steps": steps,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "learner": learner.training_state(),
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "best": best_state,
+                "stale": stale,
+                "elapsed_s": time.perf_counter() - start,
+            }
+            atomic_save(state, checkpoint.with_name(LAST_CHECKPOINT))
+        if stop:
+            log.info("early stopping after epoch %d (best %d)", epoch + 1, best_epoch + 1)
+            break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)

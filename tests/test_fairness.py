@@ -299,6 +299,7 @@ def test_max_prod_is_scale_invariant(fair, cellular):
     assert ((q / 1e3 - p).abs() / p).max() <= 1e-8
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_max_prod_on_cuda(fair, cellular):
     _, solvers = fair

@@ -179,3 +179,48 @@ def test_two_sweeps_in_the_same_second_keep_their_own_parents(workdir):
     assert sorted(users.values()) == [[3, 4], [5, 6]]
     folders = {r.data.tags["sweep_dir"] for r in parents.values()}
     assert len(folders) == 2
+
+
+RESUMABLE = [o for o in SLOW if not o.startswith("learner.train.max_epochs")] + ["learner.train.max_epochs=8"]
+
+
+def test_resume_continues_a_killed_training_run_to_the_uninterrupted_result(workdir):
+    """SIGKILL after a few epochs, then ``resume=<run id>``: training goes on from the last epoch's
+    checkpoint (weights, optimizer, schedule, shuffling) and ends where an uninterrupted run ends."""
+    client = _client()
+    code, err = _start(*RESUMABLE, cwd=workdir).wait(timeout=600)
+    assert code == 0, err[-2000:]
+    (whole,) = _all_runs(client)
+
+    proc = _start(*RESUMABLE, cwd=workdir)
+
+    def three_epochs():
+        runs = [r for r in _all_runs(client) if r.info.status == "RUNNING"]
+        done = runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 3
+        return runs[0] if done else None
+
+    killed = _wait_for(three_epochs, app=proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, err = _start(*RESUMABLE, f"resume={killed.info.run_id}", cwd=workdir).wait(timeout=600)
+    assert code == 0, err[-2000:]
+    assert "resuming training after epoch" in err
+    resumed = max(_all_runs(client), key=lambda r: r.info.start_time)
+    assert resumed.data.tags["mimo_l2o.resumed_from"] == killed.info.run_id
+    assert client.get_run(killed.info.run_id).info.status == "FAILED"  # process gone
+    for key in ("test/objective_ratio", "train/best_val_loss", "train/epochs"):
+        assert resumed.data.metrics[key] == whole.data.metrics[key], key
+    assert "checkpoints" in {a.path for a in client.list_artifacts(resumed.info.run_id)}
+
+
+def test_resume_refuses_another_config(workdir, capsys):
+    from tests.test_bad_input import run_main
+
+    code, err = _start(*TINY, cwd=workdir).wait(timeout=600)
+    assert code == 0, err[-2000:]
+    (done,) = _all_runs(_client())
+    last = done.data.tags["mimo_l2o.checkpoint"]
+    code, err = run_main([*TINY, "learner.train.lr=0.01", f"resume={last}"], workdir, capsys)
+    assert code == 2 and "resume: the checkpoint's run had another config: learner.train.lr=0.001" in err
+    code, err = run_main([*TINY, "resume=nosuchrun"], workdir, capsys)
+    assert code == 2 and "resume: 'nosuchrun' is neither a checkpoint file nor a run with one" in err

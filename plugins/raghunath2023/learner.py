@@ -394,6 +394,7 @@ class GNNLearner(Learner):
     """Raghunath et al. (2023): an unsupervised GNN with a support-regularized stochastic policy."""
 
     Config = GNNConfig
+    resumable = ("kappa", "steps", "last_width", "val_lower", "val_midpoint", "generator")
     requires_labels = False
     inputs = (FEATURE,)
     paper = "raghunath2023"

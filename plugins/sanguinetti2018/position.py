@@ -716,6 +716,8 @@ class _PositionLearner(Learner):
     """What both learners share: the feature, the cell layout, the losses (labels or objective) and the
     UE renumbering."""
 
+    resumable = ("epoch", "generator")
+
     requires_labels = True
     inputs = (FEATURE,)
     paper = "sanguinetti2018"
