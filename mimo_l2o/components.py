@@ -91,12 +91,19 @@ class ScenarioConfig:
     num_users : int
         Number of users K (in total, unless the scenario says per cell).
     p_max : float
-        Power budget of each budget group (linear; W unless the scenario says otherwise).
+        Power budget of each budget group (the scenario says which: a link, a UE, a BS, an AP), in W,
+        or linear (relative to the noise) where ``power_unit`` is ``linear`` (gaussian_ic, imac).
     noise_power : float
-        Receiver noise power (linear, same unit as ``p_max`` times the gains).
+        Receiver noise power (same unit as ``p_max`` times the gains).
     seed : int
         Seed of the data: training, validation and test sets draw from distinct seeds derived
         from it.
+    p_max_dbm : float or None
+        ``p_max`` in dBm (``p_max = 10^(p_max_dbm/10)`` mW), where powers are in W; set, it replaces
+        ``p_max``. Papers sweep power in dBm: ``-m scenario.p_max_dbm=0,10,20``.
+    snr_db : float or None
+        ``p_max / noise_power`` in dB (the SNR of a link of unit gain at full power); set, it replaces
+        ``p_max``. The form of the papers whose powers are relative to the noise (Sun 2018).
     """
 
     name: str = MISSING
@@ -104,13 +111,33 @@ class ScenarioConfig:
     p_max: float = 1.0
     noise_power: float = 1.0
     seed: int = 0
+    p_max_dbm: float | None = None
+    snr_db: float | None = None
+    power_unit: ClassVar[str] = "W"  # of p_max and noise_power: "W" or "linear" (relative to the noise)
 
     def __post_init__(self) -> None:
         require(self.num_users >= 1, "num_users", f"must be an integer >= 1, got {self.num_users}")
-        require(0 < self.p_max < math.inf, "p_max", f"must be > 0 and finite, got {self.p_max}")
+        require(
+            self.p_max_dbm is None or self.snr_db is None,
+            "p_max_dbm",
+            "give at most one of p_max_dbm and snr_db (each sets p_max)",
+        )
+        require(
+            self.p_max_dbm is None or self.power_unit == "W",
+            "p_max_dbm",
+            f"this scenario's powers are relative to the noise, not in W; use snr_db (got {self.p_max_dbm})",
+        )
+        for key in ("p_max_dbm", "snr_db"):
+            value = getattr(self, key)
+            require(value is None or math.isfinite(value), key, f"must be a finite number (dB), got {value}")
         require(
             0 < self.noise_power < math.inf, "noise_power", f"must be > 0 and finite, got {self.noise_power}"
         )
+        if self.p_max_dbm is not None:
+            self.p_max = 10 ** (self.p_max_dbm / 10) * 1e-3
+        elif self.snr_db is not None:
+            self.p_max = self.noise_power * 10 ** (self.snr_db / 10)
+        require(0 < self.p_max < math.inf, "p_max", f"must be > 0 and finite, got {self.p_max}")
 
 
 @dataclass(frozen=True)
@@ -154,6 +181,9 @@ class Scenario:
     family: ClassVar[str] = POWER_CONTROL  # the problem family its networks feed
     version: ClassVar[int] = 1  # bump when the same config would sample different networks
     tensors: ClassVar[tuple[str, ...]] = ()  # tensors its networks carry (and the cache stores)
+    # config keys that enter only the networks' params, not the sampled tensors: the networks' cache
+    # key leaves them out (a p_max sweep samples once) and a cached network gets them from the config
+    params_only: ClassVar[tuple[str, ...]] = ("p_max", "noise_power", "p_max_dbm", "snr_db")
 
     def __init__(self, config: Any):
         self.config = config
@@ -280,6 +310,7 @@ class Solver:
     version: ClassVar[int] = 1  # bump when the same config would give different decisions
     gives_labels: ClassVar[bool] = True
     objectives: ClassVar[tuple[str, ...] | None] = None
+    display_name: ClassVar[str] = ""  # as the papers' legends name it (WMMSE, SCA); "": the registry key
     # draws random numbers (random starts): its decisions depend on how the samples are chunked, so
     # the labels' cache key includes data.chunk_size
     stochastic: ClassVar[bool] = False

@@ -18,7 +18,7 @@ from torch import Tensor
 from mimo_l2o import features
 from mimo_l2o.cache import Cache
 from mimo_l2o.components import Network, Solver
-from mimo_l2o.config import RunConfig
+from mimo_l2o.config import RunConfig, flatten
 from mimo_l2o.learner import Learner, LearnerSpec
 from mimo_l2o.parts import Parts
 from mimo_l2o.problems import Problem
@@ -54,13 +54,22 @@ class Data:
 
     # ---- sample ------------------------------------------------------------------------------
     def network_spec(self, split: str) -> dict[str, Any]:
+        """What the split's sampled tensors depend on: the scenario's config without its
+        ``params_only`` keys, its version, the split and the size."""
+        drawn = {
+            k: v for k, v in flatten(self.run.scenario).items() if k not in self.parts.scenario.params_only
+        }
         return {
             "stage": "network",
-            "scenario": self.run.scenario,
+            "scenario": drawn,
             "scenario_version": self.parts.scenario.version,
             "split": split,
             "num_samples": self.sizes[split],
         }
+
+    def _derived_spec(self, split: str) -> dict[str, Any]:
+        """The networks' spec and the whole scenario config: what a problem or a label depends on."""
+        return {"network": self.network_spec(split), "scenario": self.run.scenario}
 
     def _stored(self, net: Network) -> Network:
         """What the cache keeps of sampled networks: the scenario's declared tensors, in float32."""
@@ -85,7 +94,11 @@ class Data:
             what = f"network {split} ({n:,} samples, {self.run.scenario.name})"
             state, key = self.cache.get_or_compute("networks", self.network_spec(split), sample, what)
             self.keys[f"network.{split}"] = key
-            self._networks[split] = Network.from_state(state)
+            net = Network.from_state(state)
+            for name in self.parts.scenario.params_only:  # the config's values, not the sampler's
+                if name in net.params:
+                    net.params[name] = float(getattr(self.run.scenario, name))
+            self._networks[split] = net
         return self._networks[split]
 
     # ---- problem -----------------------------------------------------------------------------
@@ -108,7 +121,7 @@ class Data:
             precoder, net = self.parts.precoder, self.network(split)
             spec = {
                 "stage": "problem",
-                "network": self.network_spec(split),
+                **self._derived_spec(split),
                 "precoder": self.run.precoder,
                 "precoder_version": precoder.version,
             }
@@ -141,7 +154,7 @@ class Data:
         self.network(split)
         spec = {
             "stage": "labels",
-            "network": self.network_spec(split),
+            **self._derived_spec(split),
             "precoder": self.run.precoder,
             "precoder_version": self.parts.precoder.version,
             "objective": self.run.objective,

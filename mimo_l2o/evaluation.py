@@ -52,13 +52,15 @@ def time_per_sample_ms(
     device: torch.device,
     repeats: int,
     budget_s: float = float("inf"),
+    times: list[float] | None = None,
 ) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up, per sample, in ms; the
     runs stop early once they have taken ``budget_s`` seconds together (at least one run), so that a
-    solver of seconds per sample is not run ``repeats`` more times."""
+    solver of seconds per sample is not run ``repeats`` more times. ``times`` receives each run's
+    seconds (for the spread)."""
     fn()
     synchronize(device)
-    times: list[float] = []
+    times = [] if times is None else times
     while len(times) < repeats and sum(times) < budget_s:
         start = time.perf_counter()
         fn()

@@ -11,14 +11,28 @@ import numpy as np  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def cdf_figure(values: dict[str, Tensor | np.ndarray], xlabel: str, title: str, ax=None):
-    """Empirical CDFs of per-sample values, one curve per scheme (like Sun et al. 2018, Fig. 7); on
-    ``ax`` when given (the figure is then the axes' own)."""
+def display_name(scheme: str) -> str:
+    """A scheme's name as the papers print it in their legends: the learner's or the solver's
+    ``display_name`` (``wmmse`` → ``WMMSE``, ``dnn`` → ``DNN``); other names unchanged."""
+    from mimo_l2o import registry
+
+    for reg in (registry.LEARNERS, registry.SOLVERS):
+        if scheme in reg.names():
+            return reg.get(scheme).display_name or scheme
+    return scheme
+
+
+def cdf_figure(values: dict[str, Tensor | np.ndarray], xlabel: str, title: str, ax=None, logx: bool = False):
+    """Empirical CDFs of per-sample values, one curve per scheme (like Sun et al. 2018, Fig. 7), the
+    legend in the papers' names (:func:`display_name`); on ``ax`` when given (the figure is then the
+    axes' own); ``logx``: a logarithmic x axis (squared errors, Sanguinetti et al. 2018, Fig. 1b)."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110) if ax is None else (ax.figure, ax)
     for label, v in values.items():
         array = v.detach().double().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v, dtype=float)
         x = np.sort(array.ravel())
-        ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=label)
+        ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=display_name(label))
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("CDF")
     ax.set_title(title)

@@ -196,6 +196,7 @@ class Learner:
     families: ClassVar[tuple[str, ...]] = (POWER_CONTROL,)
     inputs: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # as its paper's figures name it (DNN, GNN); "": the registry key
 
     def __init__(self, config: Any, spec: LearnerSpec):
         self.config = config

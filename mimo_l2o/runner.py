@@ -28,7 +28,7 @@ from mimo_l2o.config import NOT_TRAINING, RunConfig, flatten, resolve_device, va
 from mimo_l2o.data import SPLITS, Data, generator
 from mimo_l2o.errors import ConfigError, Incompatible, short
 from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
-from mimo_l2o.figures import cdf_figure, close
+from mimo_l2o.figures import cdf_figure, close, display_name
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
 from mimo_l2o.preflight import preflight
@@ -411,37 +411,70 @@ def _timings(
     timed_problem = problem[:n]
     repeats, budget = run.eval.timing_repeats, run.eval.timing_budget_s
 
-    def timed(fn) -> float:
-        return time_per_sample_ms(fn, n, device, repeats, budget)
+    spread: dict[str, float] = {}
+
+    def timed(name: str, fn) -> float:
+        times: list[float] = []
+        median = time_per_sample_ms(fn, n, device, repeats, budget, times)
+        q = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.25, 0.75], dtype=torch.float64))
+        spread[f"test/time_{name}_iqr_ms"] = float(q[1] - q[0]) * 1e3 / n
+        return median
 
     with torch.no_grad():
-        problem_ms = timed(lambda: parts.precoder(net.to(dtype=torch.float64)))
-        solver_ms = timed(lambda: parts.solver.solve(timed_problem, parts.objective))
+        problem_ms = timed("problem", lambda: parts.precoder(net.to(dtype=torch.float64)))
+        solver_ms = timed("solver", lambda: parts.solver.solve(timed_problem, parts.objective))
         # the features from the test problems, then the precoder's time added if they read the problem
-        learner_ms = timed(lambda: policy(data.learner_inputs(learner, net, lambda: timed_problem)))
+        learner_ms = timed(
+            "learner", lambda: policy(data.learner_inputs(learner, net, lambda: timed_problem))
+        )
     if features.reads_problem(learner.inputs):
         learner_ms += problem_ms
     return {
         "test/time_problem_ms": problem_ms,
         "test/time_solver_ms": problem_ms + solver_ms,
         "test/time_learner_ms": learner_ms,
+        **spread,  # of the solver's and the policy's own repetitions (the problem's time is its own)
     }
 
 
+def figure_title(run: RunConfig, extra: str) -> str:
+    """What a paper's caption names: the scenario and precoder, M, K and p_max, then ``extra``."""
+    sc = run.scenario
+    parts = [sc.name] + ([run.precoder.name] if run.precoder.name != "none" else [])
+    antennas = getattr(sc, "num_antennas", None)
+    size = (f"M={antennas}, " if antennas else "") + f"K={sc.num_users}"
+    unit = " W" if sc.power_unit == "W" else ""
+    power = f"p_max={sc.p_max:g}{unit}"
+    if sc.power_unit == "W":
+        power += f" ({10 * math.log10(sc.p_max * 1e3):.0f} dBm)"
+    return f"{', '.join(parts)}: {size}, {power}; {extra}"
+
+
 def _log_figures(run: RunConfig, tracker: Tracker, evaluation: Evaluation, learner: str) -> None:
-    """The CDF of the per-sample objective and, with per-user rates, of the per-user SE."""
+    """The CDF of the per-sample objective and, with per-user rates, of the per-user SE and of the
+    learner's squared SE error per UE (Sanguinetti et al. 2018, Fig. 1b)."""
     fig = cdf_figure(
         evaluation.per_sample,
         evaluation.objective.label,
-        f"{run.scenario.name}, K={run.scenario.num_users}: {run.data.num_test} test samples",
+        figure_title(run, f"{run.data.num_test} test samples"),
     )
     tracker.log_figure(fig, "cdf_objective.png")
     close(fig)
     if evaluation.per_user:
+        users = evaluation.per_user[learner].numel()
         fig = cdf_figure(
             {name: se.flatten() for name, se in evaluation.per_user.items()},
             "SE per user [bit/s/Hz]",
-            f"{run.scenario.name}, {run.objective.name}: {evaluation.per_user[learner].numel()} users",
+            figure_title(run, f"{run.objective.name}, {users} UEs"),
         )
         tracker.log_figure(fig, "cdf_se_per_user.png")
+        close(fig)
+        error = (evaluation.per_user[learner] - evaluation.per_user[evaluation.solver]).square().flatten()
+        fig = cdf_figure(
+            {learner: error.clamp_min(1e-12)},
+            f"squared SE error per UE vs {display_name(evaluation.solver)} [(bit/s/Hz)²]",
+            figure_title(run, f"{users} UEs"),
+            logx=True,
+        )
+        tracker.log_figure(fig, "cdf_se_error.png")
         close(fig)

@@ -108,7 +108,9 @@ def assert_contract_metrics(client, run, extra=(), baselines=("equal", "random")
         assert key in metrics and math.isfinite(metrics[key]), key
     assert metrics["test/constraint_violation"] == 0.0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"cdf_objective.png", "cdf_se_per_user.png"} <= artifacts
+    assert {"cdf_objective.png", "cdf_se_per_user.png", "cdf_se_error.png"} <= artifacts
+    for key in ("test/time_problem_iqr_ms", "test/time_solver_iqr_ms", "test/time_learner_iqr_ms"):
+        assert metrics[key] >= 0, key
 
 
 def rebuild_data(env: dict[str, str], overrides: list[str]):

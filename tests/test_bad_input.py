@@ -125,6 +125,13 @@ MORE_CASES = {
         ["scenario=cellfree", "scenario.noise_power=inf"],
         ["scenario.noise_power", "inf"],
     ),
+    "dBm on a scenario of linear powers": (["scenario.p_max_dbm=20"], ["scenario.p_max_dbm", "snr_db"]),
+    "both dB forms": (
+        ["scenario=cellfree", "scenario.p_max_dbm=20", "scenario.snr_db=3"],
+        ["scenario.p_max_dbm", "at most one"],
+    ),
+    "dBm inf": (["scenario=cellular", "scenario.p_max_dbm=inf"], ["scenario.p_max_dbm", "inf"]),
+    "SNR nan": (["scenario.snr_db=nan"], ["scenario.snr_db", "nan"]),
     # imac
     "imac no cells": (["scenario=imac", "scenario.num_cells=0"], ["scenario.num_cells", ">= 1"]),
     "imac radius zero": (["scenario=imac", "scenario.cell_radius=0"], ["scenario.cell_radius", "> 0"]),
@@ -428,7 +435,7 @@ MORE_CASES = {
     "progress neither true nor false": (["progress=maybe"], ["progress", "maybe"]),
     "log_model neither true nor false": (["tracking.log_model=maybe"], ["tracking.log_model", "maybe"]),
     "empty experiment name": (["tracking.experiment=''"], ["tracking.experiment", "non-empty"]),
-    "unknown preset": (["experiment=nosuch"], ["experiment=nosuch", "sun2018_ic"]),
+    "unknown preset": (["experiment=nosuch"], ["experiment=nosuch", "debug", "raghunath2023_10ap10ue"]),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

@@ -219,10 +219,19 @@ def test_dnn_with_a_heuristic_solver_is_refused(solver):
 # ---------------------------------------------------------------------------------------------
 # experiment presets
 # ---------------------------------------------------------------------------------------------
+CORE_PRESETS = ("debug",)  # presets of the core: no paper's, and they choose no learner
+
+
 def test_every_preset_lives_in_the_plugin_of_its_learner():
     assert EXPERIMENTS
-    assert not (CONF_DIR / "experiment").exists(), "the core holds no paper's preset"
+    core = {p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")}
+    assert core == set(CORE_PRESETS), "the core holds no paper's preset"
+    for name in CORE_PRESETS:
+        data = yaml.safe_load((CONF_DIR / "experiment" / f"{name}.yaml").read_text())
+        assert "paper" not in data and "defaults" not in data, name
     for name, path in options("experiment").items():
+        if name in CORE_PRESETS:
+            continue
         learner = yaml.safe_load(path.read_text())["defaults"]
         (choice,) = [v for e in learner for k, v in e.items() if k == "override /learner"]
         module = registry.LEARNERS.get(choice).__module__  # mimo_l2o_plugins.<paper>.<module>
@@ -232,9 +241,10 @@ def test_every_preset_lives_in_the_plugin_of_its_learner():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_validates_and_applies_its_values(name):
     run = validate(compose_run(f"experiment={name}"))
-    assert isinstance(run.paper, str) and run.paper
     data = yaml.safe_load(options("experiment")[name].read_text())
-    assert data.get("paper") == run.paper
+    if name not in CORE_PRESETS:
+        assert isinstance(run.paper, str) and run.paper
+        assert data.get("paper") == run.paper
     # every group the preset selects is selected, every value it sets is set
     for entry in data.get("defaults", []):
         ((key, value),) = entry.items()
@@ -405,3 +415,17 @@ def test_flatten_gives_plain_values():
     # nothing nested is left: every group's fields are spelled out
     assert not any(isinstance(v, dict) for v in flat.values())
     assert {k.split(".")[0] for k in flat} >= set(GROUPS) | {"data", "eval", "tracking"}
+
+
+@pytest.mark.parametrize(
+    "overrides, p_max",
+    [
+        (["scenario=cellular", "scenario.p_max_dbm=20"], 0.1),  # 20 dBm = 100 mW
+        (["scenario=cellfree", "scenario.p_max_dbm=0"], 1e-3),
+        (["scenario.snr_db=10"], 10.0),  # noise 1: SNR 10 dB = p_max 10
+        (["scenario=imac", "scenario.noise_power=2", "scenario.snr_db=3"], 2 * 10**0.3),
+    ],
+)
+def test_the_db_forms_set_p_max(overrides, p_max):
+    run = validate(compose_run(*overrides))
+    assert run.scenario.p_max == pytest.approx(p_max, rel=1e-12)

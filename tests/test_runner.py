@@ -318,3 +318,49 @@ def test_labels_of_a_solver_with_random_starts_are_keyed_by_the_chunk_size(tmp_p
     torch.testing.assert_close(again.training_labels("train"), labels[8][0], rtol=0, atol=0)
     assert keys[8][1] == keys[16][1]  # wmmse: one entry, whatever the chunking
     torch.testing.assert_close(labels[8][1], labels[16][1], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scenario", ["gaussian_ic", "imac"])
+def test_a_power_sweep_samples_the_networks_once(tmp_path, scenario):
+    """``p_max`` and ``noise_power`` do not change what is drawn: the networks' key leaves them out
+    (one entry for both powers), while the problems and labels follow each run's own values."""
+    made = {}
+    for p_max in (1.0, 4.0):
+        run = _run_config(
+            f"scenario={scenario}",
+            f"scenario.p_max={p_max}",
+            "data.num_train=16",
+            "data.num_val=8",
+            "data.num_test=8",
+            "learner.train.batch_size=8",
+        )
+        data = Data(run, build_parts(run), Cache(tmp_path), torch.device("cpu"), progress=False)
+        made[p_max] = (data.network("test"), data.problem("test"), data.labels("test"), dict(data.keys))
+    (net1, prob1, lab1, keys1), (net4, prob4, lab4, keys4) = made[1.0], made[4.0]
+    assert keys1["network.test"] == keys4["network.test"]
+    assert keys1["labels.test"] != keys4["labels.test"]
+    for name in net1.tensors:
+        assert torch.equal(net1[name], net4[name])
+    assert (net1.params["p_max"], net4.params["p_max"]) == (1.0, 4.0)
+    torch.testing.assert_close(prob4.budget, 4 * prob1.budget)
+    assert not torch.equal(lab1, lab4)
+    assert len(list((tmp_path / "networks").glob("*.pt"))) == 1  # the test set, sampled once
+
+
+def test_figure_titles_and_legends_name_what_a_paper_prints():
+    from mimo_l2o.figures import display_name
+    from mimo_l2o.runner import figure_title
+
+    run = _run_config("scenario=cellular", "precoder=mr", "scenario.num_antennas=16", "scenario.p_max_dbm=20")
+    assert (
+        figure_title(run, "10 test samples")
+        == "cellular, mr: M=16, K=5, p_max=0.1 W (20 dBm); 10 test samples"
+    )
+    assert figure_title(_run_config(), "x") == "gaussian_ic: K=10, p_max=1; x"
+    assert [display_name(n) for n in ("wmmse", "dnn", "max_power", "ee_sca", "gnn")] == [
+        "WMMSE",
+        "DNN",
+        "Max power",
+        "SCA",
+        "GNN",
+    ]

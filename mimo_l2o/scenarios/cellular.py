@@ -221,6 +221,7 @@ class Cellular(Scenario):
             return self.grid * self.cell_side
 
     tensors = ("user_positions", "beta", "theta")
+    params_only = ("p_max", "noise_power", "p_max_dbm", "snr_db", "pilot_power")
 
     def bs_positions(self) -> Tensor:
         """``[L, 2]`` BS positions (cell centres) in metres; cell ``l`` is row ``l // √L``, column

@@ -51,6 +51,8 @@ class GaussianIC(Scenario):
             Seed of the data.
         """
 
+        power_unit = "linear"
+
         name: str = "gaussian_ic"
         num_users: int = 10
         p_max: float = 1.0

@@ -127,6 +127,8 @@ class IMAC(Scenario):
             ``d0`` in metres, the distance at which the mean path gain is 1 (200 m).
         """
 
+        power_unit = "linear"
+
         name: str = "imac"
         num_users: int = 12
         p_max: float = 1.0

@@ -23,6 +23,8 @@ class MaxPower(Solver):
     ``p_k = P_max`` for the interference channel (one budget per user).
     """
 
+    display_name = "Max power"
+
     gives_labels = False
     objectives = None
 
@@ -40,6 +42,8 @@ class RandomPower(Solver):
     ``p_k ~ Uniform(0, P_max)`` for the interference channel; with budget groups each variable
     draws up to its even share of the group's budget, so every group stays within budget.
     """
+
+    display_name = "Random power"
 
     gives_labels = False
     objectives = None

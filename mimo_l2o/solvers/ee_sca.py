@@ -311,6 +311,8 @@ class EESCA(Solver):
     """SCA of the rates inside Dinkelbach's iteration for the sum of per-UE ratios, with cvxpy, one
     sample per worker process at a time, from the even split (module docstring)."""
 
+    display_name = "SCA"
+
     Config = EESCAConfig
     objectives = ("energy_efficiency",)
 

@@ -127,6 +127,8 @@ def projected_ascent(
 class ProjectedGradient(Solver):
     """Multi-start projected gradient ascent of the objective, batched (module docstring)."""
 
+    display_name = "PGA"
+
     Config = ProjectedGradientConfig
     objectives = ("energy_efficiency", "sum_rate")
     stochastic = True  # random starts, drawn per labelling chunk

@@ -158,6 +158,8 @@ def max_min_bisection_cvxpy(
 class MaxMinPF(Solver):
     """Exact max-min SE powers (eq. 12) by Perron-Frobenius, batched; see :func:`max_min_power`."""
 
+    display_name = "Max-min (optimal)"
+
     objectives = ("max_min",)
 
     refuses = diagonal_refusal
@@ -189,6 +191,8 @@ class MaxMinCvxpyConfig(SolverConfig):
 @SOLVERS.register("max_min_cvxpy")
 class MaxMinCvxpy(Solver):
     """Reference max-min (eq. 12): bisection with cvxpy LPs, one sample at a time (slow)."""
+
+    display_name = "Max-min (CVX)"
 
     Config = MaxMinCvxpyConfig
     objectives = ("max_min",)
@@ -615,6 +619,8 @@ class MaxProdNewton(Solver):
     """Max product SINR powers (eq. 13), batched: minorize-maximize and Newton steps on the KKT conditions,
     barrier method as fallback; see :func:`max_prod_power`."""
 
+    display_name = "Max-prod (optimal)"
+
     Config = MaxProdNewtonConfig
     objectives = ("max_prod",)
 
@@ -630,6 +636,8 @@ class MaxProdNewton(Solver):
 @SOLVERS.register("max_prod_cvxpy")
 class MaxProdCvxpy(Solver):
     """Reference max product SINR (eq. 13) with cvxpy, one sample at a time (slow)."""
+
+    display_name = "Max-prod (CVX)"
 
     objectives = ("max_prod",)
 
@@ -651,3 +659,5 @@ class MaxProdCvxpy(Solver):
 class EqualPower(MaxPower):
     """Each group's budget split evenly over its users, ``p_jk = P_max / K``: the max-power baseline
     under the name the massive MIMO papers give it."""
+
+    display_name = "Equal power"

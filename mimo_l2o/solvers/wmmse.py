@@ -284,6 +284,8 @@ class WMMSE(Solver):
     powers ``[batch, K]`` in float64 on the problem's device. See :func:`wmmse`.
     """
 
+    display_name = "WMMSE"
+
     Config = WMMSEConfig
     objectives = ("sum_rate",)
 

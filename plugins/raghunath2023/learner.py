@@ -393,6 +393,8 @@ TABLE_II = {(5, 10): (4.79, 5.67), (10, 10): (5.33, 5.93), (15, 15): (6.29, 7.89
 class GNNLearner(Learner):
     """Raghunath et al. (2023): an unsupervised GNN with a support-regularized stochastic policy."""
 
+    display_name = "GNN"
+
     Config = GNNConfig
     resumable = ("kappa", "steps", "last_width", "val_lower", "val_midpoint", "generator")
     requires_labels = False

@@ -813,6 +813,8 @@ class _PositionLearner(Learner):
 class PositionMLPLearner(_PositionLearner):
     """Sanguinetti et al. (2018), Tables II-III: per-cell MLPs from UE positions to powers and their sum."""
 
+    display_name = "NN (positions)"
+
     Config = PositionMLPConfig
     with_sum = True
 
@@ -834,6 +836,8 @@ class PositionMLPLearner(_PositionLearner):
 
 class PositionLSTMLearner(_PositionLearner):
     """Sanguinetti et al. (2018), Table IV: per-cell LSTM networks from UE positions to powers."""
+
+    display_name = "LSTM (positions)"
 
     Config = PositionLSTMConfig
 

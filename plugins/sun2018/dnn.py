@@ -161,6 +161,8 @@ TABLE_II = {(3, 12): 98.30, (3, 18): 97.45, (3, 24): 96.82, (7, 28): 94.53, (20,
 class DNNLearner(Learner):
     """Sun et al. (2018): a fully connected DNN imitating a solver (supervised)."""
 
+    display_name = "DNN"
+
     Config = DNNConfig
     requires_labels = True
     inputs = (FEATURE,)
