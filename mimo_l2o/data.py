@@ -39,6 +39,24 @@ def generator(*parts: Any) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
+def stored(scenario, net: Network) -> Network:
+    """What the cache keeps of sampled networks: the scenario's declared tensors, in float32."""
+    kept = {k: v for k, v in net.tensors.items() if k in scenario.tensors}
+    return Network(kept, net.params).to(dtype=STORAGE_DTYPE)
+
+
+def learner_spec(parts: Parts, network: Network, problem: Problem) -> LearnerSpec:
+    """What the learner is told, from a (one-sample) network and its problem: its inputs' shapes, the
+    problem (float32, CPU), the objective and the scenario's geometry."""
+    made = features.compute(parts.learner_cls.inputs, parts.scenario, network, lambda: problem)
+    return LearnerSpec(
+        input_shapes={k: tuple(v.shape[1:]) for k, v in made.items()},
+        problem=problem[:1].to("cpu", torch.float32),
+        objective=parts.objective,
+        geometry=parts.scenario.geometry(),
+    )
+
+
 class Data:
     """Sampled networks, problems and solver labels of every split, through the cache.
 
@@ -72,9 +90,7 @@ class Data:
         return {"network": self.network_spec(split), "scenario": self.run.scenario}
 
     def _stored(self, net: Network) -> Network:
-        """What the cache keeps of sampled networks: the scenario's declared tensors, in float32."""
-        kept = {k: v for k, v in net.tensors.items() if k in self.parts.scenario.tensors}
-        return Network(kept, net.params).to(dtype=STORAGE_DTYPE)
+        return stored(self.parts.scenario, net)
 
     def network(self, split: str) -> Network:
         """Stage *sample*: the split's networks (CPU, stored as float32)."""
@@ -205,12 +221,4 @@ class Data:
         """What the learner is told: its inputs' shapes, a one-sample problem of the training set
         (float32, CPU), the objective and the scenario's geometry."""
         first = self.network("train").select(slice(0, 1))
-        problem = self.problem("train", slice(0, 1))
-        names = self.parts.learner_cls.inputs
-        made = features.compute(names, self.parts.scenario, first, lambda: problem)
-        return LearnerSpec(
-            input_shapes={k: tuple(v.shape[1:]) for k, v in made.items()},
-            problem=problem.to("cpu", torch.float32),
-            objective=self.parts.objective,
-            geometry=self.parts.scenario.geometry(),
-        )
+        return learner_spec(self.parts, first, self.problem("train", slice(0, 1)))

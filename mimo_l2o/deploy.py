@@ -26,9 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from mimo_l2o import features
-from mimo_l2o.components import Network, Objective
-from mimo_l2o.data import STORAGE_DTYPE
-from mimo_l2o.learner import LearnerSpec
+from mimo_l2o.components import Objective
+from mimo_l2o.data import learner_spec, stored
 from mimo_l2o.problems import Problem
 
 CONFIG_ARTIFACT = "hydra/config.yaml"  # the run's composed config, as Hydra wrote it
@@ -67,17 +66,9 @@ def inputs(
     run = validate(with_schemas(config if config is not None else run_config(run_id)))
     parts = build_parts(run)
     with torch.no_grad():
-        drawn = parts.scenario.sample(num_samples, torch.Generator().manual_seed(seed))
-        kept = {k: v for k, v in drawn.tensors.items() if k in parts.scenario.tensors}
-        net = Network(kept, drawn.params).to(dtype=STORAGE_DTYPE)  # as the runner stores networks
-        problem = parts.precoder(net.to(dtype=torch.float64))
-        names = parts.learner_cls.inputs
-        made = features.compute(names, parts.scenario, net, lambda: problem)
-        spec = LearnerSpec(
-            input_shapes={k: tuple(v.shape[1:]) for k, v in made.items()},
-            problem=problem[:1].to("cpu", torch.float32),
-            objective=parts.objective,
-            geometry=parts.scenario.geometry(),
-        )
+        net = stored(parts.scenario, parts.scenario.sample(num_samples, torch.Generator().manual_seed(seed)))
+        problem = parts.precoder(net.to(dtype=torch.float64))  # as the runner builds it from the cache
+        made = features.compute(parts.learner_cls.inputs, parts.scenario, net, lambda: problem)
+        spec = learner_spec(parts, net.select(slice(0, 1)), problem[:1])
         x = parts.learner_cls(run.learner, spec).prepare(made)
     return Inputs(x, problem, parts.objective)

@@ -89,7 +89,7 @@ def run_experiment(cfg: DictConfig) -> float:
         tracker.files = {**jobs.run_files(), "checkpoints/best.pt": checkpoint}
         tracker.log_params(flatten(run))
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        (checkpoint.parent / "config.json").write_text(json.dumps(_training_config(run), default=str))
+        (checkpoint.parent / "config.json").write_text(json.dumps(_training_config(run)))
         with _console(progress):
             metrics, stages = _run(
                 run, parts, Cache(run.cache_dir), device, progress, tracker, checkpoint, resume
@@ -174,8 +174,10 @@ def _skip(run: RunConfig, err: Incompatible) -> None:
 
 
 def _training_config(run: RunConfig) -> dict:
-    """The flattened config without the keys that do not change training (:data:`NOT_TRAINING`)."""
-    return {k: v for k, v in flatten(run).items() if k.split(".")[0] not in NOT_TRAINING}
+    """The flattened config without the keys that do not change training (:data:`NOT_TRAINING`), as
+    JSON reads it back (what ``checkpoints/config.json`` holds)."""
+    kept = {k: v for k, v in flatten(run).items() if k.split(".")[0] not in NOT_TRAINING}
+    return json.loads(json.dumps(kept, default=str))
 
 
 def _resume_state(run: RunConfig) -> dict | None:
@@ -199,10 +201,7 @@ def _resume_state(run: RunConfig) -> dict | None:
         raise ConfigError("resume", f"{path} cannot be read as a training checkpoint ({err})") from None
     saved = path.parent / "config.json"
     if saved.exists():
-        before, now = (
-            json.loads(saved.read_text()),
-            json.loads(json.dumps(_training_config(run), default=str)),
-        )
+        before, now = json.loads(saved.read_text()), _training_config(run)
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
             raise ConfigError(

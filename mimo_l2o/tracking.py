@@ -328,8 +328,7 @@ def check_tracking(experiment: str) -> None:
     """The experiment name is usable and the tracking store answers: a server within
     :data:`TRACKING_TIMEOUT_S` seconds, a SQLite file or folder in a writable folder; an experiment
     of that name is not in the deleted state (MLflow would refuse to create or use it)."""
-    import mlflow
-
+    mlflow = _mlflow()
     key = "MLFLOW_TRACKING_URI"
     require(experiment.strip() != "", "tracking.experiment", "must be a non-empty name")
     require(
@@ -418,8 +417,10 @@ def pip_requirements(with_project: bool = False) -> list[str]:
         declared = [r for r in requires("mimo_l2o") or [] if "extra ==" not in r]
     except PackageNotFoundError:
         declared = []
+    from packaging.requirements import Requirement
+
     named = {p.split("==")[0] for p in pins}
-    return pins + [r for r in declared if r.split(">")[0].split("<")[0].split("=")[0].strip() not in named]
+    return pins + [r for r in declared if Requirement(r).name not in named]
 
 
 def model_name(run_name: str) -> str:
