@@ -12,7 +12,8 @@ Problems: cellular massive MIMO (``--cells`` cells of ``--users`` UEs, the scena
 M-MMSE or MR precoding with ``--realizations`` channel realizations), or ``--scenario random`` (the
 random instances of ``tests/test_fairness.py``). The batched solvers run ``--repeats`` times over all
 ``--samples`` problems; cvxpy runs ``--repeats`` times over the first ``--cvxpy-samples`` of them, one
-problem at a time. Times per problem are medians over the repeats of (run time / problems). Agreement:
+problem at a time, each reference compiled once (cvxpy parameters) and only its data set per problem.
+Times per problem are medians over the repeats of (run time / problems). Agreement:
 the largest relative difference over the cvxpy problems of the objective (the smallest SINR for
 max-min, the geometric-mean SINR for max-product).
 
@@ -141,6 +142,7 @@ def main() -> None:
         args.repeats,
     )
     ours, theirs = problem[:n_cvx].sinr(p[:n_cvx]).amin(dim=1), sub.sinr(p_ref).amin(dim=1)
+    nonfinite = [int((~torch.isfinite(problem.sinr(p).amin(dim=1))).sum())]
     rows.append(("max-min", "min SINR", batched, reference, rel_diff(ours, theirs)))
 
     fallback = []  # samples that the fast path left to the barrier method, counted on one extra run
@@ -158,6 +160,7 @@ def main() -> None:
         warnings.simplefilter("always")
         reference, p_ref = per_problem(lambda: one_by_one(fairness.max_prod_cvxpy, sub), n_cvx, args.repeats)
     geo_mean = MaxProd(None)
+    nonfinite.append(int((~torch.isfinite(geo_mean(problem, p))).sum()))
     ours, theirs = geo_mean(sub, p[:n_cvx]), geo_mean(sub, p_ref)
     rows.append(("max-product", "geometric-mean SINR", batched, reference, rel_diff(ours, theirs)))
     if args.barrier_samples > 0:  # the barrier fallback on its own: the method before the fast path
@@ -176,6 +179,11 @@ def main() -> None:
         speed_up = f"{ref_s / ours_s:.0f}x"
         print(f"| {name} | {measure} | {ours_s * 1e6:.1f} | {ref_s * 1e3:.2f} | {speed_up} | {diff:.1e} |")
     print()
+    negative = int((problem.interference_gain < 0).flatten(1).any(1).sum())
+    print(f"problems with a negative interference gain: {negative} of {args.samples};")
+    print(
+        f"non-finite objectives of the batched solvers: max-min {nonfinite[0]}, max-product {nonfinite[1]};"
+    )
     print(f"max-product: {sum(fallback)} of {args.samples} problems needed the barrier fallback;")
     print(f"cvxpy warned 'inaccurate' {len(caught)} times in {args.repeats * n_cvx} max-product solves")
 

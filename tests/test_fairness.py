@@ -196,6 +196,21 @@ def test_solvers_reject_non_diagonal_signal(fair):
         solvers.max_min_power(bad)
     with pytest.raises(ValueError, match="diagonal"):
         solvers.max_prod_power(bad)
+    negative = problem.interference_gain.clone()
+    negative[1, 0, 2] = -1e-3  # one negative gain in the second sample
+    bad = PowerControlProblem(
+        signal_gain=problem.signal_gain,
+        interference_gain=negative,
+        noise=problem.noise,
+        group=problem.group,
+        budget=problem.budget,
+        weights=problem.weights,
+    )
+    for solve in (solvers.max_min_power, solvers.max_prod_power, solvers.max_prod_cvxpy):
+        with pytest.raises(
+            ValueError, match="interference gains and noise >= 0, got a minimum gain of -0.001"
+        ):
+            solve(bad if solve is not solvers.max_prod_cvxpy else bad[1:])
 
 
 # ---- max product: the fast path (minorize-maximize, then Newton on the KKT conditions), its fallback

@@ -15,6 +15,7 @@ After precoding, user ``k``'s SINR is ``p_k a_k / (Σ_j p_j b_kj + σ_k²)`` (eq
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -44,14 +45,21 @@ def diagonal_form(problem: PowerControlProblem) -> tuple[Tensor, Tensor, Tensor,
     """``a [B, n]``, ``B [B, n, n]``, ``σ² [B, n]``, ``group [n]``, ``budget [B, G]`` in float64.
 
     Raises ``ValueError`` unless every user has one power variable (``num_users == num_vars``) and
-    ``signal_gain`` is diagonal with a positive diagonal.
+    ``signal_gain`` is diagonal with a positive diagonal, and every interference gain and noise power is
+    non-negative (a negative gain has no physical meaning, and the Perron-Frobenius and log-power forms
+    both rest on it).
     """
     a = problem.direct_gain().to(torch.float64)
     if not bool((a > 0).all()):
         raise ValueError("needs a diagonal signal_gain with a positive diagonal (user k served by p_k)")
+    interference = problem.interference_gain.to(torch.float64)
+    if bool((interference < 0).any()) or bool((problem.noise < 0).any()):
+        raise ValueError(
+            f"needs interference gains and noise >= 0, got a minimum gain of {float(interference.min()):.3g}"
+        )
     return (
         a,
-        problem.interference_gain.to(torch.float64),
+        interference,
         problem.noise.to(torch.float64),
         problem.group.to(a.device),
         problem.budget.to(a),
@@ -109,6 +117,22 @@ def max_min_power(problem: PowerControlProblem) -> tuple[Tensor, Tensor]:
     return p / ratio[:, None], t
 
 
+@functools.lru_cache(maxsize=16)
+def _max_min_lp(group: tuple[int, ...]):
+    """The feasibility LP of :func:`max_min_bisection_cvxpy` for one variable-to-group map, compiled
+    once (cvxpy parameters): ``q >= 0``, ``Σ_{k∈g} q_k <= 1``, ``snr ∘ q >= T q + t`` with ``snr``,
+    ``T = t B̃`` and ``t`` set for each ``t`` and problem (the rows scaled as in the SINR, which keeps
+    HiGHS's absolute feasibility tolerance small against them). Returns ``(problem, q, snr, T, t)``."""
+    import cvxpy as cp
+
+    n, idx = len(group), np.asarray(group)
+    indicator = (idx[None, :] == np.arange(idx.max() + 1)[:, None]).astype(float)
+    q = cp.Variable(n, nonneg=True)  # p / P_g
+    snr, coef, level = cp.Parameter(n, nonneg=True), cp.Parameter((n, n), nonneg=True), cp.Parameter(n)
+    lp = cp.Problem(cp.Minimize(0), [indicator @ q <= 1.0, cp.multiply(snr, q) >= coef @ q + level])
+    return lp, q, snr, coef, level
+
+
 def max_min_bisection_cvxpy(
     problem: PowerControlProblem, tol: float = 1e-6
 ) -> tuple[Tensor, tuple[float, float]]:
@@ -119,6 +143,7 @@ def max_min_bisection_cvxpy(
     SINR constraint over ``σ_k²``): with realistic gains (``a ~ 1e-12``, ``σ² ~ 4e-13``) the LP in watts
     has coefficients below the solver's feasibility tolerance and ``p = 0`` passes for feasible. Starts
     from ``[min SINR at full power, min_k a_k P_g(k) / σ_k²]`` and stops when ``hi − lo <= tol · lo``.
+    The LP is compiled once per group structure and only its parameters change (:func:`_max_min_lp`).
 
     Returns
     -------
@@ -132,25 +157,23 @@ def max_min_bisection_cvxpy(
     if problem.batch_size != 1:
         raise ValueError(f"max_min_bisection_cvxpy takes one sample, got {problem.batch_size}")
     a_t, _, s_t, _, _ = diagonal_form(problem)
-    gains_t, g_t, scale_t, num_groups = _scaled_form(problem)
-    gains, scale, group = gains_t[0].cpu().numpy(), scale_t[0].cpu().numpy(), g_t.cpu().numpy()
+    gains_t, g_t, scale_t, _ = _scaled_form(problem)
+    gains, scale = gains_t[0].cpu().numpy(), scale_t[0].cpu().numpy()
     snr = (a_t[0] / s_t[0]).cpu().numpy() * scale  # a_k P_g(k) / σ_k²
-    indicator = (group[None, :] == np.arange(num_groups)[:, None]).astype(float)
-
-    q = cp.Variable(snr.shape[0], nonneg=True)  # p / P_g
-    t = cp.Parameter(nonneg=True)
-    lp = cp.Problem(cp.Minimize(0), [indicator @ q <= 1.0, cp.multiply(snr, q) >= t * (gains @ q + 1.0)])
+    lp, q, snr_p, coef, level = _max_min_lp(tuple(g_t.tolist()))
+    snr_p.value = snr
     full = problem.full_power().to(torch.float64)
     best = full[0].cpu()
     lo = float(problem.to(dtype=torch.float64).sinr(full).amin())
     hi = float(np.min(snr))
     while hi - lo > tol * lo:
-        t.value = 0.5 * (lo + hi)
+        t = 0.5 * (lo + hi)
+        coef.value, level.value = t * gains, np.full_like(snr, t)
         lp.solve(solver=cp.HIGHS)
         if lp.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
-            lo, best = t.value, torch.as_tensor(np.maximum(q.value, 0.0) * scale)
+            lo, best = t, torch.as_tensor(np.maximum(q.value, 0.0) * scale)
         else:
-            hi = t.value
+            hi = t
     return best, (lo, hi)
 
 
@@ -566,30 +589,41 @@ def max_prod_power(
     return p * torch.where(used > budget, shrink, torch.ones_like(shrink))[:, group]
 
 
+# the floor of a dimensionless cross gain in :func:`max_prod_cvxpy` (its logarithm is a parameter): a zero
+# gain counts as 1e-30 of the noise, which changes no term by more than 1e-30 relative
+_LOG_GAIN_FLOOR = 1e-30
+
+
+@functools.lru_cache(maxsize=16)
+def _max_prod_program(group: tuple[int, ...]):
+    """The log-power program of :func:`max_prod_cvxpy` for one variable-to-group map, compiled once
+    (cvxpy parameters): maximize ``Σ_k x_k − Σ_k log(Σ_j e^{x_j + L_kj} + 1)`` subject to
+    ``log Σ_{k∈g} e^{x_k} <= 0``, with ``L = log B̃`` set per problem. Returns ``(problem, x, L)``."""
+    import cvxpy as cp
+
+    n, idx = len(group), np.asarray(group)
+    x = cp.Variable(n)  # log(p / P_g)
+    log_gain = cp.Parameter((n, n))
+    rows = np.ones((n, 1)) @ cp.reshape(x, (1, n), order="C") + log_gain  # [k, j]: x_j + L_kj
+    terms = cp.log_sum_exp(cp.hstack([rows, np.zeros((n, 1))]), axis=1)  # the noise: e^0
+    budgets = [cp.log_sum_exp(x[np.flatnonzero(idx == g)]) <= 0 for g in range(idx.max() + 1)]
+    return cp.Problem(cp.Maximize(cp.sum(x) - cp.sum(terms)), budgets), x, log_gain
+
+
 def max_prod_cvxpy(problem: PowerControlProblem) -> Tensor:
     """Reference max product SINR (eq. 13) for ONE sample, in the log-power convex form with
-    ``cp.log_sum_exp`` (exponential cones, Clarabel). Returns powers ``[n]`` (float64, CPU)."""
+    ``cp.log_sum_exp`` (exponential cones, Clarabel), posed in the dimensionless form of
+    :func:`_scaled_form` and compiled once per group structure (:func:`_max_prod_program`); a zero cross
+    gain enters as ``_LOG_GAIN_FLOOR``. Returns powers ``[n]`` (float64, CPU)."""
     import cvxpy as cp
 
     if problem.batch_size != 1:
         raise ValueError(f"max_prod_cvxpy takes one sample, got {problem.batch_size}")
-    _, b_t, s_t, g_t, p_t = diagonal_form(problem)
-    bmat, sigma = b_t[0].cpu().numpy(), s_t[0].cpu().numpy()
-    group, budget = g_t.cpu().numpy(), p_t[0].cpu().numpy()
-    n = sigma.shape[0]
-    x = cp.Variable(n)
-    terms = []
-    for k in range(n):
-        idx = np.flatnonzero(bmat[k] > 0)
-        parts = [np.array([np.log(sigma[k])])]
-        if idx.size:
-            parts.insert(0, x[idx] + np.log(bmat[k, idx]))
-        terms.append(cp.log_sum_exp(cp.hstack(parts)))
-    constraints = [
-        cp.log_sum_exp(x[np.flatnonzero(group == g)]) <= np.log(budget[g]) for g in range(len(budget))
-    ]
-    cp.Problem(cp.Maximize(cp.sum(x) - cp.sum(cp.hstack(terms))), constraints).solve(solver=cp.CLARABEL)
-    return torch.as_tensor(np.exp(x.value))
+    gains_t, g_t, scale_t, _ = _scaled_form(problem)
+    program, x, log_gain = _max_prod_program(tuple(g_t.tolist()))
+    log_gain.value = np.log(np.maximum(gains_t[0].cpu().numpy(), _LOG_GAIN_FLOOR))
+    program.solve(solver=cp.CLARABEL)
+    return torch.as_tensor(np.exp(x.value) * scale_t[0].cpu().numpy())
 
 
 @dataclass

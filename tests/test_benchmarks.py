@@ -1,0 +1,73 @@
+"""The benchmark page generator at tiny sizes: every script still runs and the page is assembled from
+their output, stamped with the commit, and written only when everything ran."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GENERATOR = ROOT / "benchmarks" / "generate_docs.py"
+
+
+def generate(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(GENERATOR), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def load():
+    """The generator as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("generate_docs", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_page_has_every_section_with_its_tables_and_the_commit(tmp_path):
+    generate_docs = load()
+    out = tmp_path / "benchmarks.md"
+    done = generate(out)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert f"commit `{commit[:12]}`" in text and "Quick sizes" in text
+    sections = text.split("\n## ")[1:]
+    assert [s.splitlines()[0] for s in sections] == [s.title for s in generate_docs.SECTIONS]
+    for section, spec in zip(sections, generate_docs.SECTIONS, strict=True):
+        assert f"python benchmarks/{spec.script} {' '.join(spec.quick)}" in section
+        assert "machine: " in section
+        tables, rows = [], []
+        for line in [*section.splitlines(), ""]:  # consecutive "|" lines: header, rule, rows
+            if line.startswith("|"):
+                rows.append(line)
+            elif rows:
+                tables.append(rows)
+                rows = []
+        assert tables and all(len(t) >= 3 and t[1].startswith("|---") for t in tables), spec.title
+        assert all(row.count("|") == t[0].count("|") for t in tables for row in t), spec.title
+    fairness = sections[1]
+    assert "problems with a negative interference gain: 0 of 40" in fairness
+    assert "non-finite objectives of the batched solvers: max-min 0, max-product 0" in fairness
+
+
+def test_a_failing_benchmark_leaves_the_page_as_it_was(tmp_path, monkeypatch, capsys):
+    generate_docs = load()
+    out = tmp_path / "benchmarks.md"
+    out.write_text("previous page\n")
+    broken = dataclasses.replace(generate_docs.WMMSE, quick=("--no-such-option",))
+    monkeypatch.setattr(generate_docs, "SECTIONS", (generate_docs.FAIRNESS, broken))
+    monkeypatch.setattr(sys, "argv", ["generate_docs.py", "--quick", "--out", str(out)])
+    with pytest.raises(SystemExit, match="benchmarks/wmmse.py failed with exit 2"):
+        generate_docs.main()
+    assert out.read_text() == "previous page\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["benchmarks.md"]  # no temporary file left
