@@ -36,7 +36,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python benchmarks/wmmse.py
+	$(BIN)/python benchmarks/generate_docs.py
 
 clean:
 	rm -rf $(VENV) .cache outputs multirun mlflow.db mlruns mlartifacts
