@@ -12,6 +12,9 @@ scenario that has it:
   massive MIMO), which ``test/time_learner_ms`` includes.
 * ``user_positions`` ``[batch, U, 2]``: every user's (x, y) in metres, with the scenario's
   :class:`~mimo_l2o.components.Geometry` in the learner's spec; scenarios with positions have it.
+* ``uplink_channel`` ``[batch, C, U, N]`` (complex): the uplink channels the BSs observe, in scenarios
+  that sample them (the beamforming family's ``h_ul``); ``downlink_channel``: a beamforming problem's
+  own channels (perfect downlink CSI).
 
 A plugin registers a feature of its own with :func:`feature`; features only one plugin uses live in
 that plugin.
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor
 
 from mimo_l2o.components import Network, Precoder, Scenario
-from mimo_l2o.problems import POWER_CONTROL, Problem
+from mimo_l2o.problems import BEAMFORMING, POWER_CONTROL, Problem
 from mimo_l2o.problems.power_control import GAIN_FLOOR_DB
 
 # a gain of problem_gains within this of the floor counts as none (a beam that does not exist): 10 dB
@@ -89,6 +92,33 @@ def problem_gains(scenario: Scenario, network: Network, problem) -> Tensor:
 )
 def user_positions(scenario: Scenario, network: Network, problem) -> Tensor:
     return scenario.user_positions(network)
+
+
+def _scenario_samples(tensor: str):
+    def unavailable(scenario: Scenario, precoder: Precoder) -> str | None:
+        return None if tensor in scenario.tensors else f"it samples no {tensor}"
+
+    return unavailable
+
+
+@feature("uplink_channel", reads_problem=False, unavailable=_scenario_samples("h_ul"))
+def uplink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
+    """``[batch, cells, users, antennas]`` complex: the uplink channels ``h_{U}`` each BS observes (BS
+    ``c`` to user ``u``), what the beamforming papers learn the downlink from (Zhang et al. 2022)."""
+    return network["h_ul"]
+
+
+def _beamforming_only(scenario: Scenario, precoder: Precoder) -> str | None:
+    if precoder.family == BEAMFORMING:
+        return None
+    return f"precoder={precoder.name} makes {precoder.family} problems, which have no channel vectors"
+
+
+@feature("downlink_channel", reads_problem=True, unavailable=_beamforming_only)
+def downlink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
+    """``[batch, cells, users, antennas]`` complex: the beamforming problem's own (downlink) channels,
+    perfect downlink CSI."""
+    return problem.channel
 
 
 def total_gain_db(gains_db: Tensor) -> Tensor:

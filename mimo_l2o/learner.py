@@ -210,6 +210,13 @@ class Learner:
         return None
 
     @classmethod
+    def for_family(cls, family: str) -> type[Learner]:
+        """The class that decides for problems of ``family`` (one of :attr:`families`): a learner that
+        runs on several families may hand one to a subclass with other inputs and output; by default
+        the class itself. The runner asks it once the family is known."""
+        return cls
+
+    @classmethod
     def refuses(cls, scenario: Scenario, precoder: Precoder) -> str | None:
         """Why this learner cannot read the problems of ``scenario`` with ``precoder`` although it has
         the features it reads (one line naming the learner and the scenario), or ``None``; asked from

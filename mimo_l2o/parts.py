@@ -94,6 +94,7 @@ def build_parts(run: RunConfig) -> Parts:
     _check_family("objective", o, objective.families, family, p)
     _check_family("solver", v, solver.families, family, p)
     _check_family("learner", lname, learner_cls.families, family, p)
+    learner_cls = learner_cls.for_family(family)
     _check_solves("solver", solver, o)
 
     labeller = solver

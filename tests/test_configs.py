@@ -133,6 +133,8 @@ def scenario_for(group: str, name: str) -> str:
         cls = registry.SCENARIOS.get(scenario)
         if group == "precoder" and registry.PRECODERS.get(name).accepts(cls.tensors):
             return scenario
+        if group == "solver" and cls.family in registry.SOLVERS.get(name).families:
+            return scenario
         if (
             group == "learner"
             and refusal(validate(compose_run(f"scenario={scenario}", f"learner={name}"))) is None
@@ -145,7 +147,10 @@ def refusal(run) -> str | None:
     """Why the run's learner cannot read its scenario, or ``None``."""
     scenario = registry.SCENARIOS.build(run.scenario)
     precoder = registry.PRECODERS.build(run.precoder)
-    return learner_refusal(registry.LEARNERS.get(run.learner.name), scenario, precoder)
+    learner_cls = registry.LEARNERS.get(run.learner.name)
+    if precoder.family in learner_cls.families:
+        learner_cls = learner_cls.for_family(precoder.family)
+    return learner_refusal(learner_cls, scenario, precoder)
 
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
@@ -164,6 +169,12 @@ def test_an_option_states_no_default_twice(group, name):
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}={n}" for g, n in GROUP_OPTIONS])
 def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     run = validate(compose_run(f"{group}={name}"))
+    default_family = registry.PRECODERS.get(run.precoder.name).family
+    if group == "solver" and default_family not in registry.SOLVERS.get(name).families:
+        # a solver of another family: refused naming both, and built on a scenario of its family
+        with pytest.raises(ConfigError, match=rf"^solver: solver={name} works on .+ makes {default_family}$"):
+            build_parts(run)
+        run = validate(compose_run(f"scenario={scenario_for(group, name)}", f"{group}={name}"))
     if group == "solver" and not registry.SOLVERS.get(name).gives_labels:
         # validate does not check combinations; build_parts refuses a supervised learner
         # without labels, and names a solver that gives them

@@ -14,7 +14,7 @@ from mimo_l2o.cache import Cache
 from mimo_l2o.config import register_configs, validate
 from mimo_l2o.data import Data, generator
 from mimo_l2o.errors import ConfigError
-from mimo_l2o.learner import Learner
+from mimo_l2o.learner import Learner, LearnerConfig
 from mimo_l2o.parts import build_parts
 from mimo_l2o.problems.power_control import GAIN_FLOOR_DB
 from mimo_l2o.registry import LEARNERS
@@ -208,7 +208,8 @@ def test_timing_median_after_a_warm_up_within_the_budget(
 
 def test_parts_of_another_family_are_refused_and_baselines_come_from_the_family():
     """With a beamforming precoder, every power-control part (objective, solver, learner, baseline) is
-    refused naming its key; the family's default baselines (none yet) are used when none are named."""
+    refused naming its key; the family's default baselines (the closed-form beamformers) are used when
+    none are named."""
     from mimo_l2o.components import Precoder, Scenario, Solver, SolverConfig
     from mimo_l2o.errors import Incompatible
     from mimo_l2o.registry import PRECODERS, SCENARIOS, SOLVERS
@@ -251,10 +252,11 @@ def test_parts_of_another_family_are_refused_and_baselines_come_from_the_family(
         run = config()  # sum_rate is written for both families; wmmse is not
         refused(run, "solver", "solver=wmmse")
         run.solver = SolverConfig(name="beam_test")
-        refused(run, "learner", "learner=dnn")
-        run.learner.name = "beam_test"
+        run.learner.name = "gnn"
+        refused(run, "learner", "learner=gnn")
+        run.learner = LearnerConfig(name="beam_test")
         parts = build_parts(run)
-        assert parts.family == "beamforming" and parts.baselines == {}
+        assert parts.family == "beamforming" and sorted(parts.baselines) == ["mrt_bf", "rzf_bf", "zf_bf"]
         run.eval.baselines = ["max_power"]
         refused(run, "eval.baselines", "eval.baselines=max_power")
     finally:

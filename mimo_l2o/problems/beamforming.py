@@ -28,9 +28,15 @@ def bs_power(W: Tensor) -> Tensor:
 
 def scale_onto_budgets(W: Tensor, budget: Tensor) -> Tensor:
     """Scale each BS's beamformers down onto its budget (``budget [batch or 1, cells]`` or ``[cells]``);
-    feasible input is returned unchanged. ``√(P / max(‖W‖², P))``: no division by a vanishing power."""
+    feasible input is returned unchanged. ``√(P / max(‖W‖², P))``: no division by a vanishing power;
+    an over-budget BS lands inside its budget by the rounding error of its power's sum (``2 (N K + 2)``
+    ulps), so that recomputing the power finds no violation."""
     budget = budget.to(device=W.device, dtype=W.real.dtype)
-    scale = torch.sqrt(budget / torch.maximum(bs_power(W), budget))
+    power = bs_power(W)
+    margin = 1.0 - 2 * (W.shape[-2] * W.shape[-1] + 2) * torch.finfo(power.dtype).eps
+    scale = torch.where(
+        power > budget, torch.sqrt(budget / power.clamp_min(torch.finfo(power.dtype).tiny)) * margin, 1.0
+    )
     return W * scale[..., None, None].to(W.dtype)
 
 
@@ -74,7 +80,7 @@ class BeamformingProblem(BatchedProblem):
     prelog: float = 1.0
 
     family: ClassVar[str] = "beamforming"
-    default_baselines: ClassVar[tuple[str, ...]] = ()
+    default_baselines: ClassVar[tuple[str, ...]] = ("mrt_bf", "zf_bf", "rzf_bf")
 
     # ---- shape ---------------------------------------------------------------------------
     @property

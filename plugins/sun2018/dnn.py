@@ -30,6 +30,8 @@ from torch import Tensor, nn
 from mimo_l2o.errors import require
 from mimo_l2o.features import total_gain_db
 from mimo_l2o.learner import Learner, LearnerConfig, OptimizerName, TrainConfig
+from mimo_l2o.problems import BEAMFORMING, POWER_CONTROL
+from mimo_l2o.problems.beamforming import bs_power
 from mimo_l2o.problems.power_control import FeasiblePower
 
 FEATURE = "problem_gains"
@@ -159,14 +161,20 @@ TABLE_II = {(3, 12): 98.30, (3, 18): 97.45, (3, 24): 96.82, (7, 28): 94.53, (20,
 
 
 class DNNLearner(Learner):
-    """Sun et al. (2018): a fully connected DNN imitating a solver (supervised)."""
+    """Sun et al. (2018): a fully connected DNN imitating a solver (supervised). On beamforming problems
+    it is :class:`BeamformingDNN` (the same network on the uplink channels' real and imaginary parts)."""
 
     display_name = "DNN"
 
     Config = DNNConfig
     requires_labels = True
+    families = (POWER_CONTROL, BEAMFORMING)
     inputs = (FEATURE,)
     paper = "sun2018"
+
+    @classmethod
+    def for_family(cls, family: str) -> type[Learner]:
+        return BeamformingDNN if family == BEAMFORMING else cls
 
     @classmethod
     def published(cls, params: dict[str, str]) -> str | None:
@@ -248,3 +256,91 @@ class DNNLearner(Learner):
     def summary(self) -> dict[str, float]:
         """``train/rounded``: 1 when the final decision rounds the outputs."""
         return {"rounded": float(self.rounded)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The same DNN on the beamforming family
+# ---------------------------------------------------------------------------------------------
+BEAMFORMING_FEATURE = "uplink_channel"
+
+
+class ToBeamformers(nn.Module):
+    """Real outputs ``[B, 2·C·N·K]`` → beamformers ``W [B, C, N, K]`` (complex64) with each BS exactly on
+    its budget (the sum rate grows with every BS's power, so the budget binds at the optimum)."""
+
+    def __init__(self, shape: tuple[int, ...], budget: Tensor):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.register_buffer("budget", budget.clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        W = torch.view_as_complex(x.reshape(x.shape[0], *self.shape, 2).contiguous())
+        scale = (self.budget / bs_power(W).clamp_min(1e-30)).sqrt()
+        return W * scale[..., None, None]
+
+
+def canonical_phase(W: Tensor) -> Tensor:
+    """Each beamformer rotated so that its first antenna's entry is real and >= 0: rates do not change
+    with a beam's phase, so the MSE between canonical forms is the distance between what matters."""
+    first = W[..., :1, :]
+    return W * (first.conj() / first.abs().clamp_min(1e-30))
+
+
+class BeamformingDNN(DNNLearner):
+    """Sun et al.'s DNN on beamforming problems: the real and imaginary parts of every BS's uplink
+    channels (``uplink_channel``, 2·C·U·N values) in, the same hidden ReLU layers, 2·C·N·K values out as
+    the beamformers, each BS scaled onto its budget; MSE to the solver's beamformers with each beam's
+    phase made canonical (:func:`canonical_phase`), in units of each BS's √budget. The power-control
+    settings ``rounding`` and ``output_unit`` have no meaning here and are not used."""
+
+    inputs = (BEAMFORMING_FEATURE,)
+
+    @classmethod
+    def published(cls, params: dict[str, str]) -> str | None:
+        return None
+
+    def __init__(self, config, spec):
+        Learner.__init__(self, config, spec)
+        self.rounded = False
+
+    def observe_labels(self, labels: Tensor) -> None:
+        """Nothing to learn from the labels' scale: the outputs are put on the budget."""
+
+    @property
+    def reports_raw(self) -> bool:
+        return False
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """``uplink_channel [B, C, U, N]`` → its real and imaginary parts, ``[B, 2·C·U·N]`` (float32)."""
+        return torch.view_as_real(features[BEAMFORMING_FEATURE]).flatten(1).float()
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        cfg = self.config
+        layers: list[nn.Module] = []
+        if cfg.input_scaling == InputScaling.standardize:
+            layers.append(Standardize(train_inputs))
+        width = train_inputs.shape[1]
+        for hidden in cfg.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        shape = self.spec.problem.decision_shape
+        layers += [nn.Linear(width, 2 * math.prod(shape)), ToBeamformers(shape, self.spec.problem.budget[0])]
+        model = nn.Sequential(*layers)
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                truncated_normal_(layer.weight, generator)
+                nn.init.constant_(layer.bias, cfg.bias_init)
+        return model
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        unit = self.spec.problem.budget[0].to(batch["inputs"]).sqrt()[:, None, None]
+        ours = canonical_phase(model(batch["inputs"])) / unit
+        theirs = canonical_phase(batch["labels"].to(ours.dtype)) / unit
+        return torch.view_as_real(ours - theirs).square().mean()
+
+    def finalize(self, score=None) -> nn.Module:
+        """The beamformers as they come (already on the budget), through the family's projection."""
+        return self.spec.problem.feasibility()
+
+    def summary(self) -> dict[str, float]:
+        return {}

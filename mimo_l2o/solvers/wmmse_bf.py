@@ -1,0 +1,202 @@
+"""WMMSE beamforming (Shi et al. 2011) for the MISO broadcast and interfering broadcast channels, batched.
+
+For beamformers ``W`` the MMSE receiver of user ``u`` and its weight are
+
+    r_u = h_{c(u),u}ᴴ w_u / (Σ_v |h_{c(v),u}ᴴ w_v|² + σ²_u),     ω_u = 1 / e_u = 1 + SINR_u,
+
+and each BS ``c`` updates its beamformers to ``W_c = (A_c + μ_c I)⁻¹ B_c`` with
+``A_c = Σ_u α_u ω_u |r_u|² h_{c,u} h_{c,u}ᴴ`` (every user ``u`` BS ``c`` reaches) and the columns
+``α_k ω_k r_k h_{c,k}`` of ``B_c`` (its own users). The multiplier ``μ_c >= 0`` is the smallest that
+puts BS ``c`` within its budget: with ``A_c = V Λ Vᴴ`` and ``φ_i = ‖(Vᴴ B_c)_i‖²``, the power
+``P(μ) = Σ_i φ_i / (λ_i + μ)²`` falls monotonically in ``μ``; ``μ = 0`` when ``P(0) <= P_c`` (and
+``A_c`` is invertible), else the root lies in ``(0, √(Σ_i φ_i / P_c)]`` (as ``P(μ) <= Σφ/μ²``), a
+closed-form bracket, and is found by bisection. Each iteration does not decrease the weighted sum
+rate (block coordinate ascent on the WMMSE form); a sample stops when it gains less than ``tol``
+(after at least ``min_iter`` iterations) or at ``max_iter``. Everything runs in complex128 on the
+problem's device, all samples and cells at once; stopped samples keep their beamformers.
+
+The start is scaled MRT or ZF on each budget (``init``); ``starts > 1`` adds random starts (i.i.d.
+complex Gaussian beamformers on the budget, from the solver's generator) and keeps each sample's best.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor
+
+from mimo_l2o.components import Objective, Solver, SolverConfig
+from mimo_l2o.errors import require
+from mimo_l2o.problems import BEAMFORMING
+from mimo_l2o.problems.beamforming import BeamformingProblem
+from mimo_l2o.registry import SOLVERS
+from mimo_l2o.solvers import beamformers
+
+log = logging.getLogger(__name__)
+
+INITS = ("mrt", "zf")
+_BISECTION_STEPS = 64  # halvings of μ's bracket: 2⁻⁶⁴ of its width, below float64 resolution
+
+
+def multipliers(lam: Tensor, phi: Tensor, budget: Tensor) -> Tensor:
+    """The smallest ``μ >= 0`` with ``Σ_i φ_i / (λ_i + μ)² <= P`` for ``lam, phi [..., N]`` (the
+    eigenvalues of ``A`` and ``φ``) and ``budget [...]``: ``0`` where that holds at ``μ = 0`` with an
+    invertible ``A``, else bisection on the bracket ``(0, √(Σφ / P)]``."""
+    lam = lam.clamp_min(0)
+    invertible = lam.amin(-1) > 1e-12 * lam.amax(-1).clamp_min(torch.finfo(lam.dtype).tiny)
+    at_zero = (phi / lam.clamp_min(torch.finfo(lam.dtype).tiny).square()).sum(-1)
+    free = invertible & (at_zero <= budget)
+    lo = torch.zeros_like(budget)
+    hi = (phi.sum(-1) / budget).sqrt()
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        over = (phi / (lam + mid.unsqueeze(-1)).square()).sum(-1) > budget
+        lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
+    return torch.where(free, torch.zeros_like(hi), hi)
+
+
+def wmmse_bf(
+    problem: BeamformingProblem,
+    W0: Tensor,
+    tol: float = 1e-6,
+    min_iter: int = 5,
+    max_iter: int = 500,
+    history: bool = False,
+) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    """WMMSE from the start ``W0 [batch, cells, antennas, users per cell]`` (module docstring).
+
+    Returns ``W`` (complex128), and with ``history`` also the weighted sum rate after each iteration
+    ``[T + 1, batch]`` (NaN once a sample stopped) and each sample's iteration count ``[batch]``.
+    """
+    p = problem.to(dtype=torch.float64)
+    Hall = beamformers.all_channels(p)  # [b, c, N, U]
+    b, c, n, users = Hall.shape
+    k = users // c
+    noise, budget, alpha = p.noise, p.budget, p.weights
+    Hown = beamformers.own_channels(p)  # [b, c, N, k]
+    W = W0.to(Hall.dtype)
+
+    def rate(W: Tensor) -> Tensor:
+        return (alpha * p.rates(W)).sum(1)
+
+    objective = rate(W)
+    done = torch.zeros(b, dtype=torch.bool, device=W.device)
+    iterations = torch.zeros(b, dtype=torch.long, device=W.device)
+    trace = [objective.clone()]
+    for step in range(1, max_iter + 1):
+        inner = torch.einsum("bcnu,bcnk->buck", Hall.conj(), W).reshape(b, users, users)  # h_{c(v),u}ᴴ w_v
+        total = inner.abs().square().sum(-1) + noise  # [b, U]
+        signal = inner.diagonal(dim1=1, dim2=2)
+        r = signal / total  # MMSE receivers
+        omega = 1.0 / (1.0 - (r.conj() * signal).real).clamp_min(torch.finfo(torch.float64).tiny)
+        s = alpha * omega * r.abs().square()  # [b, U]
+        A = (Hall * s[:, None, None, :].to(Hall.dtype)) @ Hall.mH  # [b, c, N, N]
+        coef = (alpha * omega).to(Hall.dtype) * r  # α ω r, [b, U]
+        B = Hown * coef.reshape(b, c, 1, k)
+        lam, V = torch.linalg.eigh(A)
+        Phi = V.mH @ B  # [b, c, N, k]
+        mu = multipliers(lam, Phi.abs().square().sum(-1), budget)
+        new = V @ (Phi / (lam + mu.unsqueeze(-1)).unsqueeze(-1).to(Phi.dtype))
+        new_objective = rate(new)
+        live = ~done
+        W = torch.where(live[:, None, None, None], new, W)
+        gain = new_objective - objective
+        objective = torch.where(live, new_objective, objective)
+        iterations = torch.where(live, step, iterations)
+        stop = live & (((gain < tol) & (step >= min_iter)) | (step >= max_iter))
+        if history:
+            trace.append(torch.where(live, objective, torch.nan))
+        done |= stop
+        if bool(done.all()):
+            break
+    log.debug("wmmse_bf: %d samples, iterations median %d, max %d", b, iterations.median(), iterations.max())
+    if history:
+        return W, torch.stack(trace), iterations
+    return W
+
+
+def start(problem: BeamformingProblem, init: str) -> Tensor:
+    """The stated start: MRT or ZF scaled onto each BS's budget (complex128)."""
+    p = problem.to(dtype=torch.float64)
+    return beamformers.mrt(p) if init == "mrt" else beamformers.zf(p)
+
+
+@dataclass
+class WMMSEBeamformingConfig(SolverConfig):
+    """Parameters
+    ----------
+    name : str
+        Registry key, ``wmmse_bf``.
+    init : str
+        Start: ``mrt`` or ``zf`` (needs antennas >= users per cell), scaled onto each BS's budget.
+    starts : int
+        Number of starts; beyond the first, i.i.d. CN(0, 1) beamformers on the budget. Each sample keeps
+        the best (an upper bound closer to the global optimum, at ``starts`` times the cost).
+    tol : float
+        Stop a sample when its weighted sum rate gains less than this in an iteration [bit/s/Hz].
+    min_iter : int
+        Iterations every sample runs before the ``tol`` rule applies.
+    max_iter : int
+        Largest number of iterations per sample.
+    """
+
+    name: str = MISSING
+    init: str = "mrt"
+    starts: int = 1
+    tol: float = 1e-6
+    min_iter: int = 5
+    max_iter: int = 500
+
+    def __post_init__(self) -> None:
+        require(self.init in INITS, "init", f"must be one of {', '.join(INITS)}, got {self.init!r}")
+        require(self.starts >= 1, "starts", f"must be an integer >= 1, got {self.starts}")
+        require(self.tol > 0, "tol", f"must be > 0 [bit/s/Hz], got {self.tol}")
+        require(self.min_iter >= 1, "min_iter", f"must be an integer >= 1, got {self.min_iter}")
+        require(
+            self.max_iter >= self.min_iter,
+            "max_iter",
+            f"must be >= min_iter ({self.min_iter}), got {self.max_iter}",
+        )
+
+
+@SOLVERS.register("wmmse_bf")
+class WMMSEBeamforming(Solver):
+    """WMMSE beamforming (Shi et al. 2011), batched; see :func:`wmmse_bf`."""
+
+    display_name = "WMMSE"
+
+    Config = WMMSEBeamformingConfig
+    families = (BEAMFORMING,)
+    objectives = ("sum_rate",)
+
+    @property
+    def stochastic(self) -> bool:  # random starts come from the generator of each chunk
+        return self.config.starts > 1
+
+    def refuses(self, problem: BeamformingProblem) -> str | None:
+        refusal = beamformers.zf_refusal(problem) if self.config.init == "zf" else None
+        return f"wmmse_bf init=zf: {refusal} (use init=mrt)" if refusal else None
+
+    def solve(
+        self, problem: BeamformingProblem, objective: Objective, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Beamformers ``[batch, cells, antennas, users per cell]`` (complex128, on the problem's device)."""
+        cfg = self.config
+        run = dict(tol=cfg.tol, min_iter=cfg.min_iter, max_iter=cfg.max_iter)
+        best = wmmse_bf(problem, start(problem, cfg.init), **run)
+        if cfg.starts == 1:
+            return best
+        p = problem.to(dtype=torch.float64)
+        best_rate = objective(p, best)
+        for _ in range(cfg.starts - 1):
+            shape = (problem.batch_size, *problem.decision_shape)
+            z = torch.randn(shape, generator=generator, dtype=torch.complex128)
+            W = wmmse_bf(problem, beamformers.onto_budget(z.to(p.device), p.budget), **run)
+            rate = objective(p, W)
+            better = rate > best_rate
+            best = torch.where(better[:, None, None, None], W, best)
+            best_rate = torch.where(better, rate, best_rate)
+        return best

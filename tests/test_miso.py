@@ -1,0 +1,94 @@
+"""The single-cell TDD MISO scenario (Zhang et al. 2022, eq. 38), the downlink precoder, and Sun's DNN
+on the beamforming family."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mimo_l2o.errors import ConfigError
+from mimo_l2o.precoders.downlink import Downlink
+from mimo_l2o.problems.beamforming import bs_power
+from mimo_l2o.scenarios.miso import MISOTDD, complex_normal, haar_unitary
+
+
+def scenario(**kw) -> MISOTDD:
+    return MISOTDD(MISOTDD.Config(**{"num_antennas": 4, "num_users": 3, **kw}))
+
+
+def test_downlink_is_the_fixed_mismatch_of_the_uplink_in_every_split():
+    """h_D,k = c_k Φ h_U,k with one unitary Φ and one c for the whole seed: the same in two draws from
+    different generators (the training and test sets), and different for another scenario seed."""
+    s = scenario()
+    phi, c = s.mismatch()
+    torch.testing.assert_close(phi.mH @ phi, torch.eye(4, dtype=phi.dtype), rtol=0, atol=1e-12)
+    for seed in (1, 2):
+        net = s.sample(50, torch.Generator().manual_seed(seed))
+        h_ul, h_dl = net["h_ul"][:, 0], net["h_dl"][:, 0]
+        assert h_ul.shape == (50, 3, 4) and h_ul.dtype == torch.complex128
+        expected = c[None, :, None] * torch.einsum("ij,bkj->bki", phi, h_ul)
+        torch.testing.assert_close(h_dl, expected, rtol=1e-12, atol=1e-12)
+    other, _ = scenario(seed=1).mismatch()
+    assert (other - phi).abs().max() > 0.1
+
+
+def test_per_sample_mismatch_differs_between_samples_and_first_n_of_2n():
+    s = scenario(mismatch="per_sample")
+    net = s.sample(20, torch.Generator().manual_seed(0))
+    head = s.sample(10, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(head["h_dl"], net["h_dl"][:10], rtol=0, atol=0)
+    # the ratio h_dl / (Φ h_ul) is not one fixed map: two samples' least-squares maps differ
+    h_ul, h_dl = net["h_ul"][:, 0], net["h_dl"][:, 0]
+    maps = torch.linalg.lstsq(h_ul[:, :, :], h_dl[:, :, :]).solution  # per sample, 3 equations x 4
+    assert (maps[0] - maps[1]).abs().max() > 0.1
+
+
+def test_complex_normal_and_haar_statistics():
+    g = torch.Generator().manual_seed(0)
+    z = complex_normal(torch.rand(200_000, 2, generator=g, dtype=torch.float64)).squeeze(-1)
+    assert abs(float(z.abs().square().mean()) - 1) < 0.01
+    assert abs(float(z.real.var()) - 0.5) < 0.01 and abs(float((z.real * z.imag).mean())) < 0.01
+    # a Haar unitary's entries have E|U_ij|² = 1/N
+    u = haar_unitary(complex_normal(torch.rand(4000, 3, 6, generator=g, dtype=torch.float64)))
+    torch.testing.assert_close(
+        u.abs().square().mean(0), torch.full((3, 3), 1 / 3, dtype=torch.float64), atol=0.02, rtol=0
+    )
+
+
+def test_downlink_problem_sinr_against_a_loop():
+    net = scenario(p_max=10.0).sample(4, torch.Generator().manual_seed(3))
+    problem = Downlink(None)(net)
+    assert problem.decision_shape == (1, 4, 3) and problem.budget.tolist() == [[10.0]] * 4
+    W = torch.randn((4, 1, 4, 3), generator=torch.Generator().manual_seed(1), dtype=torch.complex128)
+    sinr = problem.sinr(W)
+    h = net["h_dl"][:, 0]
+    for b in range(4):
+        for k in range(3):
+            g = [abs(torch.vdot(h[b, k], W[b, 0, :, j])) ** 2 for j in range(3)]
+            assert math.isclose(float(sinr[b, k]), float(g[k] / (sum(g) - g[k] + 1.0)), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kw,key", [({"num_antennas": 0}, "num_antennas"), ({"mismatch": "random"}, "mismatch")]
+)
+def test_bad_config_names_the_key(kw, key):
+    with pytest.raises(ConfigError) as err:
+        scenario(**kw)
+    assert err.value.key == key
+
+
+def test_beamforming_dnn_loss_ignores_each_beams_phase_and_outputs_are_on_budget():
+    from mimo_l2o_plugins.sun2018.dnn import ToBeamformers, canonical_phase
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn((5, 2, 4, 3), generator=g, dtype=torch.complex64)
+    phases = torch.exp(1j * torch.rand((5, 2, 1, 3), generator=g) * 6.28).to(torch.complex64)
+    torch.testing.assert_close(canonical_phase(W * phases), canonical_phase(W), rtol=1e-5, atol=1e-6)
+    assert (canonical_phase(W)[..., 0, :].imag.abs() < 1e-6).all() and (
+        canonical_phase(W)[..., 0, :].real >= 0
+    ).all()
+    to_w = ToBeamformers((2, 4, 3), torch.tensor([3.0, 7.0]))
+    out = to_w(torch.randn(5, 2 * 2 * 4 * 3, generator=g))
+    torch.testing.assert_close(bs_power(out), torch.tensor([[3.0, 7.0]]).expand(5, 2), rtol=1e-5, atol=0)
