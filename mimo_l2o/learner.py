@@ -266,6 +266,12 @@ class Learner:
         """Scalar training loss; ``batch`` has ``inputs`` and, when labelled, ``labels``."""
         raise NotImplementedError
 
+    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """The loss on a validation batch, which picks the best epoch, drives the plateau schedule and
+        early stopping (``val/loss``); by default the training loss. A learner whose training loss has
+        terms that are not the goal (supervised helpers) may validate on the goal alone."""
+        return self.loss(model, batch)
+
     def raw_output(self, model: nn.Module, inputs: Tensor) -> Tensor:
         """The network's own decision before the learner post-processes it (for
         ``test/objective_ratio_raw`` when :attr:`reports_raw`); by default the model's output."""
@@ -301,4 +307,10 @@ class Learner:
 
     def summary(self) -> dict[str, float]:
         """Final values of the learner's own state, logged as ``train/<key>`` after training."""
+        return {}
+
+    def test_metrics(self, model: nn.Module, inputs: Tensor, problem: Problem) -> dict[str, float]:
+        """The learner's own measures on the test set (its inputs and problems, on the model's device),
+        logged as ``test/<key>``: what its paper reports beside the objective (the NMSE of a learned
+        channel); by default none."""
         return {}

@@ -44,6 +44,7 @@ SKIPPED_DIR = "skipped"  # a sweep's skipped jobs (mimo_l2o.tracking.record_skip
 COLUMNS = (
     "paper",
     "learner",
+    "run",
     "scenario",
     "precoder",
     "objective",
@@ -106,6 +107,7 @@ def row_of(run, client, with_samples: bool) -> Row:
     values = {
         "paper": tags.get("paper", ""),
         "learner": tags.get("learner", ""),
+        "run": run.info.run_name or "",  # carries what differs between a sweep's runs (its swept keys)
         "scenario": tags.get("scenario", ""),
         "precoder": tags.get("precoder", ""),
         "objective": tags.get("objective", ""),

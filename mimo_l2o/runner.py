@@ -388,6 +388,8 @@ def evaluate(
         with torch.no_grad():
             raw = learner.raw_output(model, inputs).to(problem.decision_dtype)
         metrics["test/objective_ratio_raw"] = evaluation.ratio(problem.project(raw))
+    with torch.no_grad():
+        metrics.update({f"test/{k}": v for k, v in learner.test_metrics(model, inputs, problem).items()})
 
     metrics.update(_timings(run, parts, data, learner, policy, problem, device))
     metrics["test/speedup"] = metrics["test/time_solver_ms"] / metrics["test/time_learner_ms"]

@@ -177,7 +177,7 @@ def fit(
             val_total, val_count = 0.0, 0
             for batch in _batches(val_data, max(cfg.batch_size, 4096)):
                 size = next(iter(batch.values())).shape[0]
-                val_total += learner.loss(model, batch).item() * size
+                val_total += learner.validation_loss(model, batch).item() * size
                 val_count += size
         if not math.isfinite(val_total):
             raise _diverged(

@@ -170,9 +170,12 @@ def test_an_option_states_no_default_twice(group, name):
 def test_option_builds_with_the_defaults_unless_it_cannot_label(group, name):
     run = validate(compose_run(f"{group}={name}"))
     default_family = registry.PRECODERS.get(run.precoder.name).family
-    if group == "solver" and default_family not in registry.SOLVERS.get(name).families:
-        # a solver of another family: refused naming both, and built on a scenario of its family
-        with pytest.raises(ConfigError, match=rf"^solver: solver={name} works on .+ makes {default_family}$"):
+    families = {"solver": registry.SOLVERS, "learner": registry.LEARNERS}
+    if group in families and default_family not in families[group].get(name).families:
+        # a part of another family: refused naming both, and built on a scenario of its family
+        with pytest.raises(
+            ConfigError, match=rf"^{group}: {group}={name} works on .+ makes {default_family}$"
+        ):
             build_parts(run)
         run = validate(compose_run(f"scenario={scenario_for(group, name)}", f"{group}={name}"))
     if group == "solver" and not registry.SOLVERS.get(name).gives_labels:
@@ -263,6 +266,8 @@ def test_experiment_composes_validates_and_applies_its_values(name):
         assert getattr(run, group).name == value, group
     flat = flatten(run)
     for key, value in plain_leaves({k: v for k, v in data.items() if k != "defaults"}).items():
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+            value = flat[value[2:-1]]  # an interpolation: the value of the key it names
         assert flat[key] == value, key
     build_parts(run)
 

@@ -62,6 +62,12 @@ def unit_columns(W: Tensor) -> Tensor:
     return W / norm.clamp_min(torch.finfo(norm.dtype).tiny).to(W.dtype)
 
 
+def amplitudes(p: Tensor) -> Tensor:
+    """``√p`` for powers ``p [..., K]``, each floored at 1e-12 of the sample's largest first: the same
+    value to 1e-6 of the largest amplitude, and a finite gradient where a learned power is 0."""
+    return p.clamp_min(1e-12 * p.amax(-1, keepdim=True).detach()).sqrt()
+
+
 def mrt(problem: BeamformingProblem) -> Tensor:
     """Maximum-ratio transmission ``W_c = d_c H_c`` on each BS's budget."""
     return onto_budget(own_channels(problem), problem.budget)
@@ -93,7 +99,7 @@ def optimal_structure(H: Tensor, p: Tensor, q: Tensor, noise: Tensor) -> Tensor:
     eye = torch.eye(H.shape[-2], dtype=H.dtype, device=H.device)
     weight = (q / noise.to(q).unsqueeze(-1)).to(H.dtype)
     A = eye + (H * weight.unsqueeze(-2)) @ H.mH
-    return unit_columns(torch.linalg.solve(A, H)) * p.sqrt().unsqueeze(-2).to(H.dtype)
+    return unit_columns(torch.linalg.solve(A, H)) * amplitudes(p).unsqueeze(-2).to(H.dtype)
 
 
 def reduced_structure(H: Tensor, p: Tensor, q: Tensor, noise: Tensor) -> Tensor:

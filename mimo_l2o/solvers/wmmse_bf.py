@@ -22,6 +22,7 @@ complex Gaussian beamformers on the budget, from the solver's generator) and kee
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 INITS = ("mrt", "zf")
 _BISECTION_STEPS = 64  # halvings of μ's bracket: 2⁻⁶⁴ of its width, below float64 resolution
+# stopped samples leave the working batch once those still iterating are at most this fraction of it
+_COMPACT_FRACTION = 0.75
 
 
 def multipliers(lam: Tensor, phi: Tensor, budget: Tensor) -> Tensor:
@@ -58,15 +61,32 @@ def multipliers(lam: Tensor, phi: Tensor, budget: Tensor) -> Tensor:
     return torch.where(free, torch.zeros_like(hi), hi)
 
 
+def _inner(Hall: Tensor, W: Tensor) -> Tensor:
+    """``[b, U (receiving), U (beam)]``: ``h_{c(v),u}ᴴ w_v`` for every user ``u`` and beam ``v``."""
+    b, c, _, users = Hall.shape
+    return torch.einsum("bcnu,bcnk->buck", Hall.conj(), W).reshape(b, users, users)
+
+
+def _objective(inner: Tensor, noise: Tensor, alpha: Tensor, prelog: float) -> Tensor:
+    """The weighted sum rate [bit/s/Hz] from :func:`_inner`'s products."""
+    g = inner.abs().square()
+    signal = g.diagonal(dim1=1, dim2=2)
+    sinr = signal / (g.sum(-1) - signal + noise)
+    return prelog * (alpha * sinr.log1p()).sum(-1) / math.log(2)
+
+
 def wmmse_bf(
     problem: BeamformingProblem,
     W0: Tensor,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
     min_iter: int = 5,
     max_iter: int = 500,
     history: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """WMMSE from the start ``W0 [batch, cells, antennas, users per cell]`` (module docstring).
+
+    Stopped samples leave the working batch once the samples still iterating are at most
+    ``_COMPACT_FRACTION`` of it, so that the work of an iteration follows the samples still iterating.
 
     Returns ``W`` (complex128), and with ``history`` also the weighted sum rate after each iteration
     ``[T + 1, batch]`` (NaN once a sample stopped) and each sample's iteration count ``[batch]``.
@@ -77,45 +97,55 @@ def wmmse_bf(
     k = users // c
     noise, budget, alpha = p.noise, p.budget, p.weights
     Hown = beamformers.own_channels(p)  # [b, c, N, k]
-    W = W0.to(Hall.dtype)
-
-    def rate(W: Tensor) -> Tensor:
-        return (alpha * p.rates(W)).sum(1)
-
-    objective = rate(W)
-    done = torch.zeros(b, dtype=torch.bool, device=W.device)
-    iterations = torch.zeros(b, dtype=torch.long, device=W.device)
+    W = W0.to(Hall.dtype).clone()
+    result = W.clone()
+    index = torch.arange(b, device=W.device)  # the working batch's samples
+    inner = _inner(Hall, W)
+    objective = _objective(inner, noise, alpha, p.prelog)
+    done = torch.zeros(b, dtype=torch.bool, device=W.device)  # over the working batch
+    iterations = torch.full((b,), max_iter, dtype=torch.long, device=W.device)
     trace = [objective.clone()]
     for step in range(1, max_iter + 1):
-        inner = torch.einsum("bcnu,bcnk->buck", Hall.conj(), W).reshape(b, users, users)  # h_{c(v),u}ᴴ w_v
-        total = inner.abs().square().sum(-1) + noise  # [b, U]
+        total = inner.abs().square().sum(-1) + noise  # [w, U]
         signal = inner.diagonal(dim1=1, dim2=2)
         r = signal / total  # MMSE receivers
         omega = 1.0 / (1.0 - (r.conj() * signal).real).clamp_min(torch.finfo(torch.float64).tiny)
-        s = alpha * omega * r.abs().square()  # [b, U]
-        A = (Hall * s[:, None, None, :].to(Hall.dtype)) @ Hall.mH  # [b, c, N, N]
-        coef = (alpha * omega).to(Hall.dtype) * r  # α ω r, [b, U]
-        B = Hown * coef.reshape(b, c, 1, k)
+        s = alpha * omega * r.abs().square()  # [w, U]
+        A = (Hall * s[:, None, None, :].to(Hall.dtype)) @ Hall.mH  # [w, c, N, N]
+        coef = (alpha * omega).to(Hall.dtype) * r  # α ω r, [w, U]
+        B = Hown * coef.reshape(-1, c, 1, k)
         lam, V = torch.linalg.eigh(A)
-        Phi = V.mH @ B  # [b, c, N, k]
+        Phi = V.mH @ B  # [w, c, N, k]
         mu = multipliers(lam, Phi.abs().square().sum(-1), budget)
         new = V @ (Phi / (lam + mu.unsqueeze(-1)).unsqueeze(-1).to(Phi.dtype))
-        new_objective = rate(new)
+        new_inner = _inner(Hall, new)
+        new_objective = _objective(new_inner, noise, alpha, p.prelog)
         live = ~done
         W = torch.where(live[:, None, None, None], new, W)
+        inner = torch.where(live[:, None, None], new_inner, inner)
         gain = new_objective - objective
         objective = torch.where(live, new_objective, objective)
-        iterations = torch.where(live, step, iterations)
         stop = live & (((gain < tol) & (step >= min_iter)) | (step >= max_iter))
         if history:
-            trace.append(torch.where(live, objective, torch.nan))
-        done |= stop
-        if bool(done.all()):
+            row = torch.full((b,), torch.nan, dtype=torch.float64, device=W.device)
+            row[index[live]] = objective[live]
+            trace.append(row)
+        if bool(stop.any()):
+            result[index[stop]] = W[stop]
+            iterations[index[stop]] = step
+            done |= stop
+        remaining = int((~done).sum())
+        if remaining == 0:
             break
+        if remaining <= _COMPACT_FRACTION * done.numel():  # drop the stopped samples from the batch
+            keep = ~done
+            Hall, Hown, noise, budget, alpha = Hall[keep], Hown[keep], noise[keep], budget[keep], alpha[keep]
+            W, inner, objective, index = W[keep], inner[keep], objective[keep], index[keep]
+            done = done[keep]
     log.debug("wmmse_bf: %d samples, iterations median %d, max %d", b, iterations.median(), iterations.max())
     if history:
-        return W, torch.stack(trace), iterations
-    return W
+        return result, torch.stack(trace), iterations
+    return result
 
 
 def start(problem: BeamformingProblem, init: str) -> Tensor:
@@ -146,7 +176,7 @@ class WMMSEBeamformingConfig(SolverConfig):
     name: str = MISSING
     init: str = "mrt"
     starts: int = 1
-    tol: float = 1e-6
+    tol: float = 1e-4
     min_iter: int = 5
     max_iter: int = 500
 

@@ -1,0 +1,303 @@
+"""The model-driven beamforming learner of Zhang, You, Zheng, Krikidis & Zhao (2022) (``model_driven``).
+
+From the uplink channel information the BS has, two sub-nets learn what the structure of the optimal
+downlink beamformer needs (Section IV, Fig. 1):
+
+* **CSI-Net** (fully connected, ``tanh``, a linear output layer): the downlink channels ``Ĥ_D`` from the
+  uplink ones, trained on ``L_H`` (eq. 8, the mean squared error per real entry). ``csi_sharing: joint``
+  maps all ``K`` users' channels at once (2·N·K values in and out, the paper's Sec. VII-A net);
+  ``per_user`` shares one net over the users (2·N values each), which the paper suggests when users'
+  channels are alike; it can't learn a per-user factor (the ``c_k`` of ``miso_tdd``'s fixed mismatch).
+* **Power-Net** (fully connected, batch normalization and ``ReLU``, a ``softmax`` output times ``P``):
+  the downlink powers ``p`` and the virtual uplink powers ``q`` (``Σp = Σq = P``), trained on ``L_P``
+  (eq. 9) against the solver's: ``p_k = ‖w_k‖²`` of its beamformers and ``q`` from uplink-downlink
+  duality (:func:`~mimo_l2o.solvers.beamformers.dual_uplink_powers`).
+* **beamforming recovery** (no parameters): ``w_k = √p_k (I + Σ_j q_j/σ² ĥ_j ĥ_jᴴ)⁻¹ ĥ_k / ‖·‖`` (eq. 7
+  with ``q_j`` in the sum, as in ref. [23]; ``recovery: structure``), the same in the K-dimensional basis
+  of eq. (23) (``reduced``), or ZF directions ``Ĥ(ĤᴴĤ)⁻¹`` with the learned powers ``p`` (``zf``:
+  Sec. V-C; eq. 24 prints one common scale, here each direction gets its ``p_k``, of which a common
+  scale is one choice).
+
+The hybrid loss (eq. 10) is ``α_H L_H + α_P L_P + α_R L_R`` with ``L_R = −R_sum``, the sum rate of the
+recovered beamformers: ``α_R >= 0`` multiplies ``−R_sum`` (the paper's multicell ``α_R = −1`` would
+minimize the rate with that sign; its magnitude is what it means). Defaults ``α_H = α_P = α_R = 1``, not
+the paper's ``α_R = 0.001``: with ``L_P`` on the powers over ``P`` (below) and ``L_H`` on unit-variance
+channels, ``0.001`` leaves the rate term no effect and training becomes supervised alone, which WMMSE's
+labels (users switched off at high SNR, a discontinuous map) make a worse target than the rate itself
+(the measured comparison is in README.md). The paper computes ``R_sum`` on the learned channel; the
+true downlink channel is available in training (``L_H`` needs it) and is what the rate is measured on,
+so ``rate_channel: true`` (default) uses it and ``learned`` follows the paper's wording. ``L_H`` and
+``L_P`` are in the problem's own units (channels as sampled), except that ``L_P`` is taken on the powers
+over ``P`` by default (``power_unit``): the paper does not say its unit, and in the unit of ``P`` (100
+at 20 dB) ``L_P`` is about 10⁴ times larger, which leaves ``α_R = 0.001`` without effect: training is
+then supervised alone.
+
+``variant: channel_zf`` is the paper's "learned channel + ZF" benchmark: the CSI-Net alone, trained on
+``L_H``, and ZF of the learned channel on the budget (eq. 24). Supervised-only and unsupervised-only
+training are ``alpha_r=0`` and ``alpha_h=0 alpha_p=0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mimo_l2o.errors import require
+from mimo_l2o.learner import Learner, LearnerConfig, OptimizerName, TrainConfig
+from mimo_l2o.problems import BEAMFORMING
+from mimo_l2o.solvers import beamformers as bf
+
+FEATURE = "uplink_channel"
+
+
+class Sharing(str, Enum):
+    joint = "joint"  # one net maps all users' channels (2 N K in and out)
+    per_user = "per_user"  # one net shared by the users (2 N in and out)
+
+
+class Recovery(str, Enum):
+    structure = "structure"  # eq. (7), an N x N solve per user
+    reduced = "reduced"  # eq. (23), K x K
+    zf = "zf"  # ZF directions with the learned powers (Sec. V-C)
+
+
+class RateChannel(str, Enum):
+    true = "true"  # the rate of the training loss on the true downlink channel
+    learned = "learned"  # on the CSI-Net's channel, as the paper writes it
+
+
+class PowerUnit(str, Enum):
+    budget = "budget"  # L_P on the powers over P (fractions of the budget)
+    absolute = "absolute"  # L_P on the powers in the unit of P
+
+
+class Variant(str, Enum):
+    hybrid = "hybrid"  # CSI-Net + Power-Net + recovery, the hybrid loss (the paper's method)
+    channel_zf = "channel_zf"  # the benchmark "learned channel + ZF beamforming"
+
+
+def _laptop_training() -> TrainConfig:
+    """Adam at 1e-3 and batch 100 as the paper (Sec. VII); 40 epochs, not its 200 (the presets)."""
+    return TrainConfig(optimizer=OptimizerName.adam, lr=1e-3, batch_size=100, max_epochs=40)
+
+
+@dataclass
+class ModelDrivenConfig(LearnerConfig):
+    """Parameters
+    ----------
+    variant : Variant
+        ``hybrid`` (the paper's method) or ``channel_zf`` (learned channel + ZF, the benchmark).
+    csi_layers, csi_width : int
+        Hidden layers of the CSI-Net and their width (0: ``4·N·K``, the paper's Sec. VII-A).
+    csi_sharing : Sharing
+        ``joint`` (all users at once) or ``per_user`` (one net shared by the users).
+    power_layers, power_width : int
+        Hidden layers of the Power-Net and their width (0: ``4·N·K``).
+    recovery : Recovery
+        ``structure`` (eq. 7), ``reduced`` (eq. 23) or ``zf`` (ZF directions, Sec. V-C).
+    alpha_h, alpha_p, alpha_r : float
+        Weights of ``L_H``, ``L_P`` and ``−R_sum`` in the loss (eq. 10).
+    rate_channel : RateChannel
+        The channel the loss's sum rate is computed on: ``true`` (default) or ``learned`` (the paper's
+        wording).
+    power_unit : PowerUnit
+        The unit of ``L_P``: ``budget`` (default: the powers over ``P``, so that ``L_P`` does not grow
+        with ``P²`` and drown the other terms) or ``absolute`` (the powers in the unit of ``P``).
+    """
+
+    variant: Variant = Variant.hybrid
+    csi_layers: int = 4
+    csi_width: int = 0
+    csi_sharing: Sharing = Sharing.joint
+    power_layers: int = 4
+    power_width: int = 0
+    recovery: Recovery = Recovery.structure
+    alpha_h: float = 1.0
+    alpha_p: float = 1.0
+    alpha_r: float = 1.0
+    rate_channel: RateChannel = RateChannel.true
+    power_unit: PowerUnit = PowerUnit.budget
+    train: TrainConfig = field(default_factory=_laptop_training)
+
+    def __post_init__(self) -> None:
+        for key in ("csi_layers", "power_layers"):
+            require(getattr(self, key) >= 1, key, f"must be an integer >= 1, got {getattr(self, key)}")
+        for key in ("csi_width", "power_width"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0 (0: 4·N·K), got {getattr(self, key)}")
+        for key in ("alpha_h", "alpha_p", "alpha_r"):
+            require(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        require(
+            self.alpha_h + self.alpha_p + self.alpha_r > 0, "alpha_r", "at least one loss weight must be > 0"
+        )
+
+
+def mlp(width_in: int, width: int, layers: int, width_out: int, kind: str) -> nn.Sequential:
+    """``layers`` hidden layers of ``width``: ``tanh`` (CSI-Net) or batch norm + ``ReLU`` (Power-Net),
+    then a linear output."""
+    parts: list[nn.Module] = []
+    w = width_in
+    for _ in range(layers):
+        parts.append(nn.Linear(w, width))
+        parts += [nn.Tanh()] if kind == "tanh" else [nn.BatchNorm1d(width), nn.ReLU()]
+        w = width
+    parts.append(nn.Linear(w, width_out))
+    return nn.Sequential(*parts)
+
+
+class ModelDrivenNet(nn.Module):
+    """Uplink channels (real and imaginary parts, ``[B, 2·K·N]``) → beamformers ``[B, 1, N, K]``; the
+    parts the loss needs come from :meth:`parts`."""
+
+    def __init__(self, cfg: ModelDrivenConfig, n: int, k: int, budget: float, noise: float, scale: float):
+        super().__init__()
+        self.n, self.k = n, k
+        self.sharing = Sharing(cfg.csi_sharing)
+        self.recovery = Recovery(cfg.recovery)
+        self.variant = Variant(cfg.variant)
+        self.register_buffer("budget", torch.tensor(budget))
+        self.register_buffer("noise", torch.tensor(noise))
+        self.register_buffer("scale", torch.tensor(scale))  # RMS of an uplink entry: inputs of order 1
+        full = 4 * n * k
+        if self.sharing == Sharing.joint:
+            self.csi = mlp(2 * n * k, cfg.csi_width or full, cfg.csi_layers, 2 * n * k, "tanh")
+        else:
+            self.csi = mlp(2 * n, cfg.csi_width or full, cfg.csi_layers, 2 * n, "tanh")
+        self.power = (
+            mlp(2 * n * k, cfg.power_width or full, cfg.power_layers, 2 * k, "relu")
+            if self.variant == Variant.hybrid
+            else None
+        )
+
+    def channel(self, x: Tensor) -> Tensor:
+        """The learned downlink channels ``Ĥ [B, N, K]`` (columns ``ĥ_k``)."""
+        b = x.shape[0]
+        z = x / self.scale
+        if self.sharing == Sharing.joint:
+            out = self.csi(z)
+        else:
+            out = self.csi(z.reshape(b * self.k, 2 * self.n)).reshape(b, -1)
+        rows = torch.view_as_complex((out * self.scale).reshape(b, self.k, self.n, 2).contiguous())
+        return rows.transpose(-1, -2)
+
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``Ĥ [B, N, K]``, ``p̂ [B, K]`` and ``q̂ [B, K]`` (each summing to ``P``; ``None`` for
+        ``channel_zf``)."""
+        H = self.channel(x)
+        if self.power is None:
+            return H, None, None
+        logits = self.power(x / self.scale)
+        p = torch.softmax(logits[:, : self.k], dim=-1) * self.budget
+        q = torch.softmax(logits[:, self.k :], dim=-1) * self.budget
+        return H, p, q
+
+    def beamformers(self, H: Tensor, p: Tensor | None, q: Tensor | None) -> Tensor:
+        """The recovery module: ``W [B, 1, N, K]`` from the learned parts."""
+        if self.variant == Variant.channel_zf:
+            W = torch.linalg.solve(H.mH @ H, H, left=False)
+            return bf.onto_budget(W.unsqueeze(1), self.budget.expand(H.shape[0], 1))
+        noise = self.noise.expand(H.shape[0])
+        if self.recovery == Recovery.structure:
+            W = bf.optimal_structure(H, p, q, noise)
+        elif self.recovery == Recovery.reduced:
+            W = bf.reduced_structure(H, p, q, noise)
+        else:
+            W = bf.unit_columns(torch.linalg.solve(H.mH @ H, H, left=False)) * bf.amplitudes(p).unsqueeze(
+                -2
+            ).to(H.dtype)
+        return W.unsqueeze(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.beamformers(*self.parts(x))
+
+
+class ModelDrivenLearner(Learner):
+    """Zhang et al. (2022): CSI-Net + Power-Net + the optimal beamforming structure, trained on the hybrid
+    loss (supervised on the channel and the solver's powers, unsupervised on the sum rate)."""
+
+    display_name = "Model-driven"
+
+    Config = ModelDrivenConfig
+    requires_labels = True
+    families = (BEAMFORMING,)
+    inputs = (FEATURE,)
+    paper = "zhang2022"
+
+    @classmethod
+    def refuses(cls, scenario, precoder) -> str | None:
+        if scenario.tensors and getattr(scenario.config, "num_cells", 1) not in (None, 1):
+            return f"learner={cls.name} is the single-cell method; scenario={scenario.name} has several cells"
+        return None
+
+    @property
+    def uses_problems(self) -> bool:
+        return True  # the true downlink channel for L_H and the sum rate, the duality for q
+
+    @property
+    def exportable(self) -> bool:
+        return False  # complex linear algebra in the recovery module: logged by pickle
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """``uplink_channel [B, 1, K, N]`` → real and imaginary parts ``[B, 2·K·N]`` (float32)."""
+        return torch.view_as_real(features[FEATURE]).flatten(1).float()
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        problem = self.spec.problem
+        scale = float(train_inputs.square().mean().sqrt().clamp_min(1e-30)) * 2**0.5
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):  # PyTorch's default initialization, from the run's seed
+            torch.manual_seed(seed)
+            return ModelDrivenNet(
+                self.config,
+                problem.num_antennas,
+                problem.users_per_cell,
+                float(problem.budget[0, 0]),
+                float(problem.noise[0, 0]),
+                scale,
+            )
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        cfg = self.config
+        problem = self.batch_problem(batch)
+        H_true = bf.own_channels(problem)[:, 0]  # [B, N, K]
+        H, p, q = model.parts(batch["inputs"])
+        loss_h = torch.view_as_real(H - H_true).square().mean()
+        if model.variant == Variant.channel_zf:
+            return loss_h
+        labels = batch["labels"]
+        p_label = labels[:, 0].abs().square().sum(-2)
+        with torch.no_grad():
+            q_label = bf.dual_uplink_powers(
+                problem.to(dtype=torch.float64), labels.to(torch.complex128)
+            ).float()
+        unit = (
+            model.budget if PowerUnit(cfg.power_unit) == PowerUnit.budget else torch.ones_like(model.budget)
+        )
+        loss_p = 0.5 * (((p - p_label) / unit).square().mean() + ((q - q_label) / unit).square().mean())
+        W = model.beamformers(H, p, q)
+        rated = problem
+        if RateChannel(cfg.rate_channel) == RateChannel.learned:
+            rated = dataclasses.replace(problem, channel=H.transpose(-1, -2).unsqueeze(1))
+        rate = self.spec.objective(rated, W).mean()
+        return cfg.alpha_h * loss_h + cfg.alpha_p * loss_p - cfg.alpha_r * rate
+
+    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """``−R_sum`` of the beamformers on the true downlink channel [bit/s/Hz]: the goal, which picks
+        the best epoch (the supervised terms fall on while the rate has stopped improving, or the reverse);
+        ``L_H`` for ``channel_zf``, whose only goal is the channel."""
+        if model.variant == Variant.channel_zf:
+            return self.loss(model, batch)
+        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
+
+    def test_metrics(self, model: nn.Module, inputs: Tensor, problem) -> dict[str, float]:
+        """``nmse_channel``: the NMSE of the learned downlink channel, eq. (39),
+        ``E[‖Ĥ_D − H_D‖² / ‖H_D‖²]``, and the same in dB (``nmse_channel_db``)."""
+        H = model.channel(inputs).to(torch.complex128)
+        H_true = bf.own_channels(problem.to(dtype=torch.float64))[:, 0]
+        nmse = float(((H - H_true).abs().square().sum((-2, -1)) / H_true.abs().square().sum((-2, -1))).mean())
+        return {"nmse_channel": nmse, "nmse_channel_db": 10 * math.log10(max(nmse, 1e-300))}

@@ -1,0 +1,135 @@
+"""The model-driven learner of Zhang et al. (2022): its recovery module against the closed forms, the
+Power-Net's budgets, the per-user CSI-Net's equivariance and the hybrid loss against its terms written
+out (a training run: tests/test_miso_run.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenLearner, ModelDrivenNet
+
+from mimo_l2o.learner import LearnerSpec
+from mimo_l2o.objectives.sum_rate import SumRate
+from mimo_l2o.precoders.downlink import Downlink
+from mimo_l2o.registry import LEARNERS
+from mimo_l2o.scenarios.miso import MISOTDD
+from mimo_l2o.solvers import beamformers as bf
+from mimo_l2o.solvers.wmmse_bf import start, wmmse_bf
+
+N, K, P = 4, 3, 100.0
+
+
+def data(batch=64, seed=0):
+    scenario = MISOTDD(MISOTDD.Config(num_antennas=N, num_users=K, p_max=P))
+    net = scenario.sample(batch, torch.Generator().manual_seed(seed))
+    problem = Downlink(None)(net)
+    x = torch.view_as_real(net["h_ul"]).flatten(1).float()
+    return net, problem, x
+
+
+def learner(**kw) -> ModelDrivenLearner:
+    _, problem, _ = data(batch=1)
+    spec = LearnerSpec(
+        input_shapes={"uplink_channel": (1, K, N)},
+        problem=problem.to(dtype=torch.float32),
+        objective=SumRate(None),
+    )
+    return ModelDrivenLearner(ModelDrivenConfig(name="model_driven", **kw), spec)
+
+
+def test_registered_under_its_entry_point():
+    assert LEARNERS.get("model_driven") is ModelDrivenLearner
+    assert ModelDrivenLearner.inputs == ("uplink_channel",) and ModelDrivenLearner.families == (
+        "beamforming",
+    )
+
+
+def test_recovery_forms_agree_and_powers_sum_to_the_budget():
+    _, _, x = data()
+    nets = {}
+    for recovery in ("structure", "reduced"):
+        torch.manual_seed(0)
+        nets[recovery] = ModelDrivenNet(
+            ModelDrivenConfig(name="m", recovery=recovery), N, K, P, 1.0, 1.0
+        ).eval()
+    nets["reduced"].load_state_dict(nets["structure"].state_dict())
+    H, p, q = nets["structure"].parts(x)
+    torch.testing.assert_close(p.sum(-1), torch.full((64,), P), rtol=1e-5, atol=0)
+    torch.testing.assert_close(q.sum(-1), torch.full((64,), P), rtol=1e-5, atol=0)
+    W = nets["structure"](x)
+    torch.testing.assert_close(nets["reduced"](x), W, rtol=1e-3, atol=1e-4)
+    # the structure module is eq. (7) on the learned parts, and each beam carries its power p_k
+    torch.testing.assert_close(W[:, 0], bf.optimal_structure(H, p, q, torch.ones(64)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(W[:, 0].abs().square().sum(-2), p, rtol=1e-4, atol=1e-5)
+
+
+def test_per_user_csi_net_is_permutation_equivariant():
+    torch.manual_seed(0)
+    net = ModelDrivenNet(ModelDrivenConfig(name="m", csi_sharing="per_user"), N, K, P, 1.0, 1.0).eval()
+    _, _, x = data(batch=8)
+    perm = torch.tensor([2, 0, 1])
+    permuted = x.reshape(8, K, 2 * N)[:, perm].reshape(8, -1)
+    torch.testing.assert_close(net.channel(permuted), net.channel(x)[:, :, perm], rtol=1e-5, atol=1e-6)
+
+
+def test_channel_zf_variant_zero_forces_the_learned_channel_on_the_budget():
+    torch.manual_seed(0)
+    net = ModelDrivenNet(ModelDrivenConfig(name="m", variant="channel_zf"), N, K, P, 1.0, 1.0).eval()
+    _, _, x = data(batch=8)
+    H, p, q = net.parts(x)
+    assert p is None and q is None and net.power is None
+    W = net(x)[:, 0]
+    cross = H.mH @ W  # [b, k, j] = ĥ_kᴴ w_j
+    off = cross - torch.diag_embed(cross.diagonal(dim1=-2, dim2=-1))
+    assert off.abs().max() < 1e-3 * cross.abs().max()
+    torch.testing.assert_close(W.abs().square().sum((-2, -1)), torch.full((8,), P), rtol=1e-4, atol=0)
+
+
+def test_hybrid_loss_is_the_weighted_sum_of_its_terms():
+    _, problem, x = data(batch=16)
+    labels = wmmse_bf(problem, start(problem, "mrt")).to(torch.complex64)
+    one = learner(alpha_h=1.0, alpha_p=1.0, alpha_r=0.5)
+    model = one.build_model(x, torch.Generator().manual_seed(0)).eval()
+    batch = {"inputs": x, "labels": labels, **one.problem_tensors(problem.to(dtype=torch.float32))}
+    H, p, q = model.parts(x)
+    loss_h = torch.view_as_real(H - bf.own_channels(problem)[:, 0].to(H.dtype)).square().mean()
+    p_label = labels[:, 0].abs().square().sum(-2)
+    q_label = bf.dual_uplink_powers(problem, labels.to(torch.complex128)).float()
+    loss_p = 0.5 * ((p - p_label).square().mean() + (q - q_label).square().mean()) / P**2
+    rate = SumRate(None)(problem.to(dtype=torch.float32), model(x)).mean()
+    expected = loss_h + loss_p - 0.5 * rate
+    torch.testing.assert_close(one.loss(model, batch), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(one.validation_loss(model, batch), -rate, rtol=1e-5, atol=1e-5)
+    zf = learner(variant="channel_zf")
+    zf_model = zf.build_model(x, torch.Generator().manual_seed(0)).eval()
+    H, _, _ = zf_model.parts(x)
+    torch.testing.assert_close(
+        zf.loss(zf_model, batch),
+        torch.view_as_real(H - bf.own_channels(problem)[:, 0].to(H.dtype)).square().mean(),
+    )
+
+
+@pytest.mark.parametrize("key,value", [("csi_layers", 0), ("alpha_r", -1.0), ("power_width", -1)])
+def test_bad_config_names_the_key(key, value):
+    from mimo_l2o.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        ModelDrivenConfig(name="model_driven", **{key: value})
+    assert err.value.key == key
+
+
+def test_nmse_of_the_learned_channel_is_eq_39():
+    _, problem, x = data(batch=32)
+    one = learner()
+    model = one.build_model(x, torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        got = one.test_metrics(model, x, problem)
+        H = model.channel(x).to(torch.complex128)
+    H_true = problem.channel[:, 0].transpose(-1, -2)  # columns h_D,k
+    per_sample = [
+        float((H[b] - H_true[b]).abs().square().sum() / H_true[b].abs().square().sum()) for b in range(32)
+    ]
+    assert abs(got["nmse_channel"] - sum(per_sample) / 32) < 1e-6 * got["nmse_channel"]
+    assert abs(got["nmse_channel_db"] - 10 * math.log10(got["nmse_channel"])) < 1e-9

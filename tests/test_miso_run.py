@@ -1,0 +1,32 @@
+"""A beamforming run end to end (scenario=miso_tdd): the metric contract against WMMSE beamforming, the
+closed-form baselines, and Zhang's model-driven learner, trained from the uplink channels for a few
+epochs at N_t = K = 4 and 20 dB, above ZF with perfect downlink CSI, with its learned channel's NMSE."""
+
+from __future__ import annotations
+
+import math
+
+from tests.conftest import app_run, assert_contract_metrics
+
+
+def test_model_driven_on_miso_tdd_beats_zero_forcing_on_the_true_channel(tmp_path):
+    overrides = [
+        "scenario=miso_tdd",
+        "learner=model_driven",
+        "data.num_train=4000",
+        "data.num_val=300",
+        "data.num_test=300",
+        "learner.train.max_epochs=10",
+        "tracking.log_model=false",
+    ]
+    _, client, run = app_run(tmp_path, overrides)
+    baselines = ("mrt_bf", "zf_bf", "rzf_bf")
+    assert_contract_metrics(client, run, baselines=baselines)
+    m = run.data.metrics
+    assert m["test/objective_ratio"] > m["test/objective_zf_bf"] / m["test/objective_solver"]
+    assert (
+        m["test/nmse_channel"] > 0
+        and abs(10 * math.log10(m["test/nmse_channel"]) - m["test/nmse_channel_db"]) < 1e-9
+    )
+    assert m["test/objective_rzf_bf"] > m["test/objective_zf_bf"] > m["test/objective_mrt_bf"]
+    assert run.data.params["solver.name"] == "wmmse_bf" and run.data.tags["paper"] == "zhang2022"
