@@ -92,6 +92,24 @@ def _published(learner: str, params: dict[str, str]) -> str:
         return ""
 
 
+def run_label(run, client) -> str:
+    """The run's name, followed by the settings its sweep gave every job (the parent's name is ``sweep
+    <overrides>``) that the name does not show: two one-job sweeps of different settings read apart.
+    The scenario and learner have their own columns."""
+    name = run.info.run_name or ""
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if not parent:
+        return name
+    try:
+        overrides = (client.get_run(parent).info.run_name or "").removeprefix("sweep ").split()
+    except Exception:  # the parent is gone: the name alone
+        return name
+    shown = set(name.split())
+    extra = [o for o in overrides if o not in shown and "=" in o and "," not in o]
+    extra = [o for o in extra if o.split("=")[0] not in ("scenario", "learner")]
+    return " ".join([name, *extra])
+
+
 def row_of(run, client, with_samples: bool) -> Row:
     """The report's row of an MLflow run (and its per-sample objectives when asked)."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -107,7 +125,7 @@ def row_of(run, client, with_samples: bool) -> Row:
     values = {
         "paper": tags.get("paper", ""),
         "learner": tags.get("learner", ""),
-        "run": run.info.run_name or "",  # carries what differs between a sweep's runs (its swept keys)
+        "run": run_label(run, client),
         "scenario": tags.get("scenario", ""),
         "precoder": tags.get("precoder", ""),
         "objective": tags.get("objective", ""),

@@ -93,3 +93,24 @@ def test_the_report_shows_the_runs_metrics_and_logs_them_to_the_parent(sweep):
     )
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/report.csv", "report/ratio_heatmap.png"} <= logged
+
+
+def test_a_runs_label_adds_the_settings_its_sweep_gave_every_job():
+    from types import SimpleNamespace
+
+    from mimo_l2o.report import run_label
+
+    def run(name, parent=None):
+        tags = {"mlflow.parentRunId": parent} if parent else {}
+        return SimpleNamespace(info=SimpleNamespace(run_name=name), data=SimpleNamespace(tags=tags))
+
+    parents = {
+        "p1": run("sweep scenario=miso_tdd learner=model_driven learner.variant=channel_zf"),
+        "p2": run("sweep scenario=miso_tdd learner=model_driven learner.alpha_r=1,0.001"),
+    }
+    client = SimpleNamespace(get_run=lambda run_id: parents[run_id])
+    one_job = run("model_driven-miso_tdd-K4", "p1")
+    assert run_label(one_job, client) == "model_driven-miso_tdd-K4 learner.variant=channel_zf"
+    swept = run("model_driven-miso_tdd-K4 learner.alpha_r=1", "p2")  # the swept key is in the name already
+    assert run_label(swept, client) == "model_driven-miso_tdd-K4 learner.alpha_r=1"
+    assert run_label(run("dnn-gaussian_ic-K10"), client) == "dnn-gaussian_ic-K10"

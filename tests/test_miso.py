@@ -92,3 +92,35 @@ def test_beamforming_dnn_loss_ignores_each_beams_phase_and_outputs_are_on_budget
     to_w = ToBeamformers((2, 4, 3), torch.tensor([3.0, 7.0]))
     out = to_w(torch.randn(5, 2 * 2 * 4 * 3, generator=g))
     torch.testing.assert_close(bs_power(out), torch.tensor([[3.0, 7.0]]).expand(5, 2), rtol=1e-5, atol=0)
+
+
+def test_fdd_links_share_each_paths_angle_delay_and_phase():
+    """One path (L_p = 1): the uplink is α e^{−j2π f_U τ + jφ} a_U(θ), the downlink before the mismatch
+    √(1/2) α² e^{−j2π f_D τ + jφ} a_D(θ) (eq. 40). So the antenna-to-antenna phase steps are π r sin θ and
+    π sin θ (r = f_U / f_D), the same θ; |h_D| = √(1/2) |h_U|² on every antenna; and the per-antenna phase
+    of h_D over h_U² is the same on every antenna once the steps are taken out."""
+    from mimo_l2o.scenarios.miso import MISOFDD
+
+    s = MISOFDD(MISOFDD.Config(num_antennas=8, num_users=3, num_paths=1, mean_angle_deg=30.0))
+    net = s.sample(20, torch.Generator().manual_seed(4))
+    phi, c = s.mismatch()
+    h_ul = net["h_ul"][:, 0]
+    h_d = torch.einsum("ij,bkj->bki", phi.mH, net["h_dl"][:, 0]) / c[None, :, None]  # before the mismatch
+    step_ul = (h_ul[..., 1:] / h_ul[..., :-1]).angle()
+    step_dl = (h_d[..., 1:] / h_d[..., :-1]).angle()
+    torch.testing.assert_close(step_ul, step_ul[..., :1].expand_as(step_ul), rtol=0, atol=1e-9)
+    torch.testing.assert_close(step_ul, step_dl * (2.5 / 2.4), rtol=0, atol=1e-9)
+    torch.testing.assert_close(h_d.abs(), h_ul.abs().square() / math.sqrt(2), rtol=1e-9, atol=0)
+
+
+def test_fdd_links_have_unit_mean_gain_and_bad_keys_are_named():
+    from mimo_l2o.scenarios.miso import MISOFDD
+
+    s = MISOFDD(MISOFDD.Config(num_antennas=16, num_users=4, mismatch="per_sample"))
+    net = s.sample(3000, torch.Generator().manual_seed(0))
+    assert abs(float(net["h_ul"].abs().square().mean()) - 1) < 0.05
+    assert abs(float(net["h_dl"].abs().square().mean()) - 1) < 0.1
+    for kw, key in (({"angle_spread_deg": 40}, "angle_spread_deg"), ({"num_paths": 0}, "num_paths")):
+        with pytest.raises(ConfigError) as err:
+            MISOFDD(MISOFDD.Config(**kw))
+        assert err.value.key == key

@@ -70,8 +70,11 @@ def numpy_wmmse(H: np.ndarray, noise: float, P: float, W: np.ndarray, iters: int
     return W
 
 
-def test_batched_wmmse_agrees_with_a_per_sample_numpy_loop():
-    problem = problem_of(batch=6, antennas=3, per_cell=3, p=10.0)
+@pytest.mark.parametrize("antennas", [3, 7])
+def test_batched_wmmse_agrees_with_a_per_sample_numpy_loop(antennas):
+    """N = K, and N > K, where the batched solver iterates in the K-dimensional span of the channels
+    and the loop in all N dimensions."""
+    problem = problem_of(batch=6, antennas=antennas, per_cell=3, p=10.0)
     W0 = start(problem, "mrt")
     ours = wmmse_bf(problem, W0, tol=1e-300, min_iter=15, max_iter=15)  # exactly 15 iterations
     for b in range(problem.batch_size):

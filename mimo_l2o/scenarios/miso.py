@@ -1,4 +1,5 @@
-"""Single-cell MISO downlink with uplink channel information: Zhang et al. (2022), Section VII-A.
+"""Single-cell MISO downlinks with uplink channel information: Zhang et al. (2022), Sections V-A, VII-A
+and VII-B (``miso_tdd`` here; ``miso_fdd``, the multipath FDD pair, at the end of the module).
 
 A BS with ``N_t`` antennas serves ``K`` single-antenna users. The uplink channels are i.i.d. Rayleigh,
 ``h_{U,k} ~ CN(0, I)``, and the downlink channels differ from them by the radio front-ends' mismatch
@@ -120,7 +121,7 @@ class MISOTDD(Scenario):
     def mismatch(self) -> tuple[Tensor, Tensor]:
         """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` (unitary) and ``c [K]`` (CN(0, 1))."""
         n, k = self.config.num_antennas, self.config.num_users
-        g = torch.Generator().manual_seed(seed_of("miso_tdd mismatch", self.config.seed, n, k))
+        g = torch.Generator().manual_seed(seed_of(f"{self.name} mismatch", self.config.seed, n, k))
         u = torch.rand(2 * n * n + 2 * k, generator=g, dtype=torch.float64)
         return haar_unitary(complex_normal(u[: 2 * n * n]).reshape(n, n)), complex_normal(u[2 * n * n :])
 
@@ -143,4 +144,128 @@ class MISOTDD(Scenario):
         return Network(
             tensors={"h_ul": h_ul.unsqueeze(1), "h_dl": h_dl.unsqueeze(1)},
             params={"noise_power": float(self.config.noise_power), "p_max": float(self.config.p_max)},
+        )
+
+
+def ula_response(angles: Tensor, n: int, ratio: float) -> Tensor:
+    """``[..., n]``: a half-wavelength (at the downlink frequency) ULA's response to ``angles [...]``
+    at a carrier ``ratio = f / f_D`` times the downlink's: ``e^{−jπ ratio m sin θ}``, ``m = 0 … n−1``
+    (eq. 19 with ``d = λ_D / 2``)."""
+    m = torch.arange(n, dtype=torch.float64)
+    phase = -math.pi * ratio * torch.sin(angles).unsqueeze(-1) * m
+    return torch.complex(torch.cos(phase), torch.sin(phase))
+
+
+@SCENARIOS.register("miso_fdd")
+class MISOFDD(MISOTDD):
+    """Single-cell FDD massive MIMO downlink with a multipath uplink/downlink pair (Zhang et al. 2022,
+    Sec. V-A and VII-B, eqs. 18-19 and 40).
+
+    Each user's ``L_p`` paths share their angles ``θ_l`` (within ``±Δθ/2`` of a mean angle ``θ̄`` drawn per
+    user), delays ``τ_l ~ U[0, 1e-4] s`` and phases ``φ_l ~ U[−π, π]`` between the bands (the paper prints
+    ``[−π, −π]``, a typo), and gains ``α_l ~ CN(0, 1/L_p)``:
+
+        h_U = Σ_l α_l e^{−j2π f_U τ_l + jφ_l} a_U(θ_l),
+        h_D = c Φ Σ_l α_l² e^{−j2π f_D τ_l + jφ_l} a_D(θ_l) · √(L_p / 2)      (eq. 40)
+
+    with the ULA half a downlink wavelength apart (``a_U`` at ``f_U / f_D`` of the downlink's phase
+    steps), ``Φ`` and ``c`` the fixed front-end mismatch of :class:`MISOTDD`. The factor ``√(L_p/2)``
+    (not the paper's) gives both links unit mean gain per antenna (``E|α|⁴ = 2/L_p²``), so ``p_max`` is the
+    SNR over unit noise on both. Network tensors and params as :class:`MISOTDD`.
+    """
+
+    @dataclass
+    class Config(MISOTDD.Config):
+        """Single-cell FDD massive MIMO downlink (Zhang et al. 2022, Sec. VII-B).
+
+        Parameters
+        ----------
+        name : str
+            Registry key, ``miso_fdd``.
+        num_antennas : int
+            BS antennas ``N_t`` (the paper: 64; laptop default 32, its Fig. 5).
+        num_users : int
+            Single-antenna users ``K``.
+        p_max : float
+            The BS's total power over the noise (linear; 10 is the paper's 10 dB).
+        num_paths : int
+            Propagation paths ``L_p`` per user.
+        angle_spread_deg : float
+            Width ``Δθ`` of each user's window of path angles, in degrees (the paper: at most 30).
+        mean_angle_deg : float
+            Users' mean angles ``θ̄`` are uniform in ``±mean_angle_deg`` around broadside.
+        uplink_ghz, downlink_ghz : float
+            Carrier frequencies (the paper: uplink 2.5 GHz, downlink 2.4 GHz).
+        max_delay_s : float
+            Path delays are uniform in ``[0, max_delay_s]`` seconds (the paper: 1e-4).
+        """
+
+        name: str = "miso_fdd"
+        num_antennas: int = 32
+        num_users: int = 6
+        p_max: float = 10.0
+        num_paths: int = 5
+        angle_spread_deg: float = 30.0
+        mean_angle_deg: float = 60.0
+        uplink_ghz: float = 2.5
+        downlink_ghz: float = 2.4
+        max_delay_s: float = 1e-4
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            require(self.num_paths >= 1, "num_paths", f"must be an integer >= 1, got {self.num_paths}")
+            require(
+                0 <= self.angle_spread_deg <= 30,
+                "angle_spread_deg",
+                f"must be in [0, 30] degrees (the paper's Δθ <= π/6), got {self.angle_spread_deg}",
+            )
+            require(
+                0 <= self.mean_angle_deg <= 90,
+                "mean_angle_deg",
+                f"must be in [0, 90] degrees, got {self.mean_angle_deg}",
+            )
+            for key in ("uplink_ghz", "downlink_ghz"):
+                value = getattr(self, key)
+                require(0 < value < math.inf, key, f"must be > 0 and finite [GHz], got {value}")
+            require(
+                0 <= self.max_delay_s < math.inf,
+                "max_delay_s",
+                f"must be >= 0 and finite [s], got {self.max_delay_s}",
+            )
+
+    def sample(self, num_samples: int, generator: torch.Generator) -> Network:
+        """Draw ``num_samples`` networks (module docstring): ``h_ul``, ``h_dl [num_samples, 1, K, N_t]``."""
+        cfg = self.config
+        n, k, paths = cfg.num_antennas, cfg.num_users, cfg.num_paths
+        per_sample = cfg.mismatch == "per_sample"
+        # per user: the mean angle, then per path: angle, delay, phase, and the gain (two uniforms)
+        block = k * (1 + 5 * paths) + (2 * n * n + 2 * k if per_sample else 0)
+        u = torch.rand(num_samples, block, generator=generator, dtype=torch.float64)
+        draws = u[:, : k * (1 + 5 * paths)].reshape(num_samples, k, 1 + 5 * paths)
+        mean = math.radians(cfg.mean_angle_deg) * (2 * draws[..., :1] - 1)
+        spread = math.radians(cfg.angle_spread_deg)
+        angle = mean + spread * (draws[..., 1 : 1 + paths] - 0.5)  # [s, k, L]
+        delay = cfg.max_delay_s * draws[..., 1 + paths : 1 + 2 * paths]
+        phase = math.pi * (2 * draws[..., 1 + 2 * paths : 1 + 3 * paths] - 1)
+        alpha = complex_normal(draws[..., 1 + 3 * paths :]) / math.sqrt(paths)  # CN(0, 1/L_p)
+        f_u, f_d = cfg.uplink_ghz * 1e9, cfg.downlink_ghz * 1e9
+
+        def rotation(f: float) -> Tensor:  # e^{−j2π f τ + jφ}, the delay's phase reduced mod 2π first
+            turn = torch.remainder(f * delay, 1.0)
+            angle_ = -2 * math.pi * turn + phase
+            return torch.complex(torch.cos(angle_), torch.sin(angle_))
+
+        a_u, a_d = ula_response(angle, n, f_u / f_d), ula_response(angle, n, 1.0)  # [s, k, L, n]
+        h_ul = ((alpha * rotation(f_u)).unsqueeze(-1) * a_u).sum(-2)
+        h_d = ((alpha.square() * rotation(f_d)).unsqueeze(-1) * a_d).sum(-2) * math.sqrt(paths / 2)
+        if per_sample:
+            rest = u[:, k * (1 + 5 * paths) :]
+            phi = haar_unitary(complex_normal(rest[:, : 2 * n * n]).reshape(num_samples, n, n))
+            c = complex_normal(rest[:, 2 * n * n :])
+        else:
+            phi, c = self.mismatch()
+        h_dl = c.unsqueeze(-1) * (h_d @ phi.transpose(-1, -2))
+        return Network(
+            tensors={"h_ul": h_ul.unsqueeze(1), "h_dl": h_dl.unsqueeze(1)},
+            params={"noise_power": float(cfg.noise_power), "p_max": float(cfg.p_max)},
         )

@@ -15,6 +15,9 @@ rate (block coordinate ascent on the WMMSE form); a sample stops when it gains l
 (after at least ``min_iter`` iterations) or at ``max_iter``. Everything runs in complex128 on the
 problem's device, all samples and cells at once; stopped samples keep their beamformers.
 
+When a BS has more antennas than there are users, the iteration runs in an orthonormal basis of the
+span of its channels (every update lies in it; exact, and U instead of N dimensions).
+
 The start is scaled MRT or ZF on each budget (``init``); ``starts > 1`` adds random starts (i.i.d.
 complex Gaussian beamformers on the budget, from the solver's generator) and keeps each sample's best.
 """
@@ -97,7 +100,14 @@ def wmmse_bf(
     k = users // c
     noise, budget, alpha = p.noise, p.budget, p.weights
     Hown = beamformers.own_channels(p)  # [b, c, N, k]
-    W = W0.to(Hall.dtype).clone()
+    W = W0.to(Hall.dtype)
+    basis = None
+    if n > users:
+        # every update of BS c lies in the span of its channels to all users (A_c and B_c do): iterate in
+        # an orthonormal basis Q_c of it, U instead of N dimensions (norms kept), and map back at the end
+        basis = torch.linalg.qr(Hall).Q  # [b, c, N, U]
+        Hall, Hown, W = basis.mH @ Hall, basis.mH @ Hown, basis.mH @ W
+    W = W.clone()
     result = W.clone()
     index = torch.arange(b, device=W.device)  # the working batch's samples
     inner = _inner(Hall, W)
@@ -143,6 +153,8 @@ def wmmse_bf(
             W, inner, objective, index = W[keep], inner[keep], objective[keep], index[keep]
             done = done[keep]
     log.debug("wmmse_bf: %d samples, iterations median %d, max %d", b, iterations.median(), iterations.max())
+    if basis is not None:
+        result = basis @ result
     if history:
         return result, torch.stack(trace), iterations
     return result
