@@ -436,6 +436,57 @@ MORE_CASES = {
     "log_model neither true nor false": (["tracking.log_model=maybe"], ["tracking.log_model", "maybe"]),
     "empty experiment name": (["tracking.experiment=''"], ["tracking.experiment", "non-empty"]),
     "unknown preset": (["experiment=nosuch"], ["experiment=nosuch", "debug", "raghunath2023_10ap10ue"]),
+    # the beamforming family (issue 14)
+    "beamforming learner on a power-control scenario": (
+        ["learner=model_driven"],
+        ["learner", "learner=model_driven works on beamforming problems", "makes power_control"],
+    ),
+    "power-control learner on a beamforming scenario": (
+        ["scenario=miso_tdd", "learner=gnn"],
+        ["learner", "learner=gnn works on power_control problems", "makes beamforming"],
+    ),
+    "wmmse_bf on a power-control problem": (
+        ["solver=wmmse_bf"],
+        ["solver", "solver=wmmse_bf works on beamforming problems", "makes power_control"],
+    ),
+    "scalar wmmse on a beamforming problem": (
+        ["scenario=miso_tdd", "solver=wmmse"],
+        ["solver", "solver=wmmse works on power_control problems", "makes beamforming"],
+    ),
+    "zf start with fewer antennas than users": (
+        ["scenario=miso_tdd", "scenario.num_antennas=2", "solver.init=zf"],
+        ["solver", "init=zf", "antennas >= users per cell", "init=mrt"],
+    ),
+    "zf baseline with fewer antennas than users": (
+        ["scenario=miso_tdd", "scenario.num_antennas=2", "learner=model_driven"],
+        ["eval.baselines", "zero-forcing needs antennas >= users per cell"],
+    ),
+    "no BS antennas": (["scenario=miso_tdd", "scenario.num_antennas=0"], ["scenario.num_antennas", ">= 1"]),
+    "BS power zero": (["scenario=miso_tdd", "scenario.p_max=0"], ["scenario.p_max", "> 0"]),
+    "unknown mismatch": (
+        ["scenario=miso_tdd", "scenario.mismatch=random"],
+        ["scenario.mismatch", "fixed", "per_sample"],
+    ),
+    "FDD angle window too wide": (
+        ["scenario=miso_fdd", "scenario.angle_spread_deg=45"],
+        ["scenario.angle_spread_deg", "[0, 30]"],
+    ),
+    "FDD no paths": (["scenario=miso_fdd", "scenario.num_paths=0"], ["scenario.num_paths", ">= 1"]),
+    "FDD carrier zero": (["scenario=miso_fdd", "scenario.uplink_ghz=0"], ["scenario.uplink_ghz", "> 0"]),
+    "dBm on a linear beamforming scenario": (
+        ["scenario=miso_tdd", "scenario.p_max_dbm=10"],
+        ["scenario.p_max_dbm", "snr_db"],
+    ),
+    "model-driven loss weights all zero": (
+        [
+            "scenario=miso_tdd",
+            "learner=model_driven",
+            "learner.alpha_h=0",
+            "learner.alpha_p=0",
+            "learner.alpha_r=0",
+        ],
+        ["learner.alpha_r", "at least one loss weight"],
+    ),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

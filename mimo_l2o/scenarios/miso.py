@@ -133,14 +133,19 @@ class MISOTDD(Scenario):
         block = 2 * k * n + (2 * n * n + 2 * k if per_sample else 0)
         u = torch.rand(num_samples, block, generator=generator, dtype=torch.float64)
         h_ul = complex_normal(u[:, : 2 * k * n]).reshape(num_samples, k, n)
-        if per_sample:
-            rest = u[:, 2 * k * n :]
-            phi = haar_unitary(complex_normal(rest[:, : 2 * n * n]).reshape(num_samples, n, n))
-            c = complex_normal(rest[:, 2 * n * n :])
+        return self._network(h_ul, h_ul, u[:, 2 * k * n :])
+
+    def _network(self, h_ul: Tensor, h_d: Tensor, rest: Tensor) -> Network:
+        """The network of uplink channels ``h_ul`` and downlink channels before the mismatch ``h_d``
+        (rows ``[n, K, N_t]``): ``h_dl[k] = c_k Φ h_d[k]``, with ``Φ`` and ``c`` drawn from the uniforms
+        ``rest`` for ``mismatch: per_sample`` (``2 N_t² + 2 K`` a sample), else the seed's."""
+        n, k = self.config.num_antennas, self.config.num_users
+        if self.config.mismatch == "per_sample":
+            phi = haar_unitary(complex_normal(rest[:, : 2 * n * n]).reshape(-1, n, n))
+            c = complex_normal(rest[:, 2 * n * n : 2 * n * n + 2 * k])
         else:
             phi, c = self.mismatch()
-        # h_D,k = c_k Φ h_U,k, rows: h_dl[k] = c_k (Φ h_ul[k])
-        h_dl = c.unsqueeze(-1) * (h_ul @ phi.transpose(-1, -2))
+        h_dl = c.unsqueeze(-1) * (h_d @ phi.transpose(-1, -2))
         return Network(
             tensors={"h_ul": h_ul.unsqueeze(1), "h_dl": h_dl.unsqueeze(1)},
             params={"noise_power": float(self.config.noise_power), "p_max": float(self.config.p_max)},
@@ -258,14 +263,4 @@ class MISOFDD(MISOTDD):
         a_u, a_d = ula_response(angle, n, f_u / f_d), ula_response(angle, n, 1.0)  # [s, k, L, n]
         h_ul = ((alpha * rotation(f_u)).unsqueeze(-1) * a_u).sum(-2)
         h_d = ((alpha.square() * rotation(f_d)).unsqueeze(-1) * a_d).sum(-2) * math.sqrt(paths / 2)
-        if per_sample:
-            rest = u[:, k * (1 + 5 * paths) :]
-            phi = haar_unitary(complex_normal(rest[:, : 2 * n * n]).reshape(num_samples, n, n))
-            c = complex_normal(rest[:, 2 * n * n :])
-        else:
-            phi, c = self.mismatch()
-        h_dl = c.unsqueeze(-1) * (h_d @ phi.transpose(-1, -2))
-        return Network(
-            tensors={"h_ul": h_ul.unsqueeze(1), "h_dl": h_dl.unsqueeze(1)},
-            params={"noise_power": float(cfg.noise_power), "p_max": float(cfg.p_max)},
-        )
+        return self._network(h_ul, h_d, u[:, k * (1 + 5 * paths) :])

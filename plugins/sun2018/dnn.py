@@ -154,6 +154,24 @@ def truncated_normal_(weight: Tensor, generator: torch.Generator) -> None:
         weight.copy_(z / math.sqrt(fan_in))
 
 
+def relu_layers(width: int, hidden: list[int]) -> tuple[list[nn.Module], int]:
+    """The hidden ReLU layers from ``width`` inputs, and the width they end at."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return layers, width
+
+
+def paper_init_(model: nn.Sequential, generator: torch.Generator, bias: float) -> nn.Sequential:
+    """Every linear layer's weights by :func:`truncated_normal_`, its biases ``bias`` (Section IV)."""
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            truncated_normal_(layer.weight, generator)
+            nn.init.constant_(layer.bias, bias)
+    return model
+
+
 # Sun et al. (2018): DNN ÷ WMMSE sum rate on 10,000 test samples, Table I (Gaussian IC, by K) and
 # Table II (IMAC, by (N, K), at r = 0)
 TABLE_I = {10: 98.33, 20: 92.04, 30: 84.29}
@@ -221,20 +239,12 @@ class DNNLearner(Learner):
         layers: list[nn.Module] = []
         if cfg.input_scaling != InputScaling.none:
             layers.append(Standardize(train_inputs, log=cfg.input_scaling == InputScaling.log))
-        width = train_inputs.shape[1]
-        for hidden in cfg.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        layers += [nn.Linear(width, self.spec.problem.num_vars)]
+        hidden, width = relu_layers(train_inputs.shape[1], cfg.hidden)
+        layers += [*hidden, nn.Linear(width, self.spec.problem.num_vars)]
         if OutputUnit(cfg.output_unit) == OutputUnit.labels:
             layers.append(Scale(self.unit))
         layers.append(ClipPower(self._cap()))
-        model = nn.Sequential(*layers)
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                truncated_normal_(layer.weight, generator)
-                nn.init.constant_(layer.bias, cfg.bias_init)
-        return model
+        return paper_init_(nn.Sequential(*layers), generator, cfg.bias_init)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The MSE to the labels, in the outputs' unit (W with ``output_unit: budget``)."""
@@ -319,18 +329,14 @@ class BeamformingDNN(DNNLearner):
         layers: list[nn.Module] = []
         if cfg.input_scaling == InputScaling.standardize:
             layers.append(Standardize(train_inputs))
-        width = train_inputs.shape[1]
-        for hidden in cfg.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
+        hidden, width = relu_layers(train_inputs.shape[1], cfg.hidden)
         shape = self.spec.problem.decision_shape
-        layers += [nn.Linear(width, 2 * math.prod(shape)), ToBeamformers(shape, self.spec.problem.budget[0])]
-        model = nn.Sequential(*layers)
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                truncated_normal_(layer.weight, generator)
-                nn.init.constant_(layer.bias, cfg.bias_init)
-        return model
+        layers += [
+            *hidden,
+            nn.Linear(width, 2 * math.prod(shape)),
+            ToBeamformers(shape, self.spec.problem.budget[0]),
+        ]
+        return paper_init_(nn.Sequential(*layers), generator, cfg.bias_init)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         unit = self.spec.problem.budget[0].to(batch["inputs"]).sqrt()[:, None, None]
