@@ -97,8 +97,8 @@ def test_beamforming_dnn_loss_ignores_each_beams_phase_and_outputs_are_on_budget
 def test_fdd_links_share_each_paths_angle_delay_and_phase():
     """One path (L_p = 1): the uplink is α e^{−j2π f_U τ + jφ} a_U(θ), the downlink before the mismatch
     √(1/2) α² e^{−j2π f_D τ + jφ} a_D(θ) (eq. 40). So the antenna-to-antenna phase steps are π r sin θ and
-    π sin θ (r = f_U / f_D), the same θ; |h_D| = √(1/2) |h_U|² on every antenna; and the per-antenna phase
-    of h_D over h_U² is the same on every antenna once the steps are taken out."""
+    π sin θ (r = f_U / f_D), the same θ; |h_D| = √(1/2) |h_U|² on every antenna; with one f in both links
+    (eq. 40) the downlink is |u| u / √2 of the uplink, with each band's own carrier its phase is not."""
     from mimo_l2o.scenarios.miso import MISOFDD
 
     s = MISOFDD(MISOFDD.Config(num_antennas=8, num_users=3, num_paths=1, mean_angle_deg=30.0))
@@ -111,6 +111,21 @@ def test_fdd_links_share_each_paths_angle_delay_and_phase():
     torch.testing.assert_close(step_ul, step_ul[..., :1].expand_as(step_ul), rtol=0, atol=1e-9)
     torch.testing.assert_close(step_ul, step_dl * (2.5 / 2.4), rtol=0, atol=1e-9)
     torch.testing.assert_close(h_d.abs(), h_ul.abs().square() / math.sqrt(2), rtol=1e-9, atol=0)
+    # one f in both links and a real attenuation: the downlink is a function of the uplink, |u| u / √2
+    torch.testing.assert_close(
+        h_d[..., 0], h_ul[..., 0].abs() * h_ul[..., 0] / math.sqrt(2), rtol=1e-9, atol=1e-12
+    )
+    # each band at its own carrier: the same amplitudes, unrelated phases
+    per_band = MISOFDD(
+        MISOFDD.Config(num_antennas=8, num_users=3, num_paths=1, mean_angle_deg=30.0, delay_phase="per_band")
+    )
+    net = per_band.sample(20, torch.Generator().manual_seed(4))
+    h_ul = net["h_ul"][:, 0]
+    h_d = torch.einsum("ij,bkj->bki", phi.mH, net["h_dl"][:, 0]) / c[None, :, None]
+    torch.testing.assert_close(h_d.abs(), h_ul.abs().square() / math.sqrt(2), rtol=1e-9, atol=0)
+    assert (
+        (h_d[..., 0] - h_ul[..., 0].abs() * h_ul[..., 0] / math.sqrt(2)).abs() > 1e-3
+    ).float().mean() > 0.9
 
 
 def test_fdd_links_have_unit_mean_gain_and_bad_keys_are_named():

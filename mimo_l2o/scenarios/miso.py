@@ -32,6 +32,7 @@ from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import exponential_from_uniform
 
 MISMATCH = ("fixed", "per_sample")
+DELAY_PHASE = ("shared", "per_band")
 
 
 def complex_normal(u: Tensor) -> Tensor:
@@ -168,16 +169,22 @@ class MISOFDD(MISOTDD):
 
     Each user's ``L_p`` paths share their angles ``θ_l`` (within ``±Δθ/2`` of a mean angle ``θ̄`` drawn per
     user), delays ``τ_l ~ U[0, 1e-4] s`` and phases ``φ_l ~ U[−π, π]`` between the bands (the paper prints
-    ``[−π, −π]``, a typo), and gains ``α_l ~ CN(0, 1/L_p)``:
+    ``[−π, −π]``, a typo), and real attenuations ``α_l > 0`` (Rayleigh, ``E α_l² = 1/L_p``):
 
-        h_U = Σ_l α_l e^{−j2π f_U τ_l + jφ_l} a_U(θ_l),
-        h_D = c Φ Σ_l α_l² e^{−j2π f_D τ_l + jφ_l} a_D(θ_l) · √(L_p / 2)      (eq. 40)
+        h_U = Σ_l α_l e^{−j2π f τ_l + jφ_l} a_U(θ_l),
+        h_D = c Φ Σ_l α_l² e^{−j2π f τ_l + jφ_l} a_D(θ_l) · √(L_p / 2)      (eq. 40)
 
-    with the ULA half a downlink wavelength apart (``a_U`` at ``f_U / f_D`` of the downlink's phase
-    steps), ``Φ`` and ``c`` the fixed front-end mismatch of :class:`MISOTDD`. The factor ``√(L_p/2)``
-    (not the paper's) gives both links unit mean gain per antenna (``E|α|⁴ = 2/L_p²``), so ``p_max`` is the
-    SNR over unit noise on both. Network tensors and params as :class:`MISOTDD`.
+    with one ``f`` in both, as eq. (40) prints it (``delay_phase``), the ULA half a downlink wavelength
+    apart (``a_U`` at ``f_U / f_D`` of the downlink's phase steps), ``Φ`` and ``c`` the fixed front-end
+    mismatch of :class:`MISOTDD`. The factor ``√(L_p/2)`` (not the paper's) gives both links unit mean
+    gain per antenna (``E α⁴ = 2/L_p²``), so ``p_max`` is the SNR over unit noise on both. With real
+    attenuations and one ``f``, each path's downlink coefficient is ``|u_l| u_l`` of its uplink one
+    ``u_l``: the map is deterministic, as the paper assumes (a complex ``α_l``, or ``per_band``, would make
+    the downlink phases unpredictable).
+    Network tensors and params as :class:`MISOTDD`.
     """
+
+    version = 2  # 2: real path attenuations and one delay phase for both links (delay_phase)
 
     @dataclass
     class Config(MISOTDD.Config):
@@ -203,6 +210,11 @@ class MISOFDD(MISOTDD):
             Carrier frequencies (the paper: uplink 2.5 GHz, downlink 2.4 GHz).
         max_delay_s : float
             Path delays are uniform in ``[0, max_delay_s]`` seconds (the paper: 1e-4).
+        delay_phase : str
+            ``shared`` (default): both links carry the same delay phase ``e^{−j2π f τ_l}`` (at the
+            downlink's ``f``), as eq. (40) prints it; ``per_band``: each link at its own carrier (eq. 4).
+            With delays up to 1e-4 s and the bands 100 MHz apart, ``2π Δf τ`` spans 10⁴ turns, so per band
+            the downlink's path phases are independent of the uplink's and no map can predict them.
         """
 
         name: str = "miso_fdd"
@@ -215,6 +227,7 @@ class MISOFDD(MISOTDD):
         uplink_ghz: float = 2.5
         downlink_ghz: float = 2.4
         max_delay_s: float = 1e-4
+        delay_phase: str = "shared"
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -237,6 +250,11 @@ class MISOFDD(MISOTDD):
                 "max_delay_s",
                 f"must be >= 0 and finite [s], got {self.max_delay_s}",
             )
+            require(
+                self.delay_phase in DELAY_PHASE,
+                "delay_phase",
+                f"must be one of {', '.join(DELAY_PHASE)}, got {self.delay_phase!r}",
+            )
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks (module docstring): ``h_ul``, ``h_dl [num_samples, 1, K, N_t]``."""
@@ -252,7 +270,8 @@ class MISOFDD(MISOTDD):
         angle = mean + spread * (draws[..., 1 : 1 + paths] - 0.5)  # [s, k, L]
         delay = cfg.max_delay_s * draws[..., 1 + paths : 1 + 2 * paths]
         phase = math.pi * (2 * draws[..., 1 + 2 * paths : 1 + 3 * paths] - 1)
-        alpha = complex_normal(draws[..., 1 + 3 * paths :]) / math.sqrt(paths)  # CN(0, 1/L_p)
+        # the attenuation is a real amplitude (Rayleigh, E α² = 1/L_p): the phase is the path's φ and delay
+        alpha = (complex_normal(draws[..., 1 + 3 * paths :]).abs() / math.sqrt(paths)).to(torch.complex128)
         f_u, f_d = cfg.uplink_ghz * 1e9, cfg.downlink_ghz * 1e9
 
         def rotation(f: float) -> Tensor:  # e^{−j2π f τ + jφ}, the delay's phase reduced mod 2π first
@@ -261,6 +280,7 @@ class MISOFDD(MISOTDD):
             return torch.complex(torch.cos(angle_), torch.sin(angle_))
 
         a_u, a_d = ula_response(angle, n, f_u / f_d), ula_response(angle, n, 1.0)  # [s, k, L, n]
-        h_ul = ((alpha * rotation(f_u)).unsqueeze(-1) * a_u).sum(-2)
+        uplink_phase = rotation(f_u if cfg.delay_phase == "per_band" else f_d)
+        h_ul = ((alpha * uplink_phase).unsqueeze(-1) * a_u).sum(-2)
         h_d = ((alpha.square() * rotation(f_d)).unsqueeze(-1) * a_d).sum(-2) * math.sqrt(paths / 2)
         return self._network(h_ul, h_d, u[:, k * (1 + 5 * paths) :])
