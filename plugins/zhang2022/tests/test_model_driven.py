@@ -133,3 +133,23 @@ def test_nmse_of_the_learned_channel_is_eq_39():
     ]
     assert abs(got["nmse_channel"] - sum(per_sample) / 32) < 1e-6 * got["nmse_channel"]
     assert abs(got["nmse_channel_db"] - 10 * math.log10(got["nmse_channel"])) < 1e-9
+
+
+def test_without_rate_into_csi_the_csi_net_learns_from_the_channel_loss_alone():
+    _, problem, x = data(batch=16)
+    labels = wmmse_bf(problem, start(problem, "mrt")).to(torch.complex64)
+    one = learner(alpha_h=1.0, alpha_p=1.0, alpha_r=1.0)
+    assert one.config.rate_into_csi is False
+    model = one.build_model(x, torch.Generator().manual_seed(0)).train()
+    batch = {"inputs": x, "labels": labels, **one.problem_tensors(problem.to(dtype=torch.float32))}
+
+    def csi_grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.csi.parameters()]
+
+    full = csi_grads(one.loss(model, batch))
+    H, _, _ = model.parts(x)
+    alone = csi_grads(torch.view_as_real(H - bf.own_channels(problem)[:, 0].to(H.dtype)).square().mean())
+    for a, b in zip(full, alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
