@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK_NOTE = " **Quick sizes: a smoke test, not a measurement.**"
 
 
+def args(text: str) -> tuple[str, ...]:
+    """A benchmark's arguments, written as on the command line."""
+    return tuple(text.split())
+
+
 @dataclass(frozen=True)
 class Section:
     title: str
@@ -54,8 +59,8 @@ one thread. The batched time is the median of the repeats over all N samples; ea
 the same samples, so nothing is extrapolated. Sum rates come from the same `SumRate` objective for both.
 """,
     "wmmse.py",
-    (("--users", "10", "20", "30", "--samples", "10000", "--repeats", "5", "--loop-samples", "10000"),),
-    ("--users", "4", "--samples", "50", "--repeats", "1", "--loop-samples", "10"),
+    (args("--users 10 20 30 --samples 10000 --repeats 5 --loop-samples 10000"),),
+    args("--users 4 --samples 50 --repeats 1 --loop-samples 10"),
     """\
 What bounds the speed-up against the NumPy loop: that loop pays NumPy's fixed cost per call (a few µs)
 for each of its operations, whatever K is, while the batched solver's cost per sample-iteration is the
@@ -98,23 +103,10 @@ negative gain and the non-finite objectives. The random problems are `make_probl
 """,
     "fairness.py",
     (
-        ("--samples", "10000", "--cvxpy-samples", "50", "--repeats", "5", "--users", "5", "--cells", "4"),
-        (
-            "--samples",
-            "10000",
-            "--cvxpy-samples",
-            "50",
-            "--repeats",
-            "5",
-            "--users",
-            "5",
-            "--cells",
-            "4",
-            "--scenario",
-            "random",
-        ),
+        args("--samples 10000 --cvxpy-samples 50 --repeats 5 --users 5 --cells 4"),
+        args("--samples 10000 --cvxpy-samples 50 --repeats 5 --users 5 --cells 4 --scenario random"),
     ),
-    ("--samples", "40", "--cvxpy-samples", "2", "--repeats", "1", "--barrier-samples", "4"),
+    args("--samples 40 --cvxpy-samples 2 --repeats 1 --barrier-samples 4"),
     """\
 Max-min costs what G nonsymmetric eigenvalue problems of size n per sample cost; its reference pays
 one HiGHS LP per bisection step (about 20 per problem at tol 1e-6), so most of the reference's time is
@@ -136,8 +128,8 @@ extrapolate to a laptop run (24,000 setups: the `scenario=cellular` data sizes) 
 (350,000 setups). The solvers' lines at the end are per setup on the same problems.
 """,
     "labelling.py",
-    (("--antennas", "32", "100", "--setups", "8", "--repeats", "2", "--threads", "2"),),
-    ("--antennas", "8", "--setups", "2", "--repeats", "1", "--realizations", "5", "--solver-setups", "10"),
+    (args("--antennas 32 100 --setups 8 --repeats 2 --threads 2"),),
+    args("--antennas 8 --setups 2 --repeats 1 --realizations 5 --solver-setups 10"),
 )
 
 ENERGY = Section(
@@ -160,73 +152,20 @@ operation), so every speed-up is stated with the batch it was measured at: the l
 """,
     "energy_efficiency.py",
     (
-        (
-            "--samples",
-            "1024",
-            "--batch-sizes",
-            "20",
-            "1024",
-            "--sca-samples",
-            "256",
-            "--repeats",
-            "5",
-            "--sca-repeats",
-            "3",
-            "--settings",
-            "1x500",
-            "4x300",
-            "4x500",
+        args(
+            "--samples 1024 --batch-sizes 20 1024 --sca-samples 256 --repeats 5 --sca-repeats 3 "
+            "--settings 1x500 4x300 4x500"
         ),
-        (
-            "--samples",
-            "1024",
-            "--batch-sizes",
-            "20",
-            "1024",
-            "--sca-samples",
-            "64",
-            "--repeats",
-            "3",
-            "--sca-repeats",
-            "1",
-            "--aps",
-            "10",
-            "--users",
-            "10",
+        args(
+            "--samples 1024 --batch-sizes 20 1024 --sca-samples 64 --repeats 3 --sca-repeats 1 "
+            "--aps 10 --users 10"
         ),
-        (
-            "--samples",
-            "1024",
-            "--batch-sizes",
-            "20",
-            "1024",
-            "--sca-samples",
-            "32",
-            "--repeats",
-            "3",
-            "--sca-repeats",
-            "1",
-            "--aps",
-            "15",
-            "--users",
-            "15",
+        args(
+            "--samples 1024 --batch-sizes 20 1024 --sca-samples 32 --repeats 3 --sca-repeats 1 "
+            "--aps 15 --users 15"
         ),
     ),
-    (
-        "--samples",
-        "8",
-        "--batch-sizes",
-        "4",
-        "8",
-        "--sca-samples",
-        "2",
-        "--repeats",
-        "1",
-        "--sca-repeats",
-        "1",
-        "--settings",
-        "1x50",
-    ),
+    args("--samples 8 --batch-sizes 4 8 --sca-samples 2 --repeats 1 --sca-repeats 1 --settings 1x50"),
     """\
 Both are local methods: on most samples they end at the same KKT point, on a few SCA's single start lies
 in a better basin, and on more `ee_pga`'s second start finds a better one. Most of a step is memory

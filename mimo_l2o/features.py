@@ -74,10 +74,18 @@ def feature(name: str, *, reads_problem: bool, unavailable: Callable[[Scenario, 
     return register
 
 
-def _power_control_only(scenario: Scenario, precoder: Precoder) -> str | None:
-    if precoder.family == POWER_CONTROL:
-        return None
-    return f"precoder={precoder.name} makes {precoder.family} problems, which have no power gains"
+def _family_only(family: str, what: str) -> Callable[[Scenario, Precoder], str | None]:
+    """A feature's ``unavailable`` for one problem family: why another family's problems lack it."""
+
+    def unavailable(scenario: Scenario, precoder: Precoder) -> str | None:
+        if precoder.family == family:
+            return None
+        return f"precoder={precoder.name} makes {precoder.family} problems, which have no {what}"
+
+    return unavailable
+
+
+_power_control_only = _family_only(POWER_CONTROL, "power gains")
 
 
 @feature("problem_gains", reads_problem=True, unavailable=_power_control_only)
@@ -108,13 +116,7 @@ def uplink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
     return network["h_ul"]
 
 
-def _beamforming_only(scenario: Scenario, precoder: Precoder) -> str | None:
-    if precoder.family == BEAMFORMING:
-        return None
-    return f"precoder={precoder.name} makes {precoder.family} problems, which have no channel vectors"
-
-
-@feature("downlink_channel", reads_problem=True, unavailable=_beamforming_only)
+@feature("downlink_channel", reads_problem=True, unavailable=_family_only(BEAMFORMING, "channel vectors"))
 def downlink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
     """``[batch, cells, users, antennas]`` complex: the beamforming problem's own (downlink) channels,
     perfect downlink CSI."""
