@@ -5,7 +5,9 @@ power step's KKT conditions and the alternation's monotone SLNR objective."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +215,28 @@ def test_solver_best_of_starts_is_no_worse_and_refuses_zf_start_with_too_few_ant
     zf_start = WMMSEBeamforming(WMMSEBeamformingConfig(name="wmmse_bf", init="zf"))
     assert "antennas >= users per cell" in zf_start.refuses(problem_of(antennas=2, per_cell=3))
     assert zf_start.refuses(problem) is None
+
+
+def load_benchmark():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "wmmse_bf.py"
+    spec = importlib.util.spec_from_file_location("wmmse_bf_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("antennas, users", [(4, 4), (12, 3)])
+def test_batched_wmmse_ends_where_the_benchmark_loops_do(antennas, users):
+    """The Done-when check of ``benchmarks/wmmse_bf.py``: same start, same stop rule, the sum rates to
+    1e-9 and the same iteration counts, with μ by Brent's method and by bisection with solves."""
+    bench = load_benchmark()
+    problem = bench.rayleigh(antennas, users, 6, 20.0, seed=antennas)
+    W0 = start(problem, "mrt")
+    W, _, iterations = wmmse_bf(problem, W0, history=True)
+    ours = SumRate(None)(problem, W).numpy()
+    for name, multiplier in bench.LOOPS.items():
+        for b in range(problem.batch_size):
+            H, budget = problem.channel[b, 0].numpy(), float(problem.budget[b, 0])
+            Wl, steps = bench.loop(H, W0[b, 0].numpy(), 1.0, budget, multiplier)
+            assert steps == int(iterations[b]), name
+            assert abs(bench.sum_rate(H, Wl, 1.0) - ours[b]) < 1e-9, name
