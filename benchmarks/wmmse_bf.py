@@ -40,13 +40,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.optimize import brentq  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the plugins package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.wmmse
+
+from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenNet  # noqa: E402
 
 from benchmarks.wmmse import machine  # noqa: E402
 from mimo_l2o.objectives.sum_rate import SumRate  # noqa: E402
 from mimo_l2o.problems.beamforming import BeamformingProblem  # noqa: E402
 from mimo_l2o.solvers.wmmse_bf import start, wmmse_bf  # noqa: E402
-from plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenNet  # noqa: E402
 
 TOL, MIN_ITER, MAX_ITER = 1e-4, 5, 500  # wmmse_bf's defaults
 

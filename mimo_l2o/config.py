@@ -171,9 +171,12 @@ class RunConfig:
 
 def register_configs() -> None:
     """Store the run schema and every registered part's schema in Hydra's ConfigStore, and register
-    the ``mimo_l2o.pid`` resolver of the output folders' names (``conf/config.yaml``)."""
+    the ``mimo_l2o.pid`` resolver of the output folders' names (``conf/config.yaml``) and
+    ``mimo_l2o.mul``, the product of its arguments (a preset's width that follows the antennas:
+    ``${mimo_l2o.mul:2,${scenario.num_antennas},49}``)."""
     # resolved once per run or sweep and copied into every job's config, like Hydra's ${now:}
     OmegaConf.register_new_resolver("mimo_l2o.pid", os.getpid, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("mimo_l2o.mul", lambda *factors: math.prod(factors), replace=True)
     registry.load_all()
     cs = ConfigStore.instance()
     cs.store(name="mimo_l2o_schema", node=RunConfig)

@@ -13,8 +13,8 @@ scenario that has it:
 * ``user_positions`` ``[batch, U, 2]``: every user's (x, y) in metres, with the scenario's
   :class:`~mimo_l2o.components.Geometry` in the learner's spec; scenarios with positions have it.
 * ``uplink_channel`` ``[batch, C, U, N]`` (complex): the uplink channels the BSs observe, in scenarios
-  that sample them (the beamforming family's ``h_ul``); ``downlink_channel``: a beamforming problem's
-  own channels (perfect downlink CSI).
+  that sample them (the beamforming family's ``h_ul``, or its LS estimate from pilots, ``h_ul_ls``);
+  ``downlink_channel``: a beamforming problem's own channels (perfect downlink CSI).
 
 A plugin registers a feature of its own with :func:`feature`; features only one plugin uses live in
 that plugin.
@@ -111,9 +111,11 @@ def _scenario_samples(tensor: str):
 
 @feature("uplink_channel", reads_problem=False, unavailable=_scenario_samples("h_ul"))
 def uplink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
-    """``[batch, cells, users, antennas]`` complex: the uplink channels ``h_{U}`` each BS observes (BS
-    ``c`` to user ``u``), what the beamforming papers learn the downlink from (Zhang et al. 2022)."""
-    return network["h_ul"]
+    """``[batch, cells, users, antennas]`` complex: the uplink channel information each BS has (BS ``c``
+    to user ``u``), what the beamforming papers learn the downlink from (Zhang et al. 2022): the
+    channels ``h_{U}`` themselves, or with ``scenario.pilot_length`` set their LS estimate from the
+    received pilots (``h_ul_ls``, eqs. 12 and 34)."""
+    return network["h_ul_ls"] if "h_ul_ls" in network.tensors else network["h_ul"]
 
 
 @feature("downlink_channel", reads_problem=True, unavailable=_family_only(BEAMFORMING, "channel vectors"))

@@ -477,6 +477,27 @@ MORE_CASES = {
         ["scenario=miso_tdd", "scenario.p_max_dbm=10"],
         ["scenario.p_max_dbm", "snr_db"],
     ),
+    "no pilots": (["scenario=miso_fdd", "scenario.pilot_length=0"], ["scenario.pilot_length", ">= 1"]),
+    "pilot power negative": (
+        ["scenario=miso_tdd", "scenario.pilot_length=4", "scenario.pilot_power=-1"],
+        ["scenario.pilot_power", "> 0"],
+    ),
+    "multicell not a full ring": (
+        ["scenario=multicell_miso", "scenario.num_cells=4"],
+        ["scenario.num_cells", "1, 7, 19"],
+    ),
+    "multicell bandwidth zero": (
+        ["scenario=multicell_miso", "scenario.bandwidth_mhz=0"],
+        ["scenario.bandwidth_mhz", "> 0"],
+    ),
+    "multicell users inside the minimum distance": (
+        ["scenario=multicell_miso", "scenario.min_distance_m=500"],
+        ["scenario.min_distance_m", "inner radius"],
+    ),
+    "multicell no pilots": (
+        ["scenario=multicell_miso", "scenario.pilot_length=0"],
+        ["scenario.pilot_length", ">= 1"],
+    ),
     "model-driven loss weights all zero": (
         [
             "scenario=miso_tdd",

@@ -4,6 +4,7 @@ give one ConfigError naming the key; flattened runs hold plain values for MLflow
 
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from pathlib import Path
@@ -266,7 +267,10 @@ def test_experiment_composes_validates_and_applies_its_values(name):
         assert getattr(run, group).name == value, group
     flat = flatten(run)
     for key, value in plain_leaves({k: v for k, v in data.items() if k != "defaults"}).items():
-        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        if isinstance(value, str) and value.startswith("${mimo_l2o.mul:"):  # the product of its arguments
+            factors = re.findall(r"\$\{([^}]+)\}|(\d+)", value[len("${mimo_l2o.mul:") : -1])
+            value = math.prod(flat[key_] if key_ else int(number) for key_, number in factors)
+        elif isinstance(value, str) and value.startswith("${") and value.endswith("}"):
             value = flat[value[2:-1]]  # an interpolation: the value of the key it names
         assert flat[key] == value, key
     build_parts(run)

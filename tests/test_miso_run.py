@@ -30,3 +30,30 @@ def test_model_driven_on_miso_tdd_beats_zero_forcing_on_the_true_channel(tmp_pat
     )
     assert m["test/objective_rzf_bf"] > m["test/objective_zf_bf"] > m["test/objective_mrt_bf"]
     assert run.data.params["solver.name"] == "wmmse_bf" and run.data.tags["paper"] == "zhang2022"
+
+
+def test_one_network_serves_every_cell_of_multicell_miso_from_uplink_pilots(tmp_path):
+    """7 cells, 8 antennas, L = 7 pilots: the contract with the SLNR baseline, WMMSE started from SLNR
+    never below it, and the learner's beamformers on every BS's budget."""
+    overrides = [
+        "scenario=multicell_miso",
+        "scenario.num_antennas=8",
+        "scenario.pilot_length=7",
+        "learner=model_driven",
+        "learner.csi_sharing=per_user",
+        "data.num_train=600",
+        "data.num_val=100",
+        "data.num_test=100",
+        "learner.train.max_epochs=2",
+        "tracking.log_model=false",
+    ]
+    _, client, run = app_run(tmp_path, overrides)
+    baselines = ("mrt_bf", "zf_bf", "rzf_bf", "slnr_bf")
+    assert_contract_metrics(client, run, extra=("test/nmse_channel",), baselines=baselines)
+    m = run.data.metrics
+    assert m["test/objective_slnr_bf"] <= m["test/objective_solver"] * (1 + 1e-9)
+    assert m["test/objective_slnr_bf"] > m["test/objective_mrt_bf"]
+    # one user per cell: ZF and RZF of a BS's own user are MRT
+    assert math.isclose(m["test/objective_zf_bf"], m["test/objective_mrt_bf"], rel_tol=1e-5)
+    assert 0 < m["test/objective_ratio"] <= 1.0 + 1e-6
+    assert run.data.params["solver.init"] == "slnr" and run.data.params["scenario.num_cells"] == "7"

@@ -1,3 +1,3 @@
 """Scenarios: seeded, batched samplers of networks."""
 
-from mimo_l2o.scenarios import cellfree, cellular, gaussian_ic, imac, miso  # noqa: F401  (registers)
+from mimo_l2o.scenarios import cellfree, cellular, gaussian_ic, imac, miso, multicell_miso  # noqa: F401  (registers)

@@ -12,6 +12,14 @@ stress case with no fixed map to learn.
 Powers are relative to the noise: ``p_max`` is the BS's total power over unit noise (the paper's
 ``P = 20 dB``: ``snr_db=20``).
 
+With ``pilot_length: L`` the BS observes the uplink through pilots instead (Sec. IV-D): the users send
+``X = √P_u D [K × L]``, ``D`` the first ``K`` rows and ``L`` columns of the ``max(K, L)``-point DFT
+matrix, the BS receives ``Y = H_U X + N`` (``N`` CN(0, σ²)) and the network carries the least-squares version
+``Ỹ = Y Xᴴ / (L P_u)`` (eq. 12; eq. 34 per BS in the multicell case) as ``h_ul_ls``, which the
+``uplink_channel`` feature then gives the learners in place of the perfect ``h_ul``. For ``L >= K`` the
+pilots are orthogonal and ``Ỹ = H_U + N Xᴴ / (L P_u)``; for ``L < K`` users' pilots overlap
+(contamination).
+
 Sampling draws one fixed block of uniforms per sample (Box–Muller), so the first ``n`` of ``2n``
 samples are the ``n`` samples.
 """
@@ -52,6 +60,29 @@ def haar_unitary(z: Tensor) -> Tensor:
     return q * (d / d.abs()).unsqueeze(-2)
 
 
+def dft_pilots(users: int, length: int, power: float) -> Tensor:
+    """``X [users, length]`` complex128: ``√power`` times the first ``users`` rows and ``length`` columns
+    of the ``max(users, length)``-point DFT matrix (unit-modulus entries; orthogonal rows when
+    ``length >= users``)."""
+    m = max(users, length)
+    a = torch.arange(users, dtype=torch.float64).unsqueeze(-1) * torch.arange(length, dtype=torch.float64)
+    angle = -2 * math.pi * torch.remainder(a, m) / m
+    return math.sqrt(power) * torch.complex(torch.cos(angle), torch.sin(angle))
+
+
+def ls_estimate(h_ul: Tensor, pilots: Tensor, noise_power: float, u: Tensor) -> Tensor:
+    """The least-squares uplink channels ``Ỹ = (H_U X + N) Xᴴ / (L P_u)`` (eqs. 12 and 34) in the rows of
+    ``h_ul [n, C, U, N]`` (BS ``c``'s ``H_U`` has the columns ``h_ul[:, c, u]``), for the pilots
+    ``X [U, L]`` of power ``P_u`` per symbol and CN(0, ``noise_power``) noise from the uniforms
+    ``u [n, C · 2 N L]``."""
+    n, c, users, antennas = h_ul.shape
+    length = pilots.shape[-1]
+    power = float(pilots.abs().square().mean())
+    noise = complex_normal(u.reshape(n, c, 2 * antennas * length)).reshape(n, c, antennas, length)
+    Y = h_ul.transpose(-1, -2) @ pilots + math.sqrt(noise_power) * noise  # [n, C, N, L]
+    return (Y @ pilots.mH / (length * power)).transpose(-1, -2)
+
+
 def seed_of(*parts: object) -> int:
     """A 63-bit seed from the given parts (stable across processes and machines)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
@@ -65,7 +96,8 @@ class MISOTDD(Scenario):
 
     - ``h_ul [n, 1, K, N_t]``: the uplink channels ``h_{U,k}`` (row ``k``), what the BS estimates;
     - ``h_dl [n, 1, K, N_t]``: the downlink channels ``h_{D,k} = c_k Φ h_{U,k}``, which the sum rate is
-      measured on (the precoder ``downlink`` makes them the problem).
+      measured on (the precoder ``downlink`` makes them the problem);
+    - ``h_ul_ls [n, 1, K, N_t]``, with ``pilot_length`` set: the LS estimate of ``h_ul`` from the pilots.
 
     Params: ``noise_power``, ``p_max`` (linear, the BS's total power over the noise).
     """
@@ -92,6 +124,11 @@ class MISOTDD(Scenario):
         mismatch : str
             ``fixed``: ``Φ`` and the ``c_k`` drawn once from the seed, shared by all samples and splits
             (the paper's deterministic map); ``per_sample``: redrawn for each sample (a stress case).
+        pilot_length : int or None
+            ``None``: the BS knows the uplink channels (perfect uplink CSI); ``L >= 1``: it observes them
+            through ``L`` uplink DFT pilot symbols (module docstring).
+        pilot_power : float or None
+            Each user's pilot power per symbol (same unit as ``p_max``; ``None``: ``p_max``).
         seed : int
             Seed of the data (and of the fixed mismatch).
         """
@@ -104,6 +141,8 @@ class MISOTDD(Scenario):
         p_max: float = 100.0
         noise_power: float = 1.0
         mismatch: str = "fixed"
+        pilot_length: int | None = None
+        pilot_power: float | None = None
         seed: int = 0
 
         def __post_init__(self) -> None:
@@ -112,12 +151,42 @@ class MISOTDD(Scenario):
                 self.num_antennas >= 1, "num_antennas", f"must be an integer >= 1, got {self.num_antennas}"
             )
             require(
+                self.pilot_length is None or self.pilot_length >= 1,
+                "pilot_length",
+                f"must be an integer >= 1, or null for perfect uplink CSI, got {self.pilot_length}",
+            )
+            require(
+                self.pilot_power is None or 0 < self.pilot_power < math.inf,
+                "pilot_power",
+                f"must be > 0 and finite, or null (p_max), got {self.pilot_power}",
+            )
+            require(
                 self.mismatch in MISMATCH,
                 "mismatch",
                 f"must be one of {', '.join(MISMATCH)}, got {self.mismatch!r}",
             )
 
-    tensors = ("h_ul", "h_dl")
+    tensors = ("h_ul", "h_dl", "h_ul_ls")
+
+    def pilot_uniforms(self) -> int:
+        """Uniforms per sample the pilots' noise takes (0 with perfect uplink CSI)."""
+        length = self.config.pilot_length
+        return (
+            0
+            if length is None
+            else 2 * self.config.num_antennas * length * getattr(self.config, "num_cells", 1)
+        )
+
+    def observed(self, network: Network, u: Tensor) -> Network:
+        """``network`` with the LS estimate ``h_ul_ls`` from the uniforms ``u`` when pilots are set."""
+        cfg = self.config
+        if cfg.pilot_length is None:
+            return network
+        power = cfg.p_max if cfg.pilot_power is None else cfg.pilot_power
+        h_ul = network["h_ul"]
+        X = dft_pilots(h_ul.shape[-2], cfg.pilot_length, power)
+        network.tensors["h_ul_ls"] = ls_estimate(h_ul, X, cfg.noise_power, u)
+        return network
 
     def mismatch(self) -> tuple[Tensor, Tensor]:
         """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` (unitary) and ``c [K]`` (CN(0, 1))."""
@@ -131,10 +200,16 @@ class MISOTDD(Scenario):
         ``[num_samples, 1, K, N_t]`` complex128, params ``noise_power``, ``p_max``."""
         n, k = self.config.num_antennas, self.config.num_users
         per_sample = self.config.mismatch == "per_sample"
-        block = 2 * k * n + (2 * n * n + 2 * k if per_sample else 0)
-        u = torch.rand(num_samples, block, generator=generator, dtype=torch.float64)
+        mismatch = 2 * n * n + 2 * k if per_sample else 0
+        u = torch.rand(
+            num_samples,
+            2 * k * n + mismatch + self.pilot_uniforms(),
+            generator=generator,
+            dtype=torch.float64,
+        )
         h_ul = complex_normal(u[:, : 2 * k * n]).reshape(num_samples, k, n)
-        return self._network(h_ul, h_ul, u[:, 2 * k * n :])
+        network = self._network(h_ul, h_ul, u[:, 2 * k * n : 2 * k * n + mismatch])
+        return self.observed(network, u[:, 2 * k * n + mismatch :])
 
     def _network(self, h_ul: Tensor, h_d: Tensor, rest: Tensor) -> Network:
         """The network of uplink channels ``h_ul`` and downlink channels before the mismatch ``h_d``
@@ -262,25 +337,39 @@ class MISOFDD(MISOTDD):
         n, k, paths = cfg.num_antennas, cfg.num_users, cfg.num_paths
         per_sample = cfg.mismatch == "per_sample"
         # per user: the mean angle, then per path: angle, delay, phase, and the gain (two uniforms)
-        block = k * (1 + 5 * paths) + (2 * n * n + 2 * k if per_sample else 0)
-        u = torch.rand(num_samples, block, generator=generator, dtype=torch.float64)
-        draws = u[:, : k * (1 + 5 * paths)].reshape(num_samples, k, 1 + 5 * paths)
-        mean = math.radians(cfg.mean_angle_deg) * (2 * draws[..., :1] - 1)
-        spread = math.radians(cfg.angle_spread_deg)
-        angle = mean + spread * (draws[..., 1 : 1 + paths] - 0.5)  # [s, k, L]
-        delay = cfg.max_delay_s * draws[..., 1 + paths : 1 + 2 * paths]
-        phase = math.pi * (2 * draws[..., 1 + 2 * paths : 1 + 3 * paths] - 1)
-        # the attenuation is a real amplitude (Rayleigh, E α² = 1/L_p): the phase is the path's φ and delay
-        alpha = (complex_normal(draws[..., 1 + 3 * paths :]).abs() / math.sqrt(paths)).to(torch.complex128)
-        f_u, f_d = cfg.uplink_ghz * 1e9, cfg.downlink_ghz * 1e9
+        links = k * (1 + 5 * paths)
+        mismatch = 2 * n * n + 2 * k if per_sample else 0
+        u = torch.rand(
+            num_samples, links + mismatch + self.pilot_uniforms(), generator=generator, dtype=torch.float64
+        )
+        draws = u[:, :links].reshape(num_samples, k, 1 + 5 * paths)
+        mean = math.radians(cfg.mean_angle_deg) * (2 * draws[..., 0] - 1)
+        h_ul, h_d = multipath(draws[..., 1:], mean, n, cfg)
+        network = self._network(h_ul, h_d, u[:, links : links + mismatch])
+        return self.observed(network, u[:, links + mismatch :])
 
-        def rotation(f: float) -> Tensor:  # e^{−j2π f τ + jφ}, the delay's phase reduced mod 2π first
-            turn = torch.remainder(f * delay, 1.0)
-            angle_ = -2 * math.pi * turn + phase
-            return torch.complex(torch.cos(angle_), torch.sin(angle_))
 
-        a_u, a_d = ula_response(angle, n, f_u / f_d), ula_response(angle, n, 1.0)  # [s, k, L, n]
-        uplink_phase = rotation(f_u if cfg.delay_phase == "per_band" else f_d)
-        h_ul = ((alpha * uplink_phase).unsqueeze(-1) * a_u).sum(-2)
-        h_d = ((alpha.square() * rotation(f_d)).unsqueeze(-1) * a_d).sum(-2) * math.sqrt(paths / 2)
-        return self._network(h_ul, h_d, u[:, k * (1 + 5 * paths) :])
+def multipath(draws: Tensor, mean: Tensor, n: int, cfg: MISOFDD.Config) -> tuple[Tensor, Tensor]:
+    """The uplink channels and the downlink ones before the front-end mismatch, ``[..., n]`` each (eq.
+    40, :class:`MISOFDD`), of links with the mean angles ``mean [...]`` (radians) from the uniforms
+    ``draws [..., 5 L_p]`` (per path: angle, delay, phase, and two for the gain); ``cfg`` gives the
+    paths, the spread, the carriers, the delays and ``delay_phase``."""
+    paths = cfg.num_paths
+    spread = math.radians(cfg.angle_spread_deg)
+    angle = mean.unsqueeze(-1) + spread * (draws[..., :paths] - 0.5)  # [..., L]
+    delay = cfg.max_delay_s * draws[..., paths : 2 * paths]
+    phase = math.pi * (2 * draws[..., 2 * paths : 3 * paths] - 1)
+    # the attenuation is a real amplitude (Rayleigh, E α² = 1/L_p): the phase is the path's φ and delay
+    alpha = (complex_normal(draws[..., 3 * paths : 5 * paths]).abs() / math.sqrt(paths)).to(torch.complex128)
+    f_u, f_d = cfg.uplink_ghz * 1e9, cfg.downlink_ghz * 1e9
+
+    def rotation(f: float) -> Tensor:  # e^{−j2π f τ + jφ}, the delay's phase reduced mod 2π first
+        turn = torch.remainder(f * delay, 1.0)
+        angle_ = -2 * math.pi * turn + phase
+        return torch.complex(torch.cos(angle_), torch.sin(angle_))
+
+    a_u, a_d = ula_response(angle, n, f_u / f_d), ula_response(angle, n, 1.0)  # [..., L, n]
+    uplink_phase = rotation(f_u if cfg.delay_phase == "per_band" else f_d)
+    h_ul = ((alpha * uplink_phase).unsqueeze(-1) * a_u).sum(-2)
+    h_d = ((alpha.square() * rotation(f_d)).unsqueeze(-1) * a_d).sum(-2) * math.sqrt(paths / 2)
+    return h_ul, h_d

@@ -8,7 +8,13 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenLearner, ModelDrivenNet
+from mimo_l2o_plugins.zhang2022.model_driven import (
+    ModelDrivenConfig,
+    ModelDrivenLearner,
+    ModelDrivenNet,
+    beamspace_grid,
+    beamspace_products,
+)
 
 from mimo_l2o.learner import LearnerSpec
 from mimo_l2o.objectives.sum_rate import SumRate
@@ -65,9 +71,11 @@ def test_recovery_forms_agree_and_powers_sum_to_the_budget():
     torch.testing.assert_close(W[:, 0].abs().square().sum(-2), p, rtol=1e-4, atol=1e-5)
 
 
-def test_per_user_csi_net_is_permutation_equivariant():
+@pytest.mark.parametrize("features", ["antenna", "beamspace"])
+def test_per_user_csi_net_is_permutation_equivariant(features):
     torch.manual_seed(0)
-    net = ModelDrivenNet(ModelDrivenConfig(name="m", csi_sharing="per_user"), N, K, P, 1.0, 1.0).eval()
+    cfg = ModelDrivenConfig(name="m", csi_sharing="per_user", csi_features=features)
+    net = ModelDrivenNet(cfg, N, K, P, 1.0, 1.0).eval()
     _, _, x = data(batch=8)
     perm = torch.tensor([2, 0, 1])
     permuted = x.reshape(8, K, 2 * N)[:, perm].reshape(8, -1)
@@ -139,7 +147,7 @@ def test_without_rate_into_csi_the_csi_net_learns_from_the_channel_loss_alone():
     _, problem, x = data(batch=16)
     labels = wmmse_bf(problem, start(problem, "mrt")).to(torch.complex64)
     one = learner(alpha_h=1.0, alpha_p=1.0, alpha_r=1.0)
-    assert one.config.rate_into_csi is False
+    assert one.config.rate_into_csi is None  # the default: not in one cell
     model = one.build_model(x, torch.Generator().manual_seed(0)).train()
     batch = {"inputs": x, "labels": labels, **one.problem_tensors(problem.to(dtype=torch.float32))}
 
@@ -153,3 +161,16 @@ def test_without_rate_into_csi_the_csi_net_learns_from_the_channel_loss_alone():
     alone = csi_grads(torch.view_as_real(H - bf.own_channels(problem)[:, 0].to(H.dtype)).square().mean())
     for a, b in zip(full, alone, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_beamspace_features_are_each_path_s_abs_u_times_u_on_its_beam():
+    """The 4x oversampled grid is a tight frame (``Fᴴ F = 4 I``), and a path on a grid beam ``j`` with
+    coefficient ``u`` gives ``|u| u`` at beam ``j`` (times ``√N``, for a column of unit norm)."""
+    n = 8
+    grid = beamspace_grid(n)
+    torch.testing.assert_close(grid.mH @ grid, 4 * torch.eye(n, dtype=grid.dtype), rtol=0, atol=1e-12)
+    j, u = 5, 0.6 * torch.exp(torch.tensor(0.7j, dtype=torch.complex128))
+    column = u * grid[j].conj() * math.sqrt(n) / math.sqrt(n)  # u times the beam's unit-norm response
+    products = torch.view_as_complex(beamspace_products(column, grid).reshape(-1, 2).contiguous())
+    torch.testing.assert_close(products[j], u.abs() * u * math.sqrt(n), rtol=1e-12, atol=1e-12)
+    assert products.abs().argmax() == j

@@ -1,0 +1,195 @@
+"""The multicell MISO scenario (Zhang et al. 2022, Sec. VI, VII-C) and its uplink pilots: the hexagonal
+layout, users in their cells, the path losses of eq. (42) with the multipath pair of eq. (40), the DFT
+pilots and the LS estimate of eqs. (12)/(34), and the distributed learner: one network whose beamformers
+at a BS depend on that BS's observations only, with the SLNR structure of eq. (35)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, MulticellNet
+
+from mimo_l2o.objectives.sum_rate import SumRate
+from mimo_l2o.precoders.downlink import Downlink
+from mimo_l2o.scenarios.miso import MISOTDD, dft_pilots, ls_estimate
+from mimo_l2o.scenarios.multicell_miso import MulticellMISO, hex_centres, in_hexagon
+from mimo_l2o.solvers import beamformers as bf
+
+
+def sample(n=200, seed=0, **config):
+    scenario = MulticellMISO(MulticellMISO.Config(**config))
+    return scenario, scenario.sample(n, torch.Generator().manual_seed(seed))
+
+
+def test_seven_hexagonal_cells_have_six_neighbours_sqrt3_radius_away():
+    c = hex_centres(7, 200.0)
+    d = torch.cdist(c, c)
+    assert torch.allclose(d[0, 1:], torch.full((6,), math.sqrt(3) * 200.0, dtype=torch.float64))
+    ring = d[1:, 1:] + torch.eye(6, dtype=torch.float64) * 1e9
+    assert torch.allclose(ring.amin(-1), torch.full((6,), math.sqrt(3) * 200.0, dtype=torch.float64))
+    c19 = hex_centres(19, 200.0)
+    assert len({tuple(v) for v in c19.round(decimals=6).tolist()}) == 19
+    assert (
+        torch.cdist(c19, c19).add(torch.eye(19, dtype=torch.float64) * 1e9).amin() > math.sqrt(3) * 200 - 1e-6
+    )
+
+
+def test_users_are_uniform_in_their_hexagon_outside_the_minimum_distance():
+    u = torch.rand(200_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    p = in_hexagon(u, 200.0, 10.0)
+    r = p.norm(dim=-1)
+    angle = torch.atan2(p[:, 1], p[:, 0])
+    # inside a flat-topped hexagon: the distance to each pair of parallel sides is <= √3/2 R
+    for k in range(3):
+        normal = torch.tensor(
+            [math.cos(math.pi / 6 + k * math.pi / 3), math.sin(math.pi / 6 + k * math.pi / 3)]
+        )
+        assert ((p @ normal.double()).abs() <= math.sqrt(3) / 2 * 200.0 + 1e-9).all()
+    assert (r >= 10.0 - 1e-9).all()
+    # uniform: the inner hexagon of half the radius holds a quarter of the area (minus the disc)
+    area = 3 * math.sqrt(3) / 2 * 200.0**2
+    inner = ((3 * math.sqrt(3) / 2 * 100.0**2) - math.pi * 10.0**2) / (area - math.pi * 10.0**2)
+    scale = torch.stack(
+        [
+            (p @ torch.tensor([math.cos(a), math.sin(a)]).double()).abs()
+            for a in (math.pi / 6, math.pi / 2, 5 * math.pi / 6)
+        ]
+    ).amax(0)
+    assert abs(float((scale <= math.sqrt(3) / 2 * 100.0).double().mean()) - inner) < 0.01
+    # and every sixth of the plane alike
+    sextant = torch.floor(torch.remainder(angle, 2 * math.pi) / (math.pi / 3))
+    assert torch.bincount(sextant.long(), minlength=6).double().div(len(p)).sub(1 / 6).abs().max() < 0.01
+
+
+def test_single_path_links_follow_the_path_losses_of_eq_42_and_the_pair_of_eq_40():
+    """With one path, ``‖h_U‖ = α √(β_U N)`` and ``‖h_D‖ = |c_u| α² √(β_D N / 2)`` (Φ unitary), so the
+    downlink norm is fixed by the uplink one, the distance and the user's factor."""
+    scenario, net = sample(n=50, num_paths=1)
+    cfg = scenario.config
+    centres = hex_centres(7, cfg.cell_radius_m)
+    d = (net["user_positions"].unsqueeze(1) - centres[None, :, None]).norm(dim=-1) / 1e3  # [s, C, U]
+    beta_u = 10 ** (-(127 + 30 * torch.log10(d)) / 10)
+    beta_d = 10 ** (-(128.1 + 37.6 * torch.log10(d)) / 10)
+    n = cfg.num_antennas
+    alpha = net["h_ul"].norm(dim=-1) / (beta_u * n).sqrt()
+    _, c = scenario.mismatch()
+    expected = c.abs() * alpha.square() * (beta_d * n / 2).sqrt()
+    torch.testing.assert_close(net["h_dl"].norm(dim=-1), expected, rtol=1e-9, atol=0)
+    # each BS's own user is its nearest: within the cell
+    own = d[:, torch.arange(7), torch.arange(7)]
+    assert (own <= cfg.cell_radius_m / 1e3 + 1e-12).all() and (own >= cfg.min_distance_m / 1e3 - 1e-12).all()
+
+
+def test_the_noise_is_the_psd_over_the_bandwidth_and_the_budget_in_watts():
+    scenario, net = sample(n=2)
+    assert math.isclose(net.params["noise_power"], 10 ** ((-174 + 10 * math.log10(20e6)) / 10) * 1e-3)
+    assert math.isclose(net.params["p_max"], 0.01)
+    problem = Downlink(None)(net)
+    assert problem.num_cells == 7 and problem.users_per_cell == 1 and problem.num_antennas == 32
+
+
+@pytest.mark.parametrize("users, length", [(4, 4), (4, 7), (7, 3)])
+def test_dft_pilots_and_the_ls_estimate(users, length):
+    X = dft_pilots(users, length, 2.0)
+    torch.testing.assert_close(X.abs(), torch.full_like(X.abs(), math.sqrt(2.0)))
+    if length >= users:
+        torch.testing.assert_close(
+            X @ X.mH, 2.0 * length * torch.eye(users, dtype=X.dtype), rtol=0, atol=1e-12
+        )
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn((3000, 2, users, 5), generator=g, dtype=torch.complex128)
+    u = torch.rand(3000, 2 * 2 * 5 * length, generator=g, dtype=torch.float64)
+    noiseless = ls_estimate(h, X, 1e-300, u)
+    contaminated = (h.transpose(-1, -2) @ X @ X.mH / (2.0 * length)).transpose(-1, -2)  # eq. (12), L < K
+    torch.testing.assert_close(noiseless, contaminated, rtol=1e-12, atol=1e-12)
+    if length >= users:  # orthogonal pilots: Ỹ = H + N Xᴴ/(LP), each entry of variance σ²/(LP)
+        torch.testing.assert_close(noiseless, h, rtol=1e-12, atol=1e-12)
+        error = ls_estimate(h, X, 0.5, u) - h
+        assert abs(float(error.abs().square().mean()) / (0.5 / (2.0 * length)) - 1) < 0.03
+
+
+@pytest.mark.parametrize("pilot_power", [None, 4.0])
+def test_a_scenario_with_pilots_carries_the_ls_estimate_at_the_pilot_power(pilot_power):
+    """``miso_tdd`` with ``L >= K`` pilots: ``h_ul_ls − h_ul`` has the variance ``σ² / (L P_u)`` per entry,
+    ``P_u`` the pilot power (``p_max`` by default); without pilots there is no estimate."""
+    cfg = dict(num_antennas=4, num_users=3, p_max=100.0)
+    perfect = MISOTDD(MISOTDD.Config(**cfg)).sample(5, torch.Generator().manual_seed(0))
+    assert "h_ul_ls" not in perfect.tensors
+    net = MISOTDD(MISOTDD.Config(pilot_length=4, pilot_power=pilot_power, **cfg)).sample(
+        20_000, torch.Generator().manual_seed(0)
+    )
+    power = 100.0 if pilot_power is None else pilot_power
+    variance = float((net["h_ul_ls"] - net["h_ul"]).abs().square().mean())
+    assert abs(variance / (1.0 / (4 * power)) - 1) < 0.03
+
+
+def multicell_net(scenario, net, **cfg):
+    x = torch.view_as_real(net["h_ul"]).double()
+    problem = Downlink(None)(net)
+    torch.manual_seed(0)
+    model = MulticellNet(
+        ModelDrivenConfig(**cfg),
+        7,
+        scenario.config.num_antennas,
+        scenario.config.num_users,
+        float(problem.budget[0, 0]),
+        float(problem.noise[0, 0]),
+        x,
+    ).eval()
+    return model, x, problem
+
+
+def test_each_bs_beamforms_from_its_own_observations_only():
+    scenario, net = sample(n=8, num_antennas=8)
+    model, x, _ = multicell_net(scenario, net)
+    with torch.no_grad():
+        W = model(x)
+        other = x.clone()
+        other[:, 1:] = torch.randn_like(other[:, 1:]) * other[:, 1:].abs().mean()  # every other BS's view
+        W2 = model(other)
+    torch.testing.assert_close(W2[:, 0], W[:, 0])
+    assert not torch.allclose(W2[:, 1:], W[:, 1:])
+    # the same network at every BS: BS c's view, moved to BS 0 in the roll's order, gives BS c's beams
+    assert W.shape == (8, 7, 8, 1)
+
+
+def test_the_recovery_is_the_slnr_structure_of_eq_35():
+    scenario, net = sample(n=6, num_antennas=8, num_users=2)
+    model, x, problem = multicell_net(scenario, net)
+    problem = problem.to(dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    p = torch.softmax(torch.randn(6, 7, 2, generator=g, dtype=torch.float64), -1) * problem.budget[0, 0]
+    W = model.beamformers(problem.channel, p)
+    expected = bf.slnr_directions(problem, p) * p.sqrt().unsqueeze(-2)
+    torch.testing.assert_close(W, expected.to(W.dtype), rtol=1e-9, atol=1e-12 * float(expected.abs().max()))
+    # and the channel round trip: the learned channel in the problem's numbering
+    with torch.no_grad():
+        H = model.channel(x)
+    assert H.shape == problem.channel.shape
+
+
+def test_in_several_cells_the_rate_trains_the_csi_net_unless_told_not_to():
+    scenario, net = sample(n=6, num_antennas=8)
+    problem = Downlink(None)(net).to(dtype=torch.float64)
+    labels = bf.slnr_alternating(problem)
+    grads = {}
+    for rate_into_csi in (None, False):
+        model, x, _ = multicell_net(scenario, net, rate_into_csi=rate_into_csi)
+        model.train()
+        cfg = ModelDrivenConfig(rate_into_csi=rate_into_csi)
+        loss = model.loss(cfg, problem, {"inputs": x, "labels": labels}, SumRate(None))
+        model.zero_grad()
+        loss.backward()
+        grads[rate_into_csi] = [p.grad.clone() for p in model.csi.parameters()]
+        # L_H alone
+        model.zero_grad()
+        rel, norm = model.relative_channel(x)
+        true = problem.channel.gather(2, model.order[None, :, :, None].expand(6, -1, -1, 8))
+        error = (rel - true / norm.unsqueeze(-1)).abs().square().sum(-1) * norm.square()
+        (error.sum(-1) / norm.square().sum(-1)).mean().backward()
+        grads[(rate_into_csi, "alone")] = [p.grad.clone() for p in model.csi.parameters()]
+    for a, b in zip(grads[False], grads[(False, "alone")], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-9)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[None], grads[(None, "alone")], strict=True))
