@@ -193,3 +193,34 @@ def test_in_several_cells_the_rate_trains_the_csi_net_unless_told_not_to():
     for a, b in zip(grads[False], grads[(False, "alone")], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-9)
     assert any(not torch.allclose(a, b) for a, b in zip(grads[None], grads[(None, "alone")], strict=True))
+
+
+def test_zf_recovery_nulls_a_bs_s_own_users_with_the_learned_powers():
+    scenario, net = sample(n=4, num_antennas=8, num_users=2)
+    model, _, problem = multicell_net(scenario, net, recovery="zf")
+    problem = problem.to(dtype=torch.float64)
+    p = torch.full((4, 7, 2), 0.005, dtype=torch.float64)
+    W = model.beamformers(problem.channel, p)
+    own = bf.own_channels(problem)  # [b, c, N, K]
+    cross = (own.mH @ W).abs()  # [b, c, K (user), K (beam)]
+    off = cross * (1 - torch.eye(2, dtype=torch.float64))
+    assert float(off.max()) < 1e-9 * float(cross.max())
+    torch.testing.assert_close(W.abs().square().sum(-2), p, rtol=1e-9, atol=0)
+
+
+def test_slnr_recovery_puts_the_per_link_network_in_one_cell():
+    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenLearner
+
+    from mimo_l2o.learner import LearnerSpec
+
+    one = MISOTDD(MISOTDD.Config(num_antennas=4, num_users=3))
+    net = one.sample(8, torch.Generator().manual_seed(0))
+    problem = Downlink(None)(net)
+    spec = LearnerSpec(input_shapes={}, problem=problem[:1].to("cpu", torch.float32), objective=SumRate(None))
+    learner = ModelDrivenLearner(ModelDrivenConfig(name="model_driven", recovery="slnr"), spec)
+    x = learner.prepare({"uplink_channel": net["h_ul"]})
+    model = learner.build_model(x, torch.Generator().manual_seed(0))
+    assert isinstance(model, MulticellNet) and model.cells == 1
+    W = model.eval()(x)
+    assert W.shape == (8, 1, 4, 3)
+    torch.testing.assert_close(W.abs().square().sum((-2, -1)), torch.full((8, 1), 100.0), rtol=1e-4, atol=0)

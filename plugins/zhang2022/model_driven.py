@@ -35,6 +35,10 @@ then supervised alone.
 The rate's gradient does not reach the CSI-Net by default (``rate_into_csi: false``, not the paper's
 joint training): the CSI-Net learns the channel, the Power-Net learns the powers for it.
 
+In several cells (Sec. VI-C) the learner is :class:`MulticellNet`: one network at every BS, each reading
+only its own uplink observations, and the SLNR structure of eq. (35); ``recovery: slnr`` uses the same
+per-link network in one cell.
+
 ``variant: channel_zf`` is the paper's "learned channel + ZF" benchmark: the CSI-Net alone, trained on
 ``L_H``, and ZF of the learned channel on the budget (eq. 24). Supervised-only and unsupervised-only
 training are ``alpha_r=0`` and ``alpha_h=0 alpha_p=0``.
@@ -69,6 +73,7 @@ class Recovery(str, Enum):
     structure = "structure"  # eq. (7), an N x N solve per user
     reduced = "reduced"  # eq. (23), K x K
     zf = "zf"  # ZF directions with the learned powers (Sec. V-C)
+    slnr = "slnr"  # eq. (35): the SLNR structure with the learned powers, one net per link (MulticellNet)
 
 
 class CSIFeatures(str, Enum):
@@ -120,7 +125,10 @@ class ModelDrivenConfig(LearnerConfig):
     power_layers, power_width : int
         Hidden layers of the Power-Net and their width (0: as the CSI-Net's).
     recovery : Recovery
-        ``structure`` (eq. 7), ``reduced`` (eq. 23) or ``zf`` (ZF directions, Sec. V-C).
+        ``structure`` (eq. 7), ``reduced`` (eq. 23), ``zf`` (ZF directions, Sec. V-C) or ``slnr``: the
+        network of the multicell case (:class:`MulticellNet`: one CSI-Net per link, the SLNR structure of
+        eq. 35) in one cell (the plugin's README says what it measured). In several cells ``structure``,
+        ``reduced`` and ``slnr`` are eq. (35), ``zf`` ZF of each BS's own users with the learned powers.
     alpha_h, alpha_p, alpha_r : float
         Weights of ``L_H``, ``L_P`` and ``−R_sum`` in the loss (eq. 10).
     rate_channel : RateChannel
@@ -234,7 +242,9 @@ class ModelDrivenNet(nn.Module):
         z = (x / self.scale).reshape(b, self.k, 2 * self.n)
         if self.features == CSIFeatures.beamspace:
             columns = torch.view_as_complex(z.reshape(b, self.k, self.n, 2).double().contiguous())
-            z = torch.cat((z, beamspace_products(columns, self.grid).to(z.dtype)), -1)
+            # z has entries of unit variance: columns of norm about √N, scaled to about one
+            products = beamspace_products(columns / math.sqrt(self.n), self.grid)
+            z = torch.cat((z, products.to(z.dtype)), -1)
         if self.sharing == Sharing.joint:
             out = self.csi(z.reshape(b, -1))
         else:
@@ -299,9 +309,10 @@ class ModelDrivenLearner(Learner):
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         """``uplink_channel [B, C, U, N]`` → real and imaginary parts ``[B, 2·K·N]`` (float32) for one cell;
-        ``[B, C, U, N, 2]`` (float64: the gains span many decades) for several."""
+        ``[B, C, U, N, 2]`` (float64: the gains span many decades) for several, or ``recovery: slnr``."""
         x = torch.view_as_real(features[FEATURE])
-        return x.flatten(1).float() if x.shape[1] == 1 else x.double()
+        per_link = x.shape[1] > 1 or Recovery(self.config.recovery) == Recovery.slnr  # MulticellNet
+        return x.double() if per_link else x.flatten(1).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         problem = self.spec.problem
@@ -309,7 +320,7 @@ class ModelDrivenLearner(Learner):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):  # PyTorch's default initialization, from the run's seed
             torch.manual_seed(seed)
-            if problem.num_cells > 1:
+            if problem.num_cells > 1 or Recovery(self.config.recovery) == Recovery.slnr:
                 return MulticellNet(
                     self.config,
                     problem.num_cells,
@@ -400,6 +411,7 @@ class MulticellNet(nn.Module):
         super().__init__()
         self.cells, self.n, self.k, self.users = cells, n, k, cells * k
         self.variant = Variant(cfg.variant)
+        self.zf = Recovery(cfg.recovery) == Recovery.zf
         self.register_buffer("budget", torch.tensor(budget, dtype=torch.float64))
         self.register_buffer("noise", torch.tensor(noise, dtype=torch.float64))
         # the cell order of each BS: BS c reads users (c·K + j) mod U, its own first
@@ -485,6 +497,9 @@ class MulticellNet(nn.Module):
         if self.variant == Variant.channel_slnr:
             return bf.slnr_alternating(self._problem(H))
         own = bf.own_channels(self._problem(H))  # [B, C, N, K]
+        if self.zf:  # the ZF loss of Sec. V-C: ZF of the BS's own users, the learned powers
+            directions = torch.linalg.solve(own.mH @ own, own, left=False)
+            return bf.unit_columns(directions) * bf.amplitudes(p).unsqueeze(-2).to(H.dtype)
         G = H / self.noise.sqrt()  # σ = 1 units
         cov = G.transpose(-1, -2) @ G.conj()  # Σ_u g_u g_uᴴ [B, C, N, N]
         eye = torch.eye(self.n, dtype=H.dtype, device=H.device)
