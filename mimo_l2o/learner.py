@@ -223,6 +223,13 @@ class Learner:
         the config alone, before any work."""
         return None
 
+    @classmethod
+    def refuses_setting(cls, config: Any, scenario: Scenario) -> tuple[str, str] | None:
+        """A setting of this learner's ``config`` that cannot work on ``scenario``: ``(key, one line)``,
+        the key relative to ``learner`` (``recovery``), or ``None``; asked from the config alone, before
+        any work, like :meth:`refuses`."""
+        return None
+
     @property
     def reports_raw(self) -> bool:
         return False

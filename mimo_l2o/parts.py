@@ -117,6 +117,9 @@ def build_parts(run: RunConfig) -> Parts:
     refusal = learner_refusal(learner_cls, scenario, precoder)
     if refusal:
         raise Incompatible("learner", refusal)
+    setting = learner_cls.refuses_setting(run.learner, scenario)
+    if setting:
+        raise Incompatible(f"learner.{setting[0]}", setting[1])
 
     batch = run.learner.train.batch_size
     if batch > run.data.num_train:

@@ -12,7 +12,12 @@ or more sweeps (``--sweep <parent run id>``, repeatable) or of an experiment (``
 * ``ratio_heatmap.png``: learner × scenario, ``test/objective_ratio`` (the mean where several runs share a
   cell), skipped pairs marked;
 * ``cdf_objective.png``: per scenario and objective, the CDF of the per-sample test objective of every
-  selected run's learner and of the solver.
+  selected run's learner and of the solver;
+* ``sweep_curves.png``, where the runs of a scenario and objective differ in K, M or p_max (a sweep such
+  as ``-m scenario.num_users=2,4,8``): the mean test objective against that axis, one curve per learner
+  (and per setting the runs' names add), the solver's and every baseline's beside them, as the papers
+  draw their sum rate against the number of users (Zhang et al. 2022, Fig. 4a), and below it each
+  curve's ratio to the solver. Other axes the runs vary too go into the curves' labels.
 
 With ``--sweep``, the files are also logged as artifacts of each sweep's parent run (``report/``), so the
 MLflow UI shows the comparison; ``--readme FILE`` replaces the block between ``<!-- cross-evaluation -->``
@@ -134,6 +139,13 @@ def row_of(run, client, with_samples: bool) -> Row:
         "M": params.get("scenario.num_antennas", ""),
         "p_max": params.get("scenario.p_max", ""),
         "objective_ratio": metrics.get("test/objective_ratio", math.nan),
+        # the mean test objective of the learner, the solver and each baseline (the sweep curves)
+        "objectives": {
+            key.removeprefix("test/objective_"): value
+            for key, value in metrics.items()
+            if key.startswith("test/objective_")
+            and key not in ("test/objective_ratio", "test/objective_ratio_raw")
+        },
         "best_baseline": best,
         "best_baseline_ratio": baselines.get(best, math.nan),
         "time_learner_ms": metrics.get("test/time_learner_ms", math.nan),
@@ -374,6 +386,115 @@ def cdf_figures(rows: list[Row], path: Path) -> bool:
     return True
 
 
+AXES = (  # the report's column, the config key that sets it, the axis' label
+    ("K", "scenario.num_users", "users K"),
+    ("M", "scenario.num_antennas", "antennas M"),
+    ("p_max", "scenario.p_max", "power budget p_max"),
+)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def sweep_series(
+    rows: list[Row],
+) -> dict[tuple[str, str, str], dict[str, dict[str, list[tuple[float, float]]]]]:
+    """The sweep curves: for each ``(scenario, objective, axis)`` whose runs take two values or more of the
+    axis (K, M or p_max), ``{"objective": curves, "ratio": curves}``, each curve its points ``(axis value,
+    mean)`` in increasing order: of the mean test objective, and of its ratio to the solver's on the same
+    test set (a learner's is its ``test/objective_ratio``; the solver has none). A learner's curve is
+    labelled by the learner and the settings the run's name adds (without the axis' own key), the
+    solver's ``<solver> (solver)``, a baseline's ``<name> (baseline)``; the values of other axes that vary
+    too join the label (``M=64``). Runs on one point and curve are averaged."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["scenario"], row["objective"])].append(row)
+    series = {}
+    for (scenario, objective), members in sorted(groups.items()):
+        varying = [a for a in AXES if len({_number(r[a[0]]) for r in members} - {math.nan}) > 1]
+        for axis, key, _ in varying:
+            points = {q: defaultdict(lambda: defaultdict(list)) for q in ("objective", "ratio")}
+            for row in members:
+                x, objectives = _number(row[axis]), row["objectives"] or {}
+                if math.isnan(x):
+                    continue
+                others = [f"{a}={row[a]}" for a, _, _ in varying if a != axis]
+                words = [w for w in str(row["run"]).split()[1:] if w.split("=", 1)[0] != key]
+                for name, value in objectives.items():
+                    if name == "learner":
+                        label = " ".join([row["learner"], *words, *others])
+                    elif name == "solver":
+                        label = " ".join([f"{row['solver']} (solver)", *others])
+                    else:
+                        label = " ".join([f"{name} (baseline)", *others])
+                    points["objective"][label][x].append(value)
+                    if name != "solver" and objectives.get("solver"):
+                        points["ratio"][label][x].append(value / objectives["solver"])
+            series[(scenario, objective, axis)] = {
+                quantity: {
+                    label: [(x, float(np.mean(values))) for x, values in sorted(by_x.items())]
+                    for label, by_x in curves.items()
+                }
+                for quantity, curves in points.items()
+            }
+    return series
+
+
+def sweep_figure(rows: list[Row], path: Path) -> bool:
+    """``sweep_curves.png``: a column per :func:`sweep_series` entry, the mean objective above and the
+    ratio to the solver below; the learners' curves solid, the solver's dashed black, the baselines'
+    dotted. ``False`` (and no file) when no axis varies."""
+    from matplotlib.ticker import MaxNLocator
+
+    from mimo_l2o import registry
+    from mimo_l2o.figures import close, display_name, plt
+
+    series = sweep_series(rows)
+    if not series:
+        path.unlink(missing_ok=True)  # an older report's curves do not describe these runs
+        return False
+    registry.load_all()
+    labels = {a: text for a, _, text in AXES}
+    fig, axes = plt.subplots(
+        2, len(series), figsize=(5.6 * len(series), 8.0), dpi=110, squeeze=False, sharex="col"
+    )
+    for column, ((scenario, objective, axis), quantities) in enumerate(series.items()):
+        try:
+            name = registry.OBJECTIVES.get(objective).label
+        except Exception:
+            name = objective
+        for ax, quantity in zip(axes[:, column], ("objective", "ratio"), strict=True):
+            for label, points in quantities[quantity].items():
+                x, y = zip(*points, strict=True)
+                head, _, rest = label.partition(" ")
+                if "(solver)" in label:
+                    style = {"color": "black", "linestyle": "--", "marker": "s"}
+                elif "(baseline)" in label:
+                    style = {"linestyle": ":", "marker": "^"}
+                else:
+                    style = {"linestyle": "-", "marker": "o"}
+                ax.plot(x, y, label=" ".join([display_name(head), rest]).strip(), **style)
+            if quantity == "ratio":
+                ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
+                ax.set_ylabel("objective ratio (÷ solver)")
+                ax.set_xlabel(labels[axis])
+            else:
+                ax.set_ylabel(f"mean {name}")
+                ax.set_title(scenario)
+            if axis in ("K", "M"):  # counts: integer ticks
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    close(fig)
+    return True
+
+
 def replace_block(path: Path, block: str) -> None:
     """Replace the text between the cross-evaluation markers in ``path`` (both must be there)."""
     text = path.read_text()
@@ -431,6 +552,7 @@ def write(
     (out / "report.csv").write_text(csv_text(rows))
     heatmap(rows, skipped, out / "ratio_heatmap.png")
     cdf_figures(rows, out / "cdf_objective.png")
+    sweep_figure(rows, out / "sweep_curves.png")
     from mimo_l2o.tracking import store_lock
 
     for parent in sweeps:

@@ -508,6 +508,20 @@ MORE_CASES = {
         ],
         ["learner.alpha_r", "at least one loss weight"],
     ),
+    "model-driven channel_bf in several cells": (
+        ["scenario=multicell_miso", "learner=model_driven", "learner.variant=channel_bf"],
+        ["learner.variant", "channel_bf is single-cell", "7 cells"],
+    ),
+    "model-driven ZF loss with fewer antennas than users": (
+        [
+            "scenario=miso_tdd",
+            "scenario.num_antennas=2",
+            "learner=model_driven",
+            "learner.recovery=zf",
+            "eval.baselines=[mrt_bf]",
+        ],
+        ["learner.recovery", "recovery=zf needs antennas >= users per cell", "num_antennas=2"],
+    ),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

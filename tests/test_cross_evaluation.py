@@ -114,3 +114,68 @@ def test_a_runs_label_adds_the_settings_its_sweep_gave_every_job():
     swept = run("model_driven-miso_tdd-K4 learner.alpha_r=1", "p2")  # the swept key is in the name already
     assert run_label(swept, client) == "model_driven-miso_tdd-K4 learner.alpha_r=1"
     assert run_label(run("dnn-gaussian_ic-K10"), client) == "dnn-gaussian_ic-K10"
+
+
+def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", mrt=None):
+    from mimo_l2o.report import Row
+
+    objectives = {"learner": learner_value, "solver": solver_value}
+    if mrt is not None:
+        objectives["mrt_bf"] = mrt
+    name = f"{learner}-miso_tdd-K{k} {run_extra}".strip()
+    return Row(
+        {
+            "scenario": "miso_tdd",
+            "objective": "sum_rate",
+            "learner": learner,
+            "solver": "wmmse_bf",
+            "run": name,
+            "K": str(k),
+            "M": "4",
+            "p_max": p_max,
+            "objectives": objectives,
+        }
+    )
+
+
+def test_the_sweep_curves_follow_the_axis_the_runs_vary():
+    from mimo_l2o.report import sweep_series
+
+    rows = [
+        _row("dnn", 4, 3.0, 10.0, mrt=6.0),
+        _row("dnn", 2, 2.0, 6.0, mrt=5.0),
+        _row("model_driven", 2, 5.0, 6.0, "learner.alpha_r=1"),
+        _row("model_driven", 2, 5.5, 6.0, "learner.alpha_r=1"),  # a second run on the same point: averaged
+        _row("model_driven", 4, 9.0, 10.0, "learner.alpha_r=1"),
+    ]
+    series = sweep_series(rows)
+    assert list(series) == [("miso_tdd", "sum_rate", "K")]  # M and p_max take one value
+    curves = series[("miso_tdd", "sum_rate", "K")]["objective"]
+    assert curves == {
+        "dnn": [(2.0, 2.0), (4.0, 3.0)],
+        "wmmse_bf (solver)": [(2.0, 6.0), (4.0, 10.0)],
+        "mrt_bf (baseline)": [(2.0, 5.0), (4.0, 6.0)],
+        "model_driven learner.alpha_r=1": [(2.0, 5.25), (4.0, 9.0)],
+    }
+    # the ratio to the solver on the same point (the learner's test/objective_ratio); none for the solver
+    assert series[("miso_tdd", "sum_rate", "K")]["ratio"] == {
+        "dnn": [(2.0, 2.0 / 6.0), (4.0, 3.0 / 10.0)],
+        "mrt_bf (baseline)": [(2.0, 5.0 / 6.0), (4.0, 6.0 / 10.0)],
+        "model_driven learner.alpha_r=1": [(2.0, 5.25 / 6.0), (4.0, 9.0 / 10.0)],
+    }
+    # one run per point and nothing varies: no curves
+    assert sweep_series(rows[:1]) == {}
+
+
+def test_a_second_varying_axis_goes_into_the_labels_and_a_stale_figure_is_removed(tmp_path):
+    from mimo_l2o.report import sweep_figure, sweep_series
+
+    rows = [_row("dnn", k, float(k * p), float(2 * k * p), p_max=str(p)) for k in (2, 4) for p in (1.0, 10.0)]
+    series = sweep_series(rows)
+    assert sorted(series) == [("miso_tdd", "sum_rate", "K"), ("miso_tdd", "sum_rate", "p_max")]
+    assert series[("miso_tdd", "sum_rate", "K")]["objective"]["dnn p_max=10.0"] == [(2.0, 20.0), (4.0, 40.0)]
+    solver = series[("miso_tdd", "sum_rate", "p_max")]["objective"]["wmmse_bf (solver) K=2"]
+    assert solver == [(1.0, 4.0), (10.0, 40.0)]
+    path = tmp_path / "sweep_curves.png"
+    assert sweep_figure(rows, path) and path.stat().st_size > 0
+    assert not sweep_figure(rows[:1], path) and not path.exists()

@@ -139,3 +139,34 @@ def test_fdd_links_have_unit_mean_gain_and_bad_keys_are_named():
         with pytest.raises(ConfigError) as err:
             MISOFDD(MISOFDD.Config(**kw))
         assert err.value.key == key
+
+
+def test_learned_channel_and_beamforming_keeps_the_rate_out_of_the_csi_net():
+    """``variant: channel_bf`` (Sec. VII's "learned channel and beamforming"): the CSI-Net learns from
+    ``L_H`` alone, the data-driven beamforming net from the rate alone, and its beamformers use the
+    budget."""
+    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenLearner
+
+    from mimo_l2o.learner import LearnerSpec
+    from mimo_l2o.objectives.sum_rate import SumRate
+    from mimo_l2o.solvers import beamformers as bf
+
+    net = scenario().sample(16, torch.Generator().manual_seed(0))
+    problem = Downlink(None)(net)
+    spec = LearnerSpec(input_shapes={}, problem=problem[:1].to("cpu", torch.float32), objective=SumRate(None))
+    learner = ModelDrivenLearner(ModelDrivenConfig(name="model_driven", variant="channel_bf"), spec)
+    x = learner.prepare({"uplink_channel": net["h_ul"]})
+    model = learner.build_model(x, torch.Generator().manual_seed(0))
+    batch = {"inputs": x, "labels": None, **learner.problem_tensors(problem.to("cpu", torch.float32))}
+    model.train()
+    learner.loss(model, batch).backward()
+    csi = [p.grad.clone() for p in model.csi.parameters()]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.power.parameters())
+    model.zero_grad()
+    H_true = bf.own_channels(learner.batch_problem(batch))[:, 0]
+    torch.view_as_real(model.channel(x) - H_true).square().mean().backward()  # L_H alone
+    for with_rate, alone in zip(csi, (p.grad for p in model.csi.parameters()), strict=True):
+        torch.testing.assert_close(with_rate, alone, rtol=1e-5, atol=1e-8)
+    W = model.eval()(x)
+    assert W.shape == (16, 1, 4, 3)
+    torch.testing.assert_close(bs_power(W), torch.full((16, 1), 100.0), rtol=1e-4, atol=0)

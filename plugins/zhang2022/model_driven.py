@@ -40,7 +40,11 @@ only its own uplink observations, and the SLNR structure of eq. (35); ``recovery
 per-link network in one cell.
 
 ``variant: channel_zf`` is the paper's "learned channel + ZF" benchmark: the CSI-Net alone, trained on
-``L_H``, and ZF of the learned channel on the budget (eq. 24). Supervised-only and unsupervised-only
+``L_H``, and ZF of the learned channel on the budget (eq. 24). ``channel_bf`` is its "learned channel and
+beamforming" benchmark (Sec. VII): the CSI-Net on ``L_H``, and a data-driven beamforming net (the
+Power-Net's layers, ``2·N·K`` values out, scaled onto the budget) that reads the learned channel and is
+trained on the sum rate alone (unsupervised), its gradient kept out of the CSI-Net: the two are the
+paper's separate stages, trained in one loop (single cell). Supervised-only and unsupervised-only
 training are ``alpha_r=0`` and ``alpha_h=0 alpha_p=0``.
 """
 
@@ -95,6 +99,7 @@ class Variant(str, Enum):
     hybrid = "hybrid"  # CSI-Net + Power-Net + recovery, the hybrid loss (the paper's method)
     channel_zf = "channel_zf"  # the benchmark "learned channel + ZF beamforming"
     channel_slnr = "channel_slnr"  # multicell: "learned channel + SLNR beamforming" (eq. 32 alternated)
+    channel_bf = "channel_bf"  # "learned channel + beamforming": a data-driven net on the learned channel
 
 
 def _laptop_training() -> TrainConfig:
@@ -107,7 +112,9 @@ class ModelDrivenConfig(LearnerConfig):
     """Parameters
     ----------
     variant : Variant
-        ``hybrid`` (the paper's method) or ``channel_zf`` (learned channel + ZF, the benchmark).
+        ``hybrid`` (the paper's method); the benchmarks ``channel_zf`` (learned channel + ZF),
+        ``channel_bf`` (learned channel + a data-driven beamforming net, single cell) and, in several cells,
+        ``channel_slnr`` (learned channel + SLNR).
     csi_layers, csi_width : int
         Hidden layers of the CSI-Net and their width (0: ``4·N·K``, the paper's Sec. VII-A; multicell
         ``2·N·U`` for ``U`` users in all, where the paper's Sec. VII-C has ``2·N·N_c²``, a preset).
@@ -230,10 +237,10 @@ class ModelDrivenNet(nn.Module):
             self.csi = mlp((2 * n + extra) * k, cfg.csi_width or full, cfg.csi_layers, 2 * n * k, "tanh")
         else:
             self.csi = mlp(2 * n + extra, cfg.csi_width or full, cfg.csi_layers, 2 * n, "tanh")
+        # the Power-Net (2 K powers out); for channel_bf the beamforming net (2 N K values out)
+        outputs = {Variant.hybrid: 2 * k, Variant.channel_bf: 2 * n * k}.get(self.variant)
         self.power = (
-            mlp(2 * n * k, cfg.power_width or full, cfg.power_layers, 2 * k, "relu")
-            if self.variant == Variant.hybrid
-            else None
+            mlp(2 * n * k, cfg.power_width or full, cfg.power_layers, outputs, "relu") if outputs else None
         )
 
     def channel(self, x: Tensor) -> Tensor:
@@ -254,9 +261,9 @@ class ModelDrivenNet(nn.Module):
 
     def parts(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """``Ĥ [B, N, K]``, ``p̂ [B, K]`` and ``q̂ [B, K]`` (each summing to ``P``; ``None`` for
-        ``channel_zf``)."""
+        ``channel_zf`` and ``channel_bf``)."""
         H = self.channel(x)
-        if self.power is None:
+        if self.variant != Variant.hybrid:
             return H, None, None
         logits = self.power(x / self.scale)
         p = torch.softmax(logits[:, : self.k], dim=-1) * self.budget
@@ -268,6 +275,12 @@ class ModelDrivenNet(nn.Module):
         if self.variant == Variant.channel_zf:
             W = torch.linalg.solve(H.mH @ H, H, left=False)
             return bf.onto_budget(W.unsqueeze(1), self.budget.expand(H.shape[0], 1))
+        if self.variant == Variant.channel_bf:  # the data-driven net on the learned channel
+            b = H.shape[0]
+            z = torch.view_as_real(H.transpose(-1, -2)).flatten(1).to(self.scale.dtype) / self.scale
+            out = self.power(z).reshape(b, self.k, self.n, 2)
+            W = torch.view_as_complex(out.to(torch.float32).contiguous()).transpose(-1, -2).to(H.dtype)
+            return bf.onto_budget(W.unsqueeze(1), self.budget.expand(b, 1))
         noise = self.noise.expand(H.shape[0])
         if self.recovery == Recovery.structure:
             W = bf.optimal_structure(H, p, q, noise)
@@ -299,6 +312,29 @@ class ModelDrivenLearner(Learner):
     def refuses(cls, scenario, precoder) -> str | None:
         return None
 
+    @classmethod
+    def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
+        """``variant: channel_bf`` in several cells (it is single-cell), and a ZF recovery or benchmark
+        with fewer antennas than users per cell."""
+        cells = int(getattr(scenario.config, "num_cells", 1))
+        n, k = int(scenario.config.num_antennas), int(scenario.config.num_users)
+        variant, recovery = Variant(config.variant), Recovery(config.recovery)
+        if variant == Variant.channel_bf and cells > 1:
+            return (
+                "variant",
+                f"channel_bf is single-cell, scenario={scenario.name} has {cells} cells; "
+                "use hybrid, channel_zf or channel_slnr",
+            )
+        if (recovery == Recovery.zf or variant == Variant.channel_zf) and n < k:
+            what = "recovery=zf" if recovery == Recovery.zf else "variant=channel_zf"
+            key = "recovery" if recovery == Recovery.zf else "variant"
+            return (
+                key,
+                f"{what} needs antennas >= users per cell "
+                f"(scenario.num_antennas={n} < scenario.num_users={k})",
+            )
+        return None
+
     @property
     def uses_problems(self) -> bool:
         return True  # the true downlink channel for L_H and the sum rate, the duality for q
@@ -311,8 +347,17 @@ class ModelDrivenLearner(Learner):
         """``uplink_channel [B, C, U, N]`` → real and imaginary parts ``[B, 2·K·N]`` (float32) for one cell;
         ``[B, C, U, N, 2]`` (float64: the gains span many decades) for several, or ``recovery: slnr``."""
         x = torch.view_as_real(features[FEATURE])
-        per_link = x.shape[1] > 1 or Recovery(self.config.recovery) == Recovery.slnr  # MulticellNet
-        return x.double() if per_link else x.flatten(1).float()
+        return x.double() if self._per_link(x.shape[1]) else x.flatten(1).float()
+
+    def _per_link(self, cells: int) -> bool:
+        """Whether the network is :class:`MulticellNet`: in several cells, with ``recovery: slnr`` or the
+        SLNR benchmark."""
+        cfg = self.config
+        return (
+            cells > 1
+            or Recovery(cfg.recovery) == Recovery.slnr
+            or Variant(cfg.variant) == Variant.channel_slnr
+        )
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         problem = self.spec.problem
@@ -320,7 +365,7 @@ class ModelDrivenLearner(Learner):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):  # PyTorch's default initialization, from the run's seed
             torch.manual_seed(seed)
-            if problem.num_cells > 1 or Recovery(self.config.recovery) == Recovery.slnr:
+            if self._per_link(problem.num_cells):
                 return MulticellNet(
                     self.config,
                     problem.num_cells,
@@ -349,6 +394,10 @@ class ModelDrivenLearner(Learner):
         loss_h = torch.view_as_real(H - H_true).square().mean()
         if model.variant == Variant.channel_zf:
             return loss_h
+        if model.variant == Variant.channel_bf:  # the rate trains the beamforming net alone
+            return cfg.alpha_h * loss_h - cfg.alpha_r * self._rate(
+                problem, H, model.beamformers(H.detach(), None, None)
+            )
         labels = batch["labels"]
         p_label = labels[:, 0].abs().square().sum(-2)
         with torch.no_grad():
@@ -360,11 +409,14 @@ class ModelDrivenLearner(Learner):
         )
         loss_p = 0.5 * (((p - p_label) / unit).square().mean() + ((q - q_label) / unit).square().mean())
         W = model.beamformers(H if cfg.rate_into_csi else H.detach(), p, q)  # None: not in one cell
-        rated = problem
-        if RateChannel(cfg.rate_channel) == RateChannel.learned:
-            rated = dataclasses.replace(problem, channel=H.transpose(-1, -2).unsqueeze(1))
-        rate = self.spec.objective(rated, W).mean()
-        return cfg.alpha_h * loss_h + cfg.alpha_p * loss_p - cfg.alpha_r * rate
+        return cfg.alpha_h * loss_h + cfg.alpha_p * loss_p - cfg.alpha_r * self._rate(problem, H, W)
+
+    def _rate(self, problem: BeamformingProblem, H: Tensor, W: Tensor) -> Tensor:
+        """The loss's mean sum rate of ``W``: on the true downlink channel, or on the learned ``H``
+        (``rate_channel: learned``)."""
+        if RateChannel(self.config.rate_channel) == RateChannel.learned:
+            problem = dataclasses.replace(problem, channel=H.transpose(-1, -2).unsqueeze(1))
+        return self.spec.objective(problem, W).mean()
 
     def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """``−R_sum`` of the beamformers on the true downlink channel [bit/s/Hz]: the goal, which picks
