@@ -113,9 +113,13 @@ def _scenario_samples(tensor: str):
 def uplink_channel(scenario: Scenario, network: Network, problem) -> Tensor:
     """``[batch, cells, users, antennas]`` complex: the uplink channel information each BS has (BS ``c``
     to user ``u``), what the beamforming papers learn the downlink from (Zhang et al. 2022): the
-    channels ``h_{U}`` themselves, or with ``scenario.pilot_length`` set their LS estimate from the
-    received pilots (``h_ul_ls``, eqs. 12 and 34)."""
-    return network["h_ul_ls"] if "h_ul_ls" in network.tensors else network["h_ul"]
+    channels ``h_{U}`` themselves, or with ``scenario.pilot_length`` set their estimate from the
+    received pilots: LS (``h_ul_ls``, eqs. 12 and 34) or, with ``scenario.pilot_estimator=lmmse``, LMMSE
+    (``h_ul_lmmse``, eq. 17)."""
+    for name in ("h_ul_lmmse", "h_ul_ls"):
+        if name in network.tensors:
+            return network[name]
+    return network["h_ul"]
 
 
 @feature("downlink_channel", reads_problem=True, unavailable=_family_only(BEAMFORMING, "channel vectors"))

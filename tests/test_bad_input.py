@@ -522,6 +522,14 @@ MORE_CASES = {
         ],
         ["learner.recovery", "recovery=zf needs antennas >= users per cell", "num_antennas=2"],
     ),
+    "model-driven CNN Power-Net in several cells": (
+        ["scenario=multicell_miso", "learner=model_driven", "learner.power_net=cnn"],
+        ["learner.power_net", "single-cell Power-Net", "7 cells", "use fc"],
+    ),
+    "model-driven CNN kernel even": (
+        ["scenario=miso_tdd", "learner=model_driven", "learner.power_kernel=4"],
+        ["learner.power_kernel", "odd integer"],
+    ),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

@@ -170,3 +170,37 @@ def test_learned_channel_and_beamforming_keeps_the_rate_out_of_the_csi_net():
     W = model.eval()(x)
     assert W.shape == (16, 1, 4, 3)
     torch.testing.assert_close(bs_power(W), torch.full((16, 1), 100.0), rtol=1e-4, atol=0)
+
+
+def test_the_cnn_power_net_convolves_along_the_antennas_and_its_powers_fill_the_budget():
+    """Sec. VII-B's 1-D CNN Power-Net: each user's real and imaginary parts are input channels along the
+    antennas, so two 3-tap convolutions at antenna ``i`` read antennas ``i - 2 .. i + 2`` only."""
+    from mimo_l2o_plugins.zhang2022.model_driven import ConvPowerNet, ModelDrivenConfig, ModelDrivenLearner
+
+    from mimo_l2o.learner import LearnerSpec
+    from mimo_l2o.objectives.sum_rate import SumRate
+
+    net = scenario(num_antennas=8).sample(16, torch.Generator().manual_seed(0))
+    problem = Downlink(None)(net)
+    spec = LearnerSpec(input_shapes={}, problem=problem[:1].to("cpu", torch.float32), objective=SumRate(None))
+    learner = ModelDrivenLearner(ModelDrivenConfig(name="model_driven", power_net="cnn"), spec)
+    x = learner.prepare({"uplink_channel": net["h_ul"]})
+    model = learner.build_model(x, torch.Generator().manual_seed(0)).eval()
+    cnn = model.power
+    assert isinstance(cnn, ConvPowerNet)
+    # the input channels are the users' real and imaginary parts, in that order, along the antennas
+    columns = net["h_ul"][:, 0]  # [B, K, N]
+    z = cnn.antenna_channels(x)
+    torch.testing.assert_close(z[:, 0::2].double(), columns.real, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(z[:, 1::2].double(), columns.imag, rtol=1e-6, atol=1e-6)
+    # changing antenna 0 of every user moves the convolutions' output at antennas 0..2 only
+    moved = torch.view_as_real(columns.clone())
+    moved[:, :, 0] += 1.0
+    y = learner.prepare({"uplink_channel": torch.view_as_complex(moved).unsqueeze(1)})
+    with torch.no_grad():
+        a, b = cnn.conv(cnn.antenna_channels(x)), cnn.conv(cnn.antenna_channels(y))
+    assert (a[..., :3] - b[..., :3]).abs().amax() > 1e-3
+    torch.testing.assert_close(a[..., 3:], b[..., 3:], rtol=0, atol=0)
+    _, p, q = model.parts(x)
+    torch.testing.assert_close(p.sum(-1), torch.full((16,), 100.0), rtol=1e-5, atol=0)
+    torch.testing.assert_close(q.sum(-1), torch.full((16,), 100.0), rtol=1e-5, atol=0)

@@ -172,6 +172,32 @@ def test_multipliers_meet_the_budget_or_are_zero():
     torch.testing.assert_close(power[~slack], budget[~slack], rtol=1e-10, atol=0)
 
 
+def test_a_singular_a_with_nothing_on_its_null_space_gets_a_finite_multiplier():
+    """Rounding leaves a singular A's zero eigenvalue at −1e-16 with φ = 0 there (a user whose receiver
+    is zero): the Newton steps start just right of 0, where 1/(λ + μ)³ overflows; μ must still be the
+    root over the other terms (this case stopped a run's labelling with a NaN in eigh)."""
+    lam = torch.tensor([[-1.1268e-16, 2.4394, 6.6171]], dtype=torch.float64)
+    phi = torch.tensor([[0.0, 402.0027, 1478.2653]], dtype=torch.float64)
+    budget = torch.tensor([100.0], dtype=torch.float64)
+    mu = multipliers(lam, phi, budget)
+    assert torch.isfinite(mu).all() and (mu > 0).all()
+    power = (phi[:, 1:] / (lam[:, 1:] + mu.unsqueeze(-1)).square()).sum(-1)
+    torch.testing.assert_close(power, budget, rtol=1e-10, atol=0)
+
+
+def test_wmmse_serves_the_other_users_when_one_has_no_channel():
+    """A user with an all-zero channel: its receiver is zero, so is its term of A; WMMSE still runs, stays
+    on the budget and gives that user no power."""
+    problem = problem_of(batch=8, antennas=3, per_cell=3)
+    channel = problem.channel.clone()
+    channel[:, :, 0] = 0
+    silent = BeamformingProblem(channel, problem.noise, problem.budget, problem.weights)
+    W = wmmse_bf(silent, start(silent, "mrt"))
+    assert torch.isfinite(W).all()
+    torch.testing.assert_close(bs_power(W), silent.budget, rtol=1e-9, atol=0)
+    assert float(W[..., 0].abs().square().sum(-1).max()) < 1e-9 * float(silent.budget.max())
+
+
 def slnr_terms(problem, W):
     """``p_k a_k / (p_k L_k + σ²)`` of eq. (30) per user ``[b, c, K]``."""
     Hall = bf.all_channels(problem)

@@ -18,7 +18,12 @@ matrix, the BS receives ``Y = H_U X + N`` (``N`` CN(0, σ²)) and the network ca
 ``Ỹ = Y Xᴴ / (L P_u)`` (eq. 12; eq. 34 per BS in the multicell case) as ``h_ul_ls``, which the
 ``uplink_channel`` feature then gives the learners in place of the perfect ``h_ul``. For ``L >= K`` the
 pilots are orthogonal and ``Ỹ = H_U + N Xᴴ / (L P_u)``; for ``L < K`` users' pilots overlap
-(contamination).
+(contamination). ``pilot_estimator: lmmse`` is the separate approach's estimator instead (eq. 17):
+``Ĥ_U = H̄ + (Y − H̄ X)(Xᴴ Q X + N_t σ² I)⁻¹ Xᴴ Q`` with the mean ``H̄`` and ``Q = E[ΔHᴴ ΔH]`` of the
+uplink channels, estimated once per scenario from :data:`CALIBRATION_SAMPLES` draws under a seed of
+their own (the paper estimates them from its training data), carried as ``h_ul_lmmse`` and read by
+``uplink_channel`` in place of ``h_ul_ls``. (Eq. 15 prints ``X Q Xᴴ``; with ``X`` of ``K × L`` the
+product that fits, and that minimizes eq. 14, is ``Xᴴ Q X``.)
 
 Sampling draws one fixed block of uniforms per sample (Box–Muller), so the first ``n`` of ``2n``
 samples are the ``n`` samples.
@@ -26,6 +31,7 @@ samples are the ``n`` samples.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -40,6 +46,8 @@ from mimo_l2o.registry import SCENARIOS
 from mimo_l2o.scenarios.draws import exponential_from_uniform
 
 MISMATCH = ("fixed", "per_sample")
+PILOT_ESTIMATORS = ("ls", "lmmse")
+CALIBRATION_SAMPLES = 4096  # draws of the uplink channels for the LMMSE estimator's mean and Q
 DELAY_PHASE = ("shared", "per_band")
 
 
@@ -70,17 +78,49 @@ def dft_pilots(users: int, length: int, power: float) -> Tensor:
     return math.sqrt(power) * torch.complex(torch.cos(angle), torch.sin(angle))
 
 
+def received_pilots(h_ul: Tensor, pilots: Tensor, noise_power: float, u: Tensor) -> Tensor:
+    """``Y = H_U X + N [n, C, N, L]`` (eqs. 11 and 33) at each BS ``c``, whose ``H_U`` has the columns
+    ``h_ul[:, c, u]`` of ``h_ul [n, C, U, N]``, for the pilots ``X [U, L]`` and CN(0, ``noise_power``)
+    noise from the uniforms ``u [n, C · 2 N L]``."""
+    n, c, _, antennas = h_ul.shape
+    length = pilots.shape[-1]
+    noise = complex_normal(u.reshape(n, c, 2 * antennas * length)).reshape(n, c, antennas, length)
+    return h_ul.transpose(-1, -2) @ pilots + math.sqrt(noise_power) * noise
+
+
 def ls_estimate(h_ul: Tensor, pilots: Tensor, noise_power: float, u: Tensor) -> Tensor:
     """The least-squares uplink channels ``Ỹ = (H_U X + N) Xᴴ / (L P_u)`` (eqs. 12 and 34) in the rows of
     ``h_ul [n, C, U, N]`` (BS ``c``'s ``H_U`` has the columns ``h_ul[:, c, u]``), for the pilots
     ``X [U, L]`` of power ``P_u`` per symbol and CN(0, ``noise_power``) noise from the uniforms
     ``u [n, C · 2 N L]``."""
-    n, c, users, antennas = h_ul.shape
+    return ls_from_received(received_pilots(h_ul, pilots, noise_power, u), pilots)
+
+
+def ls_from_received(Y: Tensor, pilots: Tensor) -> Tensor:
+    """``Ỹ = Y Xᴴ / (L P_u)`` of eq. (12) from ``Y [n, C, N, L]``, as rows ``[n, C, U, N]``."""
     length = pilots.shape[-1]
     power = float(pilots.abs().square().mean())
-    noise = complex_normal(u.reshape(n, c, 2 * antennas * length)).reshape(n, c, antennas, length)
-    Y = h_ul.transpose(-1, -2) @ pilots + math.sqrt(noise_power) * noise  # [n, C, N, L]
     return (Y @ pilots.mH / (length * power)).transpose(-1, -2)
+
+
+def lmmse_from_received(Y: Tensor, pilots: Tensor, noise_power: float, mean: Tensor, gram: Tensor) -> Tensor:
+    """Eq. (17): ``Ĥ_U = H̄ + (Y − H̄ X)(Xᴴ Q X + N σ² I)⁻¹ Xᴴ Q`` from ``Y [n, C, N, L]``, the mean
+    ``H̄ [C, N, U]`` and ``Q = E[ΔHᴴ ΔH] [C, U, U]`` of each BS's ``H_U``, as rows ``[n, C, U, N]``: the
+    estimator ``Y R + B`` of least mean squared error (eq. 14)."""
+    antennas, length = Y.shape[-2], pilots.shape[-1]
+    X = pilots.to(Y.dtype)
+    eye = torch.eye(length, dtype=Y.dtype)
+    R = torch.linalg.solve(X.mH @ gram @ X + antennas * noise_power * eye, X.mH @ gram)  # [C, L, U]
+    return (mean + (Y - mean @ X) @ R).transpose(-1, -2)
+
+
+def uplink_statistics(h_ul: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean ``H̄ [C, N, U]`` and ``Q = E[ΔHᴴ ΔH] [C, U, U]`` of each BS's ``H_U`` over the samples of
+    ``h_ul [n, C, U, N]``."""
+    H = h_ul.transpose(-1, -2)  # [n, C, N, U]
+    mean = H.mean(0)
+    delta = H - mean
+    return mean, (delta.mH @ delta).mean(0)
 
 
 def seed_of(*parts: object) -> int:
@@ -129,6 +169,9 @@ class MISOTDD(Scenario):
             through ``L`` uplink DFT pilot symbols (module docstring).
         pilot_power : float or None
             Each user's pilot power per symbol (same unit as ``p_max``; ``None``: ``p_max``).
+        pilot_estimator : str
+            What the BS makes of the pilots: ``ls`` (default, eq. 12, the proposed method's input) or
+            ``lmmse`` (eq. 17, the separate approach's channel estimate; module docstring).
         seed : int
             Seed of the data (and of the fixed mismatch).
         """
@@ -143,6 +186,7 @@ class MISOTDD(Scenario):
         mismatch: str = "fixed"
         pilot_length: int | None = None
         pilot_power: float | None = None
+        pilot_estimator: str = "ls"
         seed: int = 0
 
         def __post_init__(self) -> None:
@@ -161,12 +205,17 @@ class MISOTDD(Scenario):
                 f"must be > 0 and finite, or null (p_max), got {self.pilot_power}",
             )
             require(
+                self.pilot_estimator in PILOT_ESTIMATORS,
+                "pilot_estimator",
+                f"must be one of {', '.join(PILOT_ESTIMATORS)}, got {self.pilot_estimator!r}",
+            )
+            require(
                 self.mismatch in MISMATCH,
                 "mismatch",
                 f"must be one of {', '.join(MISMATCH)}, got {self.mismatch!r}",
             )
 
-    tensors = ("h_ul", "h_dl", "h_ul_ls")
+    tensors = ("h_ul", "h_dl", "h_ul_ls", "h_ul_lmmse")
 
     def pilot_uniforms(self) -> int:
         """Uniforms per sample the pilots' noise takes (0 with perfect uplink CSI)."""
@@ -178,15 +227,30 @@ class MISOTDD(Scenario):
         )
 
     def observed(self, network: Network, u: Tensor) -> Network:
-        """``network`` with the LS estimate ``h_ul_ls`` from the uniforms ``u`` when pilots are set."""
+        """``network`` with the LS estimate ``h_ul_ls`` from the uniforms ``u`` when pilots are set, and
+        with ``pilot_estimator: lmmse`` the LMMSE estimate ``h_ul_lmmse`` from the same pilots."""
         cfg = self.config
         if cfg.pilot_length is None:
             return network
         power = cfg.p_max if cfg.pilot_power is None else cfg.pilot_power
         h_ul = network["h_ul"]
         X = dft_pilots(h_ul.shape[-2], cfg.pilot_length, power)
-        network.tensors["h_ul_ls"] = ls_estimate(h_ul, X, cfg.noise_power, u)
+        Y = received_pilots(h_ul, X, cfg.noise_power, u)
+        network.tensors["h_ul_ls"] = ls_from_received(Y, X)
+        if cfg.pilot_estimator == "lmmse":
+            mean, gram = self.uplink_statistics()
+            network.tensors["h_ul_lmmse"] = lmmse_from_received(Y, X, cfg.noise_power, mean, gram)
         return network
+
+    def uplink_statistics(self) -> tuple[Tensor, Tensor]:
+        """The mean and ``Q`` of each BS's uplink channels (:func:`uplink_statistics`) over
+        :data:`CALIBRATION_SAMPLES` draws of this scenario under a seed of their own, computed once."""
+        if getattr(self, "_statistics", None) is None:
+            cfg = self.config
+            perfect = type(self)(dataclasses.replace(cfg, pilot_length=None, pilot_estimator="ls"))
+            g = torch.Generator().manual_seed(seed_of(f"{self.name} lmmse statistics", cfg.seed))
+            self._statistics = uplink_statistics(perfect.sample(CALIBRATION_SAMPLES, g)["h_ul"])
+        return self._statistics
 
     def mismatch(self) -> tuple[Tensor, Tensor]:
         """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` (unitary) and ``c [K]`` (CN(0, 1))."""

@@ -174,7 +174,7 @@ class MulticellMISO(MISOFDD):
                 f"m, got {self.min_distance_m}",
             )
 
-    tensors = ("h_ul", "h_dl", "h_ul_ls", "user_positions")
+    tensors = ("h_ul", "h_dl", "h_ul_ls", "h_ul_lmmse", "user_positions")
 
     def mismatch(self) -> tuple[Tensor, Tensor]:
         """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` and ``c [N_c · K]``."""

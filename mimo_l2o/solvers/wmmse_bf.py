@@ -70,10 +70,11 @@ def multipliers(lam: Tensor, phi: Tensor, budget: Tensor) -> Tensor:
     mu = ((phi / budget.unsqueeze(-1)).sqrt() - lam).amax(-1).clamp_min(0)
     # a singular A with φ = 0 on its null space: start just right of 0, where P is finite
     mu = torch.where(free, torch.ones_like(mu), mu.clamp_min(torch.finfo(mu.dtype).tiny ** 0.5))
+    carried = phi > 0  # the terms of P: where φ_i = 0, d_i³ may overflow at a start just right of 0
     for _ in range(_NEWTON_STEPS):
         d = 1.0 / (lam + mu.unsqueeze(-1))
-        power = (phi * d.square()).sum(-1)
-        slope = (phi * d.pow(3)).sum(-1)  # −P'(μ) / 2
+        power = torch.where(carried, phi * d.square(), 0).sum(-1)
+        slope = torch.where(carried, phi * d.pow(3), 0).sum(-1)  # −P'(μ) / 2
         step = power * ((power / budget).sqrt() - 1) / slope.clamp_min(torch.finfo(mu.dtype).tiny)
         step = torch.where(free, torch.zeros_like(step), step.clamp_min(0))  # rounding: never step back
         mu = mu + step
@@ -145,7 +146,8 @@ def wmmse_bf(
         lam, V = torch.linalg.eigh(A)
         Phi = V.mH @ B  # [w, c, N, k]
         mu = multipliers(lam, abs2(Phi).sum(-1), budget)
-        new = V @ (Phi / (lam + mu.unsqueeze(-1)).unsqueeze(-1).to(Phi.dtype))
+        # λ as multipliers() takes it (rounding can leave a singular A's λ at −1e-16): λ + μ > 0 always
+        new = V @ (Phi / (lam.clamp_min(0) + mu.unsqueeze(-1)).unsqueeze(-1).to(Phi.dtype))
         new_inner = _inner(Hall, new)
         new_objective = _objective(new_inner, noise, alpha, p.prelog)
         live = ~done

@@ -95,6 +95,11 @@ class PowerUnit(str, Enum):
     absolute = "absolute"  # L_P on the powers in the unit of P
 
 
+class PowerNetKind(str, Enum):
+    fc = "fc"  # fully connected, batch normalization, ReLU (Sec. VII-A)
+    cnn = "cnn"  # two 1-D convolutions along the antennas, then 256 ReLU units (Sec. VII-B)
+
+
 class Variant(str, Enum):
     hybrid = "hybrid"  # CSI-Net + Power-Net + recovery, the hybrid loss (the paper's method)
     channel_zf = "channel_zf"  # the benchmark "learned channel + ZF beamforming"
@@ -130,7 +135,14 @@ class ModelDrivenConfig(LearnerConfig):
         WMMSE against 0.880, the same short training). ``None`` (default): ``antenna`` in one cell,
         ``beamspace`` in several.
     power_layers, power_width : int
-        Hidden layers of the Power-Net and their width (0: as the CSI-Net's).
+        Hidden layers of the Power-Net and their width (0: as the CSI-Net's); for ``power_net: cnn`` the
+        width of its fully connected layer (0: 256, the paper's).
+    power_net : PowerNetKind
+        ``fc`` (default, Sec. VII-A) or ``cnn``, the 1-D CNN Power-Net of Sec. VII-B (:class:`ConvPowerNet`;
+        single cell, ``variant: hybrid``).
+    power_filters, power_kernel : list of int, int
+        The CNN's filters per convolution (the paper's "filter sizes of 16 and 8", read as counts) and
+        their kernel size along the antennas (the paper states none: 3).
     recovery : Recovery
         ``structure`` (eq. 7), ``reduced`` (eq. 23), ``zf`` (ZF directions, Sec. V-C) or ``slnr``: the
         network of the multicell case (:class:`MulticellNet`: one CSI-Net per link, the SLNR structure of
@@ -162,6 +174,9 @@ class ModelDrivenConfig(LearnerConfig):
     csi_features: CSIFeatures | None = None
     power_layers: int = 4
     power_width: int = 0
+    power_net: PowerNetKind = PowerNetKind.fc
+    power_filters: list[int] = field(default_factory=lambda: [16, 8])
+    power_kernel: int = 3
     recovery: Recovery = Recovery.structure
     alpha_h: float = 1.0
     alpha_p: float = 1.0
@@ -174,6 +189,16 @@ class ModelDrivenConfig(LearnerConfig):
     def __post_init__(self) -> None:
         for key in ("csi_layers", "power_layers"):
             require(getattr(self, key) >= 1, key, f"must be an integer >= 1, got {getattr(self, key)}")
+        require(
+            len(self.power_filters) >= 1 and all(f >= 1 for f in self.power_filters),
+            "power_filters",
+            f"must be a non-empty list of integers >= 1, got {list(self.power_filters)}",
+        )
+        require(
+            self.power_kernel >= 1 and self.power_kernel % 2 == 1,
+            "power_kernel",
+            f"must be an odd integer >= 1 (the padding keeps the length), got {self.power_kernel}",
+        )
         for key in ("csi_width", "power_width"):
             require(getattr(self, key) >= 0, key, f"must be >= 0 (0: 4·N·K), got {getattr(self, key)}")
         for key in ("alpha_h", "alpha_p", "alpha_r"):
@@ -215,6 +240,48 @@ def beamspace_products(columns: Tensor, grid: Tensor) -> Tensor:
     return torch.view_as_real(b.abs() * b * math.sqrt(grid.shape[-1])).flatten(-2)
 
 
+def per_link(cells: int, cfg: ModelDrivenConfig) -> bool:
+    """Whether the network is the per-link :class:`MulticellNet`: in several cells, with ``recovery: slnr``
+    or the SLNR benchmark."""
+    return (
+        cells > 1 or Recovery(cfg.recovery) == Recovery.slnr or Variant(cfg.variant) == Variant.channel_slnr
+    )
+
+
+class ConvPowerNet(nn.Module):
+    """The 1-D CNN Power-Net of Sec. VII-B: the ``K`` users' uplink columns as ``2K`` input channels (real
+    and imaginary parts) along the ``N`` antennas; convolutions of ``filters`` (16 and 8) with ``kernel``
+    taps and the zero padding that keeps the length, each followed by batch normalization, ReLU and
+    dropout 0.3; a fully connected layer of ``width`` (256) with ReLU; a linear output of ``outputs``
+    values (the softmax is the caller's). Its convolutions cost ``O(N K)`` per sample (Sec. VII-B)."""
+
+    def __init__(self, n: int, k: int, filters, kernel: int, width: int, outputs: int, dropout: float = 0.3):
+        super().__init__()
+        self.n, self.k = n, k
+        layers: list[nn.Module] = []
+        channels = 2 * k
+        for count in filters:
+            layers += [
+                nn.Conv1d(channels, count, kernel, padding=kernel // 2),
+                nn.BatchNorm1d(count),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
+            channels = count
+        self.conv = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * n, width), nn.ReLU(), nn.Linear(width, outputs)
+        )
+
+    def antenna_channels(self, x: Tensor) -> Tensor:
+        """``[B, 2·K·N]`` (user, antenna, real/imaginary order) → ``[B, 2K, N]``: the convolution's input."""
+        b = x.shape[0]
+        return x.reshape(b, self.k, self.n, 2).transpose(-1, -2).reshape(b, 2 * self.k, self.n)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.conv(self.antenna_channels(x)))
+
+
 class ModelDrivenNet(nn.Module):
     """Uplink channels (real and imaginary parts, ``[B, 2·K·N]``) → beamformers ``[B, 1, N, K]``; the
     parts the loss needs come from :meth:`parts`."""
@@ -239,9 +306,14 @@ class ModelDrivenNet(nn.Module):
             self.csi = mlp(2 * n + extra, cfg.csi_width or full, cfg.csi_layers, 2 * n, "tanh")
         # the Power-Net (2 K powers out); for channel_bf the beamforming net (2 N K values out)
         outputs = {Variant.hybrid: 2 * k, Variant.channel_bf: 2 * n * k}.get(self.variant)
-        self.power = (
-            mlp(2 * n * k, cfg.power_width or full, cfg.power_layers, outputs, "relu") if outputs else None
-        )
+        if outputs and PowerNetKind(cfg.power_net) == PowerNetKind.cnn:
+            self.power = ConvPowerNet(
+                n, k, cfg.power_filters, cfg.power_kernel, cfg.power_width or 256, outputs
+            )
+        elif outputs:
+            self.power = mlp(2 * n * k, cfg.power_width or full, cfg.power_layers, outputs, "relu")
+        else:
+            self.power = None
 
     def channel(self, x: Tensor) -> Tensor:
         """The learned downlink channels ``Ĥ [B, N, K]`` (columns ``ĥ_k``)."""
@@ -314,11 +386,21 @@ class ModelDrivenLearner(Learner):
 
     @classmethod
     def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
-        """``variant: channel_bf`` in several cells (it is single-cell), and a ZF recovery or benchmark
-        with fewer antennas than users per cell."""
+        """``variant: channel_bf`` or ``power_net: cnn`` where the per-link network runs (several cells,
+        ``recovery: slnr``), and a ZF recovery or benchmark with fewer antennas than users per cell."""
         cells = int(getattr(scenario.config, "num_cells", 1))
         n, k = int(scenario.config.num_antennas), int(scenario.config.num_users)
         variant, recovery = Variant(config.variant), Recovery(config.recovery)
+        if PowerNetKind(config.power_net) == PowerNetKind.cnn and per_link(cells, config):
+            where = (
+                f"scenario={scenario.name} has {cells} cells"
+                if cells > 1
+                else ("recovery=slnr" if recovery == Recovery.slnr else "variant=channel_slnr")
+            )
+            return (
+                "power_net",
+                f"cnn is the single-cell Power-Net of Sec. VII-B, not the per-link network ({where}); use fc",
+            )
         if variant == Variant.channel_bf and cells > 1:
             return (
                 "variant",
@@ -347,17 +429,7 @@ class ModelDrivenLearner(Learner):
         """``uplink_channel [B, C, U, N]`` → real and imaginary parts ``[B, 2·K·N]`` (float32) for one cell;
         ``[B, C, U, N, 2]`` (float64: the gains span many decades) for several, or ``recovery: slnr``."""
         x = torch.view_as_real(features[FEATURE])
-        return x.double() if self._per_link(x.shape[1]) else x.flatten(1).float()
-
-    def _per_link(self, cells: int) -> bool:
-        """Whether the network is :class:`MulticellNet`: in several cells, with ``recovery: slnr`` or the
-        SLNR benchmark."""
-        cfg = self.config
-        return (
-            cells > 1
-            or Recovery(cfg.recovery) == Recovery.slnr
-            or Variant(cfg.variant) == Variant.channel_slnr
-        )
+        return x.double() if per_link(x.shape[1], self.config) else x.flatten(1).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         problem = self.spec.problem
@@ -365,7 +437,7 @@ class ModelDrivenLearner(Learner):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):  # PyTorch's default initialization, from the run's seed
             torch.manual_seed(seed)
-            if self._per_link(problem.num_cells):
+            if per_link(problem.num_cells, self.config):
                 return MulticellNet(
                     self.config,
                     problem.num_cells,
