@@ -1,8 +1,8 @@
 """``mimo-l2o report`` (also ``python -m mimo_l2o.report``): the comparison of finished runs.
 
 Reads the MLflow store (the default ``sqlite:///mlflow.db`` or ``MLFLOW_TRACKING_URI``): the runs of one
-or more sweeps (``--sweep <parent run id>``, repeatable) or of an experiment (``--experiment``, default
-``mimo_l2o``), and writes into ``--out``:
+or more sweeps (``--sweep <parent run id>``, repeatable) and single runs (``--run <run id>``, repeatable),
+or of an experiment (``--experiment``, default ``mimo_l2o``), and writes into ``--out``:
 
 * ``report.md`` and ``report.csv``: a row per run (paper, learner, scenario, precoder, objective, K, M,
   p_max; ``test/objective_ratio``, the best heuristic baseline's ratio, the learner's time per sample,
@@ -185,9 +185,12 @@ def skipped_of(client, parent_id: str) -> list[dict]:
     return out
 
 
-def select(client, sweeps: list[str], experiment: str | None) -> tuple[list, list[dict]]:
-    """The finished runs of the sweeps (or of the experiment) and the jobs the sweeps skipped."""
-    if sweeps:
+def select(
+    client, sweeps: list[str], experiment: str | None, singles: list[str] = ()
+) -> tuple[list, list[dict]]:
+    """The finished runs of the sweeps and single runs (or of the experiment) and the jobs the sweeps
+    skipped."""
+    if sweeps or singles:
         runs, skipped = [], []
         for parent in sweeps:
             experiment_id = client.get_run(parent).info.experiment_id
@@ -196,6 +199,13 @@ def select(client, sweeps: list[str], experiment: str | None) -> tuple[list, lis
             )
             runs += found
             skipped += skipped_of(client, parent)
+        for run_id in singles:
+            try:
+                runs.append(client.get_run(run_id))
+            except Exception as error:  # MlflowException: no such run
+                raise SystemExit(
+                    f"error: --run: no run '{run_id}' in {_mlflow().get_tracking_uri()}"
+                ) from error
     else:
         name = experiment or "mimo_l2o"
         found = client.get_experiment_by_name(name)
@@ -407,23 +417,36 @@ def sweep_series(
     axis (K, M or p_max), ``{"objective": curves, "ratio": curves}``, each curve its points ``(axis value,
     mean)`` in increasing order: of the mean test objective, and of its ratio to the solver's on the same
     test set (a learner's is its ``test/objective_ratio``; the solver has none). A learner's curve is
-    labelled by the learner and the settings the run's name adds (without the axis' own key), the
-    solver's ``<solver> (solver)``, a baseline's ``<name> (baseline)``; the values of other axes that vary
-    too join the label (``M=64``). Runs on one point and curve are averaged."""
+    labelled by the learner and the settings the run's name adds (without the axis' own key, and without
+    the settings every run of the scenario shares), the solver's ``<solver> (solver)``, a baseline's
+    ``<name> (baseline)``; the values of other axes that vary too join the label (``M=64``). An axis tied
+    to an earlier one (one value of it for each value of the other, as Fig. 4a's ``M = K``) is no axis of
+    its own: it is listed under ``"tied"`` of the earlier one's entry (``M`` or ``M = K``), and stays out of
+    the labels. Runs on one point and curve are averaged."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row["scenario"], row["objective"])].append(row)
     series = {}
     for (scenario, objective), members in sorted(groups.items()):
         varying = [a for a in AXES if len({_number(r[a[0]]) for r in members} - {math.nan}) > 1]
+        tied = _tied_axes(members, [a for a, _, _ in varying])
+        keys = {a: k for a, k, _ in varying}
+        shared = set.intersection(*(set(str(r["run"]).split()[1:]) for r in members))
         for axis, key, _ in varying:
+            if any(axis in followers for followers in tied.values()):
+                continue
             points = {q: defaultdict(lambda: defaultdict(list)) for q in ("objective", "ratio")}
             for row in members:
                 x, objectives = _number(row[axis]), row["objectives"] or {}
                 if math.isnan(x):
                     continue
-                others = [f"{a}={row[a]}" for a, _, _ in varying if a != axis]
-                words = [w for w in str(row["run"]).split()[1:] if w.split("=", 1)[0] != key]
+                others = [f"{a}={row[a]}" for a, _, _ in varying if a != axis and a not in tied[axis]]
+                own = {key, *(keys[a] for a in tied[axis])}
+                words = [
+                    w
+                    for w in str(row["run"]).split()[1:]
+                    if w.split("=", 1)[0] not in own and w not in shared
+                ]
                 for name, value in objectives.items():
                     if name == "learner":
                         label = " ".join([row["learner"], *words, *others])
@@ -441,7 +464,24 @@ def sweep_series(
                 }
                 for quantity, curves in points.items()
             }
+            series[(scenario, objective, axis)]["tied"] = [
+                f"{a} = {axis}"
+                if all(_number(r[a]) == _number(r[axis]) for r in members if not math.isnan(_number(r[axis])))
+                else a
+                for a in tied[axis]
+            ]
     return series
+
+
+def _tied_axes(rows: list[Row], axes: list[str]) -> dict[str, list[str]]:
+    """For each axis, the later axes that are a one-to-one function of it over ``rows``."""
+    tied: dict[str, list[str]] = {a: [] for a in axes}
+    for i, a in enumerate(axes):
+        for b in axes[i + 1 :]:
+            pairs = {(_number(r[a]), _number(r[b])) for r in rows}
+            if len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs}):
+                tied[a].append(b)
+    return tied
 
 
 def sweep_figure(rows: list[Row], path: Path) -> bool:
@@ -481,7 +521,8 @@ def sweep_figure(rows: list[Row], path: Path) -> bool:
             if quantity == "ratio":
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
                 ax.set_ylabel("objective ratio (÷ solver)")
-                ax.set_xlabel(labels[axis])
+                ties = quantities.get("tied") or []
+                ax.set_xlabel(labels[axis] + (f" ({', '.join(ties)})" if ties else ""))
             else:
                 ax.set_ylabel(f"mean {name}")
                 ax.set_title(scenario)
@@ -514,7 +555,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sweep", action="append", default=[], metavar="RUN_ID", help="a sweep's parent run (repeatable)"
     )
-    parser.add_argument("--experiment", help="an MLflow experiment (default mimo_l2o, when no --sweep)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="a single run, beside the sweeps (repeatable)",
+    )
+    parser.add_argument(
+        "--experiment", help="an MLflow experiment (default mimo_l2o, when no --sweep or --run)"
+    )
     parser.add_argument("--out", default="report", help="folder for the report (default ./report)")
     parser.add_argument(
         "--readme", type=Path, help="a markdown file whose cross-evaluation block gets the matrix"
@@ -525,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    rows = write(client, args.sweep, args.experiment, Path(args.out), command, args.readme)
+    rows = write(client, args.sweep, args.experiment, Path(args.out), command, args.readme, args.run)
     if rows is None:
         print(f"error: no finished runs found in {mlflow.get_tracking_uri()}", file=sys.stderr)
         return 2
@@ -534,13 +584,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(
-    client, sweeps: list[str], experiment: str | None, out: Path, command: str, readme: Path | None = None
+    client,
+    sweeps: list[str],
+    experiment: str | None,
+    out: Path,
+    command: str,
+    readme: Path | None = None,
+    singles: list[str] = (),
 ):
-    """The report of ``sweeps`` (or of ``experiment``'s runs) into ``out``, logged to each sweep's
-    parent under ``report/``; ``readme``: a file whose cross-evaluation block gets the matrix. Returns
-    the rows, or ``None`` when there is nothing to report."""
+    """The report of ``sweeps`` and the single runs ``singles`` (or of ``experiment``'s runs) into
+    ``out``, logged to each sweep's parent under ``report/``; ``readme``: a file whose cross-evaluation
+    block gets the matrix. Returns the rows, or ``None`` when there is nothing to report."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    runs, skipped = select(client, sweeps, experiment)
+    runs, skipped = select(client, sweeps, experiment, singles)
     if not runs and not skipped:
         return None
     rows = _order([row_of(run, client, with_samples=True) for run in runs])

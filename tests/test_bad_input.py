@@ -510,7 +510,11 @@ MORE_CASES = {
     ),
     "model-driven channel_bf in several cells": (
         ["scenario=multicell_miso", "learner=model_driven", "learner.variant=channel_bf"],
-        ["learner.variant", "channel_bf is single-cell", "7 cells"],
+        ["learner.variant", "channel_bf is the joint single-cell network's", "7 cells"],
+    ),
+    "model-driven channel_bf on the per-link network in one cell": (
+        ["scenario=miso_fdd", "learner=model_driven", "learner.variant=channel_bf", "learner.csi_skip=true"],
+        ["learner.variant", "not the per-link network's (csi_skip=true)", "use hybrid"],
     ),
     "model-driven ZF loss with fewer antennas than users": (
         [
@@ -525,6 +529,23 @@ MORE_CASES = {
     "model-driven CNN Power-Net in several cells": (
         ["scenario=multicell_miso", "learner=model_driven", "learner.power_net=cnn"],
         ["learner.power_net", "single-cell Power-Net", "7 cells", "use fc"],
+    ),
+    "model-driven CNN Power-Net with the path features": (
+        ["scenario=miso_fdd", "learner=model_driven", "learner.power_net=cnn", "learner.csi_features=paths"],
+        ["learner.power_net", "not the per-link network (csi_features=paths)", "use fc"],
+    ),
+    "model-driven matrix pencil of too high an order": (
+        [
+            "scenario=miso_fdd",
+            "learner=model_driven",
+            "learner.csi_features=paths",
+            "learner.csi_paths=17",
+        ],
+        ["learner.csi_paths", "at most num_antennas // 2 = 16", "got 17"],
+    ),
+    "model-driven matrix pencil of order zero": (
+        ["scenario=miso_fdd", "learner=model_driven", "learner.csi_paths=0"],
+        ["learner.csi_paths", ">= 1"],
     ),
     "model-driven CNN kernel even": (
         ["scenario=miso_tdd", "learner=model_driven", "learner.power_kernel=4"],

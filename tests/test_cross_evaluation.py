@@ -95,6 +95,21 @@ def test_the_report_shows_the_runs_metrics_and_logs_them_to_the_parent(sweep):
     assert {"report/report.md", "report/report.csv", "report/ratio_heatmap.png"} <= logged
 
 
+def test_the_report_takes_single_runs_and_names_a_missing_one(sweep):
+    work, env, _, _, runs = sweep
+    (dnn,) = [r for r in runs if r.data.tags.get("learner") == "dnn"]
+    proc = run_app("report", "--run", dnn.info.run_id, "--out", "one", cwd=work, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (work / "one" / "report.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["learner"] == "dnn"
+    assert float(row["objective_ratio"]) == pytest.approx(dnn.data.metrics["test/objective_ratio"])
+    proc = run_app("report", "--run", "0" * 32, "--out", "none", cwd=work, env=env)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and lines[-1].startswith(f"error: --run: no run '{'0' * 32}'")
+    assert not (work / "none").exists()
+
+
 def test_a_runs_label_adds_the_settings_its_sweep_gave_every_job():
     from types import SimpleNamespace
 
@@ -116,7 +131,7 @@ def test_a_runs_label_adds_the_settings_its_sweep_gave_every_job():
     assert run_label(run("dnn-gaussian_ic-K10"), client) == "dnn-gaussian_ic-K10"
 
 
-def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", mrt=None):
+def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", mrt=None, m=4):
     from mimo_l2o.report import Row
 
     objectives = {"learner": learner_value, "solver": solver_value}
@@ -131,7 +146,7 @@ def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", m
             "solver": "wmmse_bf",
             "run": name,
             "K": str(k),
-            "M": "4",
+            "M": str(m),
             "p_max": p_max,
             "objectives": objectives,
         }
@@ -179,3 +194,33 @@ def test_a_second_varying_axis_goes_into_the_labels_and_a_stale_figure_is_remove
     path = tmp_path / "sweep_curves.png"
     assert sweep_figure(rows, path) and path.stat().st_size > 0
     assert not sweep_figure(rows[:1], path) and not path.exists()
+
+
+def test_an_axis_tied_to_another_is_one_curve_and_shared_settings_leave_the_labels(tmp_path):
+    from mimo_l2o.report import sweep_figure, sweep_series
+
+    rows = []
+    for k in (2, 3, 4):  # Fig. 4a: N_t = K, two variants, the sweep's common settings in every run's name
+        for variant, value in (("hybrid", 0.9 * k), ("channel_zf", 0.5 * k)):
+            extra = (
+                f"scenario.num_users={k} scenario.num_antennas={k} learner.variant={variant} "
+                "experiment=zhang2022_fig4a data.num_train=50000"
+            )
+            rows.append(_row("model_driven", k, value, float(k), extra, m=k))
+    series = sweep_series(rows)
+    assert list(series) == [("miso_tdd", "sum_rate", "K")]  # M = K is no axis of its own
+    entry = series[("miso_tdd", "sum_rate", "K")]
+    assert entry["tied"] == ["M = K"]
+    assert entry["ratio"] == {
+        "model_driven learner.variant=hybrid": [(2.0, 0.9), (3.0, 0.9), (4.0, 0.9)],
+        "model_driven learner.variant=channel_zf": [(2.0, 0.5), (3.0, 0.5), (4.0, 0.5)],
+    }
+    assert sorted(entry["objective"]) == [
+        "model_driven learner.variant=channel_zf",
+        "model_driven learner.variant=hybrid",
+        "wmmse_bf (solver)",
+    ]
+    # M tied but not equal (M = 2K): named without the equation
+    rows = [_row("model_driven", k, 1.0, 2.0, m=2 * k) for k in (2, 3)]
+    assert sweep_series(rows)[("miso_tdd", "sum_rate", "K")]["tied"] == ["M"]
+    assert sweep_figure(rows, tmp_path / "curves.png")

@@ -5,6 +5,7 @@ at a BS depend on that BS's observations only, with the SLNR structure of eq. (3
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -261,3 +262,100 @@ def test_slnr_recovery_puts_the_per_link_network_in_one_cell():
     W = model.eval()(x)
     assert W.shape == (8, 1, 4, 3)
     torch.testing.assert_close(W.abs().square().sum((-2, -1)), torch.full((8, 1), 100.0), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("recovery", ["structure", "reduced", "zf"])
+def test_the_per_link_network_in_one_cell_recovers_eq_7_23_or_zf_from_its_powers(recovery):
+    """``csi_features: paths`` puts the per-link network in one cell with any recovery: eq. (7) and (23)
+    from the Power-Net's ``p`` and ``q`` (written out here), ZF directions with ``p``; the loss's ``L_P``
+    holds the ``q`` of the labels by duality (it vanishes when the net outputs exactly the labels' p, q)."""
+    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenLearner
+
+    from mimo_l2o.learner import LearnerSpec
+
+    one = MISOTDD(MISOTDD.Config(num_antennas=4, num_users=3))
+    net = one.sample(8, torch.Generator().manual_seed(0))
+    problem = Downlink(None)(net)
+    spec = LearnerSpec(input_shapes={}, problem=problem[:1].to("cpu", torch.float32), objective=SumRate(None))
+    cfg = ModelDrivenConfig(name="model_driven", recovery=recovery, csi_features="paths", csi_paths=2)
+    learner = ModelDrivenLearner(cfg, spec)
+    x = learner.prepare({"uplink_channel": net["h_ul"]})
+    model = learner.build_model(x, torch.Generator().manual_seed(0)).eval()
+    assert isinstance(model, MulticellNet) and model.cells == 1 and model.dual == (recovery != "zf")
+    with torch.no_grad():
+        H = model.channel(x)  # [B, 1, K, N]
+        p, q = model.powers(x)
+        W = model(x).to(torch.complex128)
+    assert p.shape == (8, 1, 3) and torch.allclose(p.sum(-1), torch.full((8, 1), 100.0, dtype=torch.float64))
+    Hk = H[:, 0].transpose(-1, -2)  # [B, N, K]: columns h_k
+    if recovery == "zf":
+        assert q is None
+        D = Hk @ torch.linalg.inv(Hk.mH @ Hk)
+    else:
+        assert torch.allclose(q.sum(-1), torch.full((8, 1), 100.0, dtype=torch.float64))
+        # eq. (7): w_k ∝ (I + Σ_j q_j/σ² h_j h_jᴴ)⁻¹ h_k, one cell's noise σ² = 1
+        A = torch.eye(4, dtype=Hk.dtype) + (Hk * q[:, 0, None, :].to(Hk.dtype)) @ Hk.mH
+        D = torch.linalg.solve(A, Hk)
+    expected = D / D.norm(dim=-2, keepdim=True) * p[:, 0, None, :].sqrt()
+    torch.testing.assert_close(W[:, 0], expected, rtol=2e-4, atol=2e-5)
+    # L_P (eq. 9) on p/P and, for eq. (7) and (23), on q/P against the labels' duals, written out
+    labels = bf.slnr_alternating(problem.to(dtype=torch.float64)).to(torch.complex64)
+    model.train()  # the batch norm's batch statistics, as in the loss
+    with torch.no_grad():
+        p, q = model.powers(x)
+        p_label = labels.to(torch.complex128).abs().square().sum(-2)
+        expected = ((p - p_label) / 100.0).square().mean()
+        if q is not None:
+            q_label = bf.dual_uplink_powers(problem.to(dtype=torch.float64), labels.to(torch.complex128))
+            expected = expected + ((q[:, 0] - q_label) / 100.0).square().mean()
+        loss = model.loss(
+            dataclasses.replace(cfg, alpha_h=0.0, alpha_r=0.0),
+            problem.to(dtype=torch.float64),
+            {"inputs": x, "labels": labels},
+            SumRate(None),
+        )
+    torch.testing.assert_close(loss.double(), 0.5 * expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("features", ["beamspace", "paths"])
+def test_csi_skip_is_a_linear_map_per_link_added_to_the_csi_net(features):
+    from mimo_l2o_plugins.zhang2022.model_driven import beamspace_products, path_features
+
+    scenario, net = sample(n=5, num_antennas=4)
+    cfg = {"csi_features": features, "csi_paths": 2}
+    plain, x, _ = multicell_net(scenario, net, **cfg)
+    model, _, problem = multicell_net(scenario, net, csi_skip=True, **cfg)
+    h = net["h_ul"].to(torch.complex128)  # [B, C, U, N]
+    if features == "paths":  # the learner's prepare: each column, then its path features
+        x = torch.view_as_real(torch.cat((h, path_features(h, 2)), -1))
+    with torch.no_grad():  # zero at the start: the CSI-Net's channel alone
+        torch.testing.assert_close(model.channel(x), plain.channel(x))
+        g = torch.Generator().manual_seed(3)
+        model.skip.copy_(torch.randn(model.skip.shape, generator=g, dtype=torch.float64).to(model.skip))
+        last = model.csi[-1]
+        last.weight.zero_(), last.bias.zero_()
+        H = model.channel(x)
+    # written out: h_u = A_u x + B_u f(x) / ν on BS c's view x of user u (absolute units), f the features
+    # of degree two: |F x| F x √N, and for paths also √N Σ |u_l| u_l z_l^m
+    for c in range(7):
+        for u in range(7):
+            xu = h[:, c, u]
+            parts = [
+                torch.view_as_real(xu).flatten(-2),
+                beamspace_products(xu, model.grid) / model.gain_scale,
+            ]
+            if features == "paths":
+                parts.append(torch.view_as_real(path_features(xu, 2)).flatten(-2) / model.gain_scale)
+            out = torch.cat(parts, -1) @ model.skip.double()[u]
+            torch.testing.assert_close(H[:, c, u], torch.view_as_complex(out.reshape(5, 4, 2).contiguous()))
+    # and the loss trains it
+    model.train()
+    labels = bf.slnr_alternating(problem.to(dtype=torch.float64))
+    loss = model.loss(
+        ModelDrivenConfig(csi_skip=True, **cfg),
+        problem.to(dtype=torch.float64),
+        {"inputs": x, "labels": labels},
+        SumRate(None),
+    )
+    loss.backward()
+    assert float(model.skip.grad.abs().max()) > 0

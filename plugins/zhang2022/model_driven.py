@@ -36,8 +36,9 @@ The rate's gradient does not reach the CSI-Net by default (``rate_into_csi: fals
 joint training): the CSI-Net learns the channel, the Power-Net learns the powers for it.
 
 In several cells (Sec. VI-C) the learner is :class:`MulticellNet`: one network at every BS, each reading
-only its own uplink observations, and the SLNR structure of eq. (35); ``recovery: slnr`` uses the same
-per-link network in one cell.
+only its own uplink observations, and the SLNR structure of eq. (35); ``recovery: slnr``,
+``csi_features: paths`` and ``csi_skip`` use the same per-link network in one cell, where it recovers
+with eq. (7), (23), ZF or eq. (35) as ``recovery`` says.
 
 ``variant: channel_zf`` is the paper's "learned channel + ZF" benchmark: the CSI-Net alone, trained on
 ``L_H``, and ZF of the learned channel on the budget (eq. 24). ``channel_bf`` is its "learned channel and
@@ -83,6 +84,7 @@ class Recovery(str, Enum):
 class CSIFeatures(str, Enum):
     antenna = "antenna"  # the uplink channels as they are (the paper)
     beamspace = "beamspace"  # and each path's |u| u in a 4x oversampled beamspace (eq. 40's map)
+    paths = "paths"  # beamspace, and Σ |u_l| u_l a(θ_l) of the paths the matrix pencil finds (per link)
 
 
 class RateChannel(str, Enum):
@@ -132,8 +134,15 @@ class ModelDrivenConfig(LearnerConfig):
         paper); ``beamspace``, also ``|b| b`` for ``b = F x`` in a 4x oversampled DFT beamspace (``4 N``
         beams): eq. (40) makes each path's downlink coefficient ``|u| u`` of its uplink one, and where
         paths fall in separate beams that is this feature (measured on ``multicell_miso``: 0.906 of
-        WMMSE against 0.880, the same short training). ``None`` (default): ``antenna`` in one cell,
-        ``beamspace`` in several.
+        WMMSE against 0.880, the same short training). ``paths`` (selects the per-link network): also eq.
+        (40)'s map applied path by path, ``Σ_l |u_l| u_l a_U(θ_l)`` of the ``csi_paths`` plane waves the
+        matrix pencil finds in the column (:func:`path_features`), which the per-link linear map of
+        ``csi_skip`` carries to the downlink's array; not the paper's. ``None`` (default): ``antenna``
+        in one cell, ``beamspace`` in several.
+    csi_paths : int
+        The number of plane waves the matrix pencil of ``csi_features: paths`` fits to each column, at
+        most ``N_t // 2``; more than the channel has costs little (the extra waves get ``u ≈ 0``, and
+        ``|u| u`` is smaller still). Default 8 (``miso_fdd`` has 5 paths).
     power_layers, power_width : int
         Hidden layers of the Power-Net and their width (0: as the CSI-Net's); for ``power_net: cnn`` the
         width of its fully connected layer (0: 256, the paper's).
@@ -146,7 +155,8 @@ class ModelDrivenConfig(LearnerConfig):
     recovery : Recovery
         ``structure`` (eq. 7), ``reduced`` (eq. 23), ``zf`` (ZF directions, Sec. V-C) or ``slnr``: the
         network of the multicell case (:class:`MulticellNet`: one CSI-Net per link, the SLNR structure of
-        eq. 35) in one cell (the plugin's README says what it measured). In several cells ``structure``,
+        eq. 35) in one cell (the plugin's README says what it measured); the per-link network in one cell
+        (``csi_features: paths``, ``csi_skip``) recovers as this says. In several cells ``structure``,
         ``reduced`` and ``slnr`` are eq. (35), ``zf`` ZF of each BS's own users with the learned powers.
     alpha_h, alpha_p, alpha_r : float
         Weights of ``L_H``, ``L_P`` and ``−R_sum`` in the loss (eq. 10).
@@ -162,6 +172,13 @@ class ModelDrivenConfig(LearnerConfig):
         is confounded with its distance (eq. 42 times eq. 40's ``α²``) and the rate, not the channel's
         squared error, says which part of the channel the SLNR beamformer needs (measured: 0.881 of
         WMMSE rising, against a rate that fell from 0.85 to 0.74 over five epochs on ``L_H`` alone).
+    csi_skip : bool
+        A linear map per link added to the per-link CSI-Net's output (selects :class:`MulticellNet`):
+        ``A x + B f(x) / ν`` of the uplink column ``x`` and its features of degree two ``f`` (the
+        beamspace products, and the path features), ``ν`` the mean uplink norm of the training set, zero
+        at the start. With ``csi_features: paths`` such a map is nearly all of eq. (40)'s
+        (``benchmarks/fdd_channel_map.py``). Made for one cell (``miso_fdd``): in several cells the
+        downlink gain is not a fixed map of the uplink one (eq. 42's exponents differ), see the README.
     power_unit : PowerUnit
         The unit of ``L_P``: ``budget`` (default: the powers over ``P``, so that ``L_P`` does not grow
         with ``P²`` and drown the other terms) or ``absolute`` (the powers in the unit of ``P``).
@@ -172,6 +189,7 @@ class ModelDrivenConfig(LearnerConfig):
     csi_width: int = 0
     csi_sharing: Sharing | None = None
     csi_features: CSIFeatures | None = None
+    csi_paths: int = 8
     power_layers: int = 4
     power_width: int = 0
     power_net: PowerNetKind = PowerNetKind.fc
@@ -184,10 +202,11 @@ class ModelDrivenConfig(LearnerConfig):
     rate_channel: RateChannel = RateChannel.true
     power_unit: PowerUnit = PowerUnit.budget
     rate_into_csi: bool | None = None
+    csi_skip: bool = False
     train: TrainConfig = field(default_factory=_laptop_training)
 
     def __post_init__(self) -> None:
-        for key in ("csi_layers", "power_layers"):
+        for key in ("csi_layers", "power_layers", "csi_paths"):
             require(getattr(self, key) >= 1, key, f"must be an integer >= 1, got {getattr(self, key)}")
         require(
             len(self.power_filters) >= 1 and all(f >= 1 for f in self.power_filters),
@@ -240,12 +259,58 @@ def beamspace_products(columns: Tensor, grid: Tensor) -> Tensor:
     return torch.view_as_real(b.abs() * b * math.sqrt(grid.shape[-1])).flatten(-2)
 
 
-def per_link(cells: int, cfg: ModelDrivenConfig) -> bool:
-    """Whether the network is the per-link :class:`MulticellNet`: in several cells, with ``recovery: slnr``
-    or the SLNR benchmark."""
-    return (
-        cells > 1 or Recovery(cfg.recovery) == Recovery.slnr or Variant(cfg.variant) == Variant.channel_slnr
+PATH_FEATURE_BOUND = 2.0  # the path features' largest norm, in units of the column's energy ‖x‖²
+
+
+def path_features(columns: Tensor, paths: int) -> Tensor:
+    """``√N Σ_l |u_l| u_l z_l^m`` for each column ``x [..., N]`` (complex128) seen as ``paths`` plane waves
+    ``x_m ≈ Σ_l u_l z_l^m`` (``|z_l| = 1``): the matrix pencil of the column's ``(N − P) × (P + 1)`` Hankel
+    matrix (``P = N // 2``; its ``paths`` leading left singular vectors, shifted, give the ``z_l``), then
+    the ``u_l`` by least squares. Exact for a column of at most ``paths`` waves without noise, whatever
+    their spacing; eq. (40) makes each path's downlink coefficient ``|u_l| u_l``. Its norm is bounded by
+    ``PATH_FEATURE_BOUND ‖x‖²`` (scaled down above it: under noise the pencil can split a wave into close
+    ones with large opposite amplitudes, and those outliers made training diverge with pilots). Zero for a
+    zero column."""
+    n = columns.shape[-1]
+    pencil = n // 2
+    hankel = columns[..., torch.arange(n - pencil)[:, None] + torch.arange(pencil + 1)]
+    left = torch.linalg.svd(hankel, full_matrices=False)[0][..., :paths]
+    z = torch.linalg.eigvals(torch.linalg.pinv(left[..., :-1, :]) @ left[..., 1:, :])
+    phase = (
+        torch.angle(z).unsqueeze(-2)
+        * torch.arange(n, dtype=columns.real.dtype, device=columns.device)[:, None]
     )
+    waves = torch.polar(torch.ones_like(phase), phase)  # [..., N, paths]: z_l^m with |z_l| = 1
+    u = (torch.linalg.pinv(waves) @ columns.unsqueeze(-1)).squeeze(-1)  # pinv: any device, any rank
+    out = (waves @ (u.abs() * u).unsqueeze(-1)).squeeze(-1) * math.sqrt(n)
+    out = torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+    # separated waves give ‖out‖ ≤ ‖x‖² (√N ‖Σ|u|u z^m‖ = N (Σ|u|⁴)^½ ≤ N Σ|u|²); far above it, the fit has
+    # split one wave, under noise, into close ones of large opposite amplitudes: bounded at 2 ‖x‖²
+    energy = columns.abs().square().sum(-1, keepdim=True)
+    size = out.abs().square().sum(-1, keepdim=True).sqrt()
+    return out * (PATH_FEATURE_BOUND * energy / size.clamp_min(1e-300)).clamp(max=1.0)
+
+
+def per_link_reason(cells: int, cfg: ModelDrivenConfig) -> str | None:
+    """Why the network is the per-link :class:`MulticellNet` (``None``: it is not): several cells, or in
+    one cell ``recovery: slnr``, the SLNR benchmark, ``csi_features: paths`` or ``csi_skip``, which are
+    that network's."""
+    if cells > 1:
+        return f"{cells} cells"
+    if Recovery(cfg.recovery) == Recovery.slnr:
+        return "recovery=slnr"
+    if Variant(cfg.variant) == Variant.channel_slnr:
+        return "variant=channel_slnr"
+    if cfg.csi_features is not None and CSIFeatures(cfg.csi_features) == CSIFeatures.paths:
+        return "csi_features=paths"
+    if cfg.csi_skip:
+        return "csi_skip=true"
+    return None
+
+
+def per_link(cells: int, cfg: ModelDrivenConfig) -> bool:
+    """Whether the network is the per-link :class:`MulticellNet` (:func:`per_link_reason`)."""
+    return per_link_reason(cells, cfg) is not None
 
 
 class ConvPowerNet(nn.Module):
@@ -386,25 +451,33 @@ class ModelDrivenLearner(Learner):
 
     @classmethod
     def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
-        """``variant: channel_bf`` or ``power_net: cnn`` where the per-link network runs (several cells,
-        ``recovery: slnr``), and a ZF recovery or benchmark with fewer antennas than users per cell."""
+        """``variant: channel_bf`` or ``power_net: cnn`` where the per-link network runs
+        (:func:`per_link_reason`), ``csi_paths`` above ``N_t // 2``, and a ZF recovery or benchmark with
+        fewer antennas than users per cell."""
         cells = int(getattr(scenario.config, "num_cells", 1))
         n, k = int(scenario.config.num_antennas), int(scenario.config.num_users)
         variant, recovery = Variant(config.variant), Recovery(config.recovery)
-        if PowerNetKind(config.power_net) == PowerNetKind.cnn and per_link(cells, config):
-            where = (
-                f"scenario={scenario.name} has {cells} cells"
-                if cells > 1
-                else ("recovery=slnr" if recovery == Recovery.slnr else "variant=channel_slnr")
-            )
+        where = per_link_reason(cells, config)
+        if where and cells > 1:
+            where = f"scenario={scenario.name} has {where}"
+        if PowerNetKind(config.power_net) == PowerNetKind.cnn and where:
             return (
                 "power_net",
                 f"cnn is the single-cell Power-Net of Sec. VII-B, not the per-link network ({where}); use fc",
             )
-        if variant == Variant.channel_bf and cells > 1:
+        if (
+            where
+            and CSIFeatures(config.csi_features or CSIFeatures.beamspace) == CSIFeatures.paths
+            and (config.csi_paths > n // 2)
+        ):
+            return (
+                "csi_paths",
+                f"must be at most num_antennas // 2 = {n // 2} for the matrix pencil, got {config.csi_paths}",
+            )
+        if variant == Variant.channel_bf and where:
             return (
                 "variant",
-                f"channel_bf is single-cell, scenario={scenario.name} has {cells} cells; "
+                f"channel_bf is the joint single-cell network's, not the per-link network's ({where}); "
                 "use hybrid, channel_zf or channel_slnr",
             )
         if (recovery == Recovery.zf or variant == Variant.channel_zf) and n < k:
@@ -427,9 +500,16 @@ class ModelDrivenLearner(Learner):
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         """``uplink_channel [B, C, U, N]`` → real and imaginary parts ``[B, 2·K·N]`` (float32) for one cell;
-        ``[B, C, U, N, 2]`` (float64: the gains span many decades) for several, or ``recovery: slnr``."""
-        x = torch.view_as_real(features[FEATURE])
-        return x.double() if per_link(x.shape[1], self.config) else x.flatten(1).float()
+        ``[B, C, U, N, 2]`` (float64: the gains span many decades) for the per-link network;
+        ``[B, C, U, 2N, 2]`` with ``csi_features: paths``: each column, then its :func:`path_features`
+        (computed once here, not in every epoch's forward pass)."""
+        h = features[FEATURE]
+        if not per_link(h.shape[1], self.config):
+            return torch.view_as_real(h).flatten(1).float()
+        if CSIFeatures(self.config.csi_features or CSIFeatures.beamspace) == CSIFeatures.paths:
+            h = h.to(torch.complex128)
+            h = torch.cat((h, path_features(h, self.config.csi_paths)), -1)
+        return torch.view_as_real(h).double()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         problem = self.spec.problem
@@ -535,23 +615,30 @@ class MulticellNet(nn.Module):
         super().__init__()
         self.cells, self.n, self.k, self.users = cells, n, k, cells * k
         self.variant = Variant(cfg.variant)
-        self.zf = Recovery(cfg.recovery) == Recovery.zf
+        self.recovery = Recovery(cfg.recovery)
+        self.zf = self.recovery == Recovery.zf
+        # in one cell eq. (7) or (23) with the Power-Net's p and q; in several, eq. (35) with p alone
+        self.dual = cells == 1 and self.recovery in (Recovery.structure, Recovery.reduced)
         self.register_buffer("budget", torch.tensor(budget, dtype=torch.float64))
         self.register_buffer("noise", torch.tensor(noise, dtype=torch.float64))
         # the cell order of each BS: BS c reads users (c·K + j) mod U, its own first
         order = (torch.arange(cells)[:, None] * k + torch.arange(self.users)) % self.users
         self.register_buffer("order", order)
         self.register_buffer("inverse", torch.argsort(order, dim=-1))
-        log_gain = self._log_gain(torch.view_as_complex(x.contiguous()))
+        self.features = CSIFeatures(cfg.csi_features or CSIFeatures.beamspace)
+        log_gain = self._log_gain(self.split(x)[0])
         self.register_buffer("gain_mean", log_gain.mean())
         self.register_buffer("gain_std", log_gain.std().clamp_min(1e-6))
         full = 2 * n * self.users  # 0: 2 N_t U; the paper's 2 N_t N_c² (7 times wider) is its preset's
         self.sharing = Sharing(cfg.csi_sharing or Sharing.per_user)
-        self.features = CSIFeatures(cfg.csi_features or CSIFeatures.beamspace)
+        beamspace = self.features in (CSIFeatures.beamspace, CSIFeatures.paths)
         self.column_width = (
-            2 * n + 1 + (2 * OVERSAMPLING * n if self.features == CSIFeatures.beamspace else 0)
+            2 * n
+            + 1
+            + (2 * OVERSAMPLING * n if beamspace else 0)
+            + (2 * n if self.features == CSIFeatures.paths else 0)
         )
-        if self.features == CSIFeatures.beamspace:
+        if beamspace:
             self.register_buffer("grid", beamspace_grid(n))
         width_in = self.users * self.column_width
         if self.sharing == Sharing.joint:
@@ -560,28 +647,44 @@ class MulticellNet(nn.Module):
             width = cfg.csi_width or full
             self.csi = mlp(self.column_width + self.users, width, cfg.csi_layers, 2 * n, "tanh")
         self.power = (
-            mlp(width_in, cfg.power_width or full, cfg.power_layers, k, "relu")
+            mlp(width_in, cfg.power_width or full, cfg.power_layers, 2 * k if self.dual else k, "relu")
             if self.variant == Variant.hybrid
             else None
         )
+        # the linear part of eq. (40)'s map, one per link identity: A x + B (|Fx| Fx) in absolute units,
+        # A·direction + ‖x‖ B·(|F d| F d) in the CSI-Net's (zero at the start: the MLP's output alone)
+        self.skip = (
+            nn.Parameter(torch.zeros(self.users, self.column_width - 1, 2 * n)) if cfg.csi_skip else None
+        )
+        if self.skip is not None:
+            self.register_buffer("gain_scale", log_gain.mul(0.5).exp().mean())
 
     @staticmethod
     def _log_gain(h: Tensor) -> Tensor:
         return h.abs().square().sum(-1).clamp_min(1e-300).log()
 
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Inputs ``[B, C, U, N or 2N, 2]`` → the uplink columns ``[B, C, U, N]`` (complex) and, with
+        ``csi_features: paths``, their :func:`path_features` (else ``None``)."""
+        h = torch.view_as_complex(x.contiguous())
+        return (h[..., : self.n], h[..., self.n :]) if self.features == CSIFeatures.paths else (h, None)
+
     def views(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """From inputs ``[B, C, U, N, 2]``: each BS's features ``[B·C, U·w]`` (float32; per column its
         direction, log gain and, for ``beamspace``, its beamspace products: ``w = column_width``), and the
         norms ``[B, C, U]`` and directions ``[B, C, U, N]`` (complex) in its user order."""
-        h = torch.view_as_complex(x.contiguous())
+        h, paths = self.split(x)
         b = h.shape[0]
-        h = h.gather(2, self.order[None, :, :, None].expand(b, -1, -1, self.n))
+        index = self.order[None, :, :, None].expand(b, -1, -1, self.n)
+        h = h.gather(2, index)
         norm = h.abs().square().sum(-1).sqrt().clamp_min(1e-300)
         direction = h / norm.unsqueeze(-1)
         gain = (self._log_gain(h) - self.gain_mean) / self.gain_std
         parts = [torch.view_as_real(direction).flatten(-2), gain.unsqueeze(-1)]
-        if self.features == CSIFeatures.beamspace:
+        if self.features in (CSIFeatures.beamspace, CSIFeatures.paths):
             parts.append(beamspace_products(direction, self.grid))
+        if paths is not None:  # of degree two in the column: the direction's
+            parts.append(torch.view_as_real(paths.gather(2, index) / norm.square().unsqueeze(-1)).flatten(-2))
         feats = torch.cat(parts, -1)
         return feats.reshape(b * self.cells, -1).float(), norm, direction
 
@@ -597,7 +700,21 @@ class MulticellNet(nn.Module):
             who = who.expand(columns.shape[0], -1, -1, -1)
             out = self.csi(torch.cat((columns, who), -1).reshape(-1, self.column_width + self.users))
         out = out.double().reshape(-1, self.cells, self.users, self.n, 2)
+        if self.skip is not None:
+            out = out + self.linear_part(feats, norm).reshape(out.shape)
         return torch.view_as_complex(out.contiguous()), norm
+
+    def linear_part(self, feats: Tensor, norm: Tensor) -> Tensor:
+        """The skip's ``A d + (‖x‖/ν) B f(d)`` of each link ``[B, C, U, 2N]``: ``d`` the direction, ``f`` its
+        features of degree two (beamspace, paths), ``ν`` the mean uplink norm of the training set; from the
+        features ``[B·C, U·w]`` and norms ``[B, C, U]`` of :meth:`views`."""
+        columns = feats.double().reshape(-1, self.cells, self.users, self.column_width)
+        n2 = 2 * self.n
+        scale = torch.ones_like(columns[..., :1]).expand(-1, -1, -1, self.column_width - 1).clone()
+        scale[..., n2:] = (norm / self.gain_scale).unsqueeze(-1)
+        inputs = torch.cat((columns[..., :n2], columns[..., n2 + 1 :]), -1) * scale  # without the log gain
+        weight = self.skip.double()[self.order]  # [C, U, w - 1, 2N]: each link's identity
+        return torch.einsum("bcui,cuio->bcuo", inputs, weight)
 
     def unorder(self, t: Tensor) -> Tensor:
         """``[B, C, U, ...]`` from each BS's user order back to the users' numbering."""
@@ -609,18 +726,24 @@ class MulticellNet(nn.Module):
         rel, norm = self.relative_channel(x)
         return self.unorder(rel * norm.unsqueeze(-1))
 
-    def powers(self, x: Tensor) -> Tensor:
+    def powers(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The Power-Net's ``p [B, C, K]`` (softmax × P per BS) and, for eq. (7) or (23) in one cell, the
+        virtual uplink powers ``q [B, C, K]`` (else ``None``)."""
         feats, _, _ = self.views(x)
-        logits = self.power(feats).double()
-        return torch.softmax(logits, -1).reshape(-1, self.cells, self.k) * self.budget
+        logits = self.power(feats).double().reshape(-1, self.cells, 2 * self.k if self.dual else self.k)
+        p = torch.softmax(logits[..., : self.k], -1) * self.budget
+        return p, (torch.softmax(logits[..., self.k :], -1) * self.budget if self.dual else None)
 
-    def beamformers(self, H: Tensor, p: Tensor | None) -> Tensor:
+    def beamformers(self, H: Tensor, p: Tensor | None, q: Tensor | None = None) -> Tensor:
         """``W [B, C, N, K]`` from the learned channels ``H [B, C, U, N]`` (problem layout)."""
         if self.variant == Variant.channel_zf:
             return bf.zf(self._problem(H))
         if self.variant == Variant.channel_slnr:
             return bf.slnr_alternating(self._problem(H))
         own = bf.own_channels(self._problem(H))  # [B, C, N, K]
+        if self.dual:  # one cell: eq. (7) or its reduced form (23), from p and q
+            recover = bf.optimal_structure if self.recovery == Recovery.structure else bf.reduced_structure
+            return recover(own[:, 0], p[:, 0], q[:, 0], self.noise.expand(H.shape[0])).unsqueeze(1)
         if self.zf:  # the ZF loss of Sec. V-C: ZF of the BS's own users, the learned powers
             directions = torch.linalg.solve(own.mH @ own, own, left=False)
             return bf.unit_columns(directions) * bf.amplitudes(p).unsqueeze(-2).to(H.dtype)
@@ -643,8 +766,8 @@ class MulticellNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         H = self.channel(x)
-        p = self.powers(x) if self.power is not None else None
-        return self.beamformers(H, p).to(torch.complex64)  # the precision of the learners' problems
+        p, q = self.powers(x) if self.power is not None else (None, None)
+        return self.beamformers(H, p, q).to(torch.complex64)  # the precision of the learners' problems
 
     def loss(self, cfg: ModelDrivenConfig, problem, batch: dict[str, Any], objective) -> Tensor:
         x = batch["inputs"]
@@ -657,10 +780,16 @@ class MulticellNet(nn.Module):
         loss_h = (error.sum(-1) / norm.square().sum(-1)).mean()
         if self.power is None:
             return loss_h.float()
-        p = self.powers(x)
-        p_label = batch["labels"].to(torch.complex128).abs().square().sum(-2)  # [B, C, K]
-        loss_p = 0.5 * ((p - p_label) / self.budget).square().mean()
+        p, q = self.powers(x)
+        labels = batch["labels"].to(torch.complex128)
+        p_label = labels.abs().square().sum(-2)  # [B, C, K]
+        loss_p = ((p - p_label) / self.budget).square().mean()
+        if q is not None:  # eq. (7) in one cell: q from the labels by duality, as the joint network's
+            with torch.no_grad():
+                q_label = bf.dual_uplink_powers(problem.to(dtype=torch.float64), labels).unsqueeze(1)
+            loss_p = loss_p + ((q - q_label) / self.budget).square().mean()
+        loss_p = 0.5 * loss_p
         H = self.unorder(rel * norm.unsqueeze(-1))
-        W = self.beamformers(H if cfg.rate_into_csi in (None, True) else H.detach(), p)  # None: yes here
+        W = self.beamformers(H if cfg.rate_into_csi in (None, True) else H.detach(), p, q)  # None: yes here
         rate = objective(problem.to(dtype=torch.float64), W).mean()
         return (cfg.alpha_h * loss_h + cfg.alpha_p * loss_p - cfg.alpha_r * rate).float()

@@ -174,3 +174,33 @@ def test_beamspace_features_are_each_path_s_abs_u_times_u_on_its_beam():
     products = torch.view_as_complex(beamspace_products(column, grid).reshape(-1, 2).contiguous())
     torch.testing.assert_close(products[j], u.abs() * u * math.sqrt(n), rtol=1e-12, atol=1e-12)
     assert products.abs().argmax() == j
+
+
+def test_path_features_are_eq_40_path_by_path_for_any_number_of_waves_up_to_the_order():
+    from mimo_l2o_plugins.zhang2022.model_driven import PATH_FEATURE_BOUND, path_features
+
+    g = torch.Generator().manual_seed(5)
+    n = 16
+    m = torch.arange(n, dtype=torch.float64)
+    for waves in (1, 3, 5):
+        angles = 2 * math.pi * torch.rand(40, waves, generator=g, dtype=torch.float64)
+        angles[:, -1] = angles[:, 0] + 0.02  # two waves closer than the array resolves (2π/16)
+        u = torch.complex(*torch.randn(2, 40, waves, generator=g, dtype=torch.float64))
+        z = torch.polar(torch.ones_like(angles), angles)
+        x = (u.unsqueeze(-1) * z.unsqueeze(-1) ** m).sum(-2)
+        expected = math.sqrt(n) * ((u.abs() * u).unsqueeze(-1) * z.unsqueeze(-1) ** m).sum(-2)
+        energy = x.abs().square().sum(-1)
+        inside = expected.abs().square().sum(-1).sqrt() < 0.999 * PATH_FEATURE_BOUND * energy
+        assert int(inside.sum()) >= 30  # close waves of opposite amplitudes can exceed the bound
+        for order in (waves, 6):  # the order of the fit at or above the waves it holds
+            got = path_features(x, order)
+            err = (got - expected).abs().square().sum(-1) / expected.abs().square().sum(-1)
+            assert float(err[inside].max()) < 1e-6, (waves, order, float(err.max()))
+            # above the bound, scaled onto it, in the same direction
+            size = got.abs().square().sum(-1).sqrt()
+            assert bool((size <= PATH_FEATURE_BOUND * energy * (1 + 1e-9)).all())
+            cosine = (got.conj() * expected).sum(-1).abs() / (size * expected.abs().square().sum(-1).sqrt())
+            assert bool((cosine[~inside] > 1 - 1e-6).all())
+    assert torch.equal(
+        path_features(torch.zeros(2, n, dtype=torch.complex128), 4), torch.zeros(2, n, dtype=torch.complex128)
+    )
