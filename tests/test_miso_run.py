@@ -29,6 +29,9 @@ def test_model_driven_on_miso_tdd_beats_zero_forcing_on_the_true_channel(tmp_pat
         and abs(10 * math.log10(m["test/nmse_channel"]) - m["test/nmse_channel_db"]) < 1e-9
     )
     assert m["test/objective_rzf_bf"] > m["test/objective_zf_bf"] > m["test/objective_mrt_bf"]
+    # the closed forms on the learned channel: none above WMMSE on the true one
+    for name in baselines:
+        assert 0 < m[f"test/learned_channel/objective_{name}"] <= m["test/objective_solver"] * (1 + 1e-3)
     assert run.data.params["solver.name"] == "wmmse_bf" and run.data.tags["paper"] == "zhang2022"
 
 
@@ -55,5 +58,7 @@ def test_one_network_serves_every_cell_of_multicell_miso_from_uplink_pilots(tmp_
     assert m["test/objective_slnr_bf"] > m["test/objective_mrt_bf"]
     # one user per cell: ZF and RZF of a BS's own user are MRT
     assert math.isclose(m["test/objective_zf_bf"], m["test/objective_mrt_bf"], rel_tol=1e-5)
+    learned = {name: m[f"test/learned_channel/objective_{name}"] for name in baselines}
+    assert math.isclose(learned["zf_bf"], learned["mrt_bf"], rel_tol=1e-5)  # on the learned channel too
     assert 0 < m["test/objective_ratio"] <= 1.0 + 1e-6
     assert run.data.params["solver.init"] == "slnr" and run.data.params["scenario.num_cells"] == "7"

@@ -579,18 +579,29 @@ class ModelDrivenLearner(Learner):
         return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
 
     def test_metrics(self, model: nn.Module, inputs: Tensor, problem) -> dict[str, float]:
-        """``nmse_channel``: the NMSE of the learned downlink channel, eq. (39),
-        ``E[‖Ĥ_D − H_D‖² / ‖H_D‖²]``, and the same in dB (``nmse_channel_db``)."""
-        if isinstance(model, MulticellNet):  # each BS's channel matrix to every user, as eq. (39)
-            H, H_true = model.channel(inputs).to(torch.complex128), problem.channel.to(torch.complex128)
-            nmse = float(
-                ((H - H_true).abs().square().sum((-2, -1)) / H_true.abs().square().sum((-2, -1))).mean()
-            )
-            return {"nmse_channel": nmse, "nmse_channel_db": 10 * math.log10(max(nmse, 1e-300))}
+        """``nmse_channel``: the NMSE of the learned downlink channel, eq. (39), ``E[‖Ĥ_D − H_D‖² / ‖H_D‖²]``
+        (each BS's channel matrix to every user in several cells), and the same in dB
+        (``nmse_channel_db``); ``learned_channel/objective_<name>``: the mean objective, on the true
+        channel, of each closed-form beamformer computed on the learned one (Sec. VII's "learned channel +"
+        benchmarks): MRT, ZF (where ``N_t >= K``), RZF, and SLNR in several cells; divided by
+        ``test/objective_solver`` it is comparable to the learner's ratio."""
+        true = problem.to(dtype=torch.float64)
         H = model.channel(inputs).to(torch.complex128)
-        H_true = bf.own_channels(problem.to(dtype=torch.float64))[:, 0]
+        if not isinstance(model, MulticellNet):  # [B, N, K] → the problem's layout [B, 1, K, N]
+            H = H.transpose(-1, -2).unsqueeze(1)
+        H_true = true.channel.to(torch.complex128)
         nmse = float(((H - H_true).abs().square().sum((-2, -1)) / H_true.abs().square().sum((-2, -1))).mean())
-        return {"nmse_channel": nmse, "nmse_channel_db": 10 * math.log10(max(nmse, 1e-300))}
+        metrics = {"nmse_channel": nmse, "nmse_channel_db": 10 * math.log10(max(nmse, 1e-300))}
+        learned = dataclasses.replace(true, channel=H)
+        closed_forms = {"mrt_bf": bf.mrt, "rzf_bf": bf.rzf}
+        if bf.zf_refusal(true) is None:
+            closed_forms["zf_bf"] = bf.zf
+        if true.num_cells > 1:
+            closed_forms["slnr_bf"] = bf.slnr_alternating
+        for name, form in sorted(closed_forms.items()):
+            objective = self.spec.objective(true, form(learned))
+            metrics[f"learned_channel/objective_{name}"] = float(objective.mean())
+        return metrics
 
 
 class MulticellNet(nn.Module):

@@ -176,6 +176,34 @@ def test_beamspace_features_are_each_path_s_abs_u_times_u_on_its_beam():
     assert products.abs().argmax() == j
 
 
+def test_the_closed_forms_on_the_learned_channel_are_the_learned_channel_benchmarks():
+    """``learned_channel/objective_<name>``: the closed form on the learned channel, evaluated on the true
+    one. ZF's is the ``channel_zf`` benchmark's own objective (the same beamformers), MRT's is written
+    out, and none is above WMMSE on the true channel by more than its tolerance."""
+    _, problem, x = data(batch=32)
+    one = learner(variant="channel_zf")
+    model = one.build_model(x, torch.Generator().manual_seed(0)).eval()
+    true = problem.to(dtype=torch.float64)
+    with torch.no_grad():
+        got = one.test_metrics(model, x, problem)
+        H = model.channel(x).to(torch.complex128)  # [B, N, K]
+        deployed = SumRate(None)(true, model(x).to(torch.complex128)).mean()
+    assert set(got) == {
+        "nmse_channel",
+        "nmse_channel_db",
+        "learned_channel/objective_mrt_bf",
+        "learned_channel/objective_rzf_bf",
+        "learned_channel/objective_zf_bf",
+    }
+    assert got["learned_channel/objective_zf_bf"] == pytest.approx(float(deployed), rel=1e-6)  # float32 W
+    W = H * (P / H.abs().square().sum((-2, -1), keepdim=True)).sqrt()  # MRT on the budget
+    mrt = SumRate(None)(true, W.unsqueeze(1)).mean()
+    assert got["learned_channel/objective_mrt_bf"] == pytest.approx(float(mrt), rel=1e-9)
+    wmmse = SumRate(None)(true, wmmse_bf(true, start(true, "mrt"))).mean()
+    for name in ("mrt_bf", "rzf_bf", "zf_bf"):
+        assert 0 < got[f"learned_channel/objective_{name}"] <= float(wmmse) * (1 + 1e-3)
+
+
 def test_path_features_are_eq_40_path_by_path_for_any_number_of_waves_up_to_the_order():
     from mimo_l2o_plugins.zhang2022.model_driven import PATH_FEATURE_BOUND, path_features
 
