@@ -5,15 +5,16 @@ or more sweeps (``--sweep <parent run id>``, repeatable) and single runs (``--ru
 or of an experiment (``--experiment``, default ``mimo_l2o``), and writes into ``--out``:
 
 * ``report.md`` and ``report.csv``: a row per run (paper, learner, scenario, precoder, objective, K, M,
-  p_max; ``test/objective_ratio``, the best heuristic baseline's ratio, the learner's time per sample,
-  the speed-up, the constraint violation, the MSE of SEs, epochs, wall time) and, where the learner's
+  p_max, the uplink pilots L; ``test/objective_ratio``, the best heuristic baseline's ratio, the
+  learner's time per sample, the speed-up, the constraint violation, the MSE of SEs, epochs, wall
+  time) and, where the learner's
   paper published a number for that setting, that number (``Learner.published``); the pairs a sweep
   skipped, with their reasons;
 * ``ratio_heatmap.png``: learner × scenario, ``test/objective_ratio`` (the mean where several runs share a
   cell), skipped pairs marked;
 * ``cdf_objective.png``: per scenario and objective, the CDF of the per-sample test objective of every
   selected run's learner and of the solver;
-* ``sweep_curves.png``, where the runs of a scenario and objective differ in K, M or p_max (a sweep such
+* ``sweep_curves.png``, where the runs of a scenario and objective differ in K, M, p_max or L (a sweep such
   as ``-m scenario.num_users=2,4,8``): the mean test objective against that axis, one curve per learner
   (and per setting the runs' names add), the solver's and every baseline's beside them, as the papers
   draw their sum rate against the number of users (Zhang et al. 2022, Fig. 4a), and below it each
@@ -56,6 +57,7 @@ COLUMNS = (
     "K",
     "M",
     "p_max",
+    "L",
     "objective_ratio",
     "best_baseline",
     "best_baseline_ratio",
@@ -138,6 +140,8 @@ def row_of(run, client, with_samples: bool) -> Row:
         "K": params.get("scenario.num_users", ""),
         "M": params.get("scenario.num_antennas", ""),
         "p_max": params.get("scenario.p_max", ""),
+        # uplink pilot symbols (beamforming scenarios; empty or None: perfect uplink CSI)
+        "L": params.get("scenario.pilot_length", ""),
         "objective_ratio": metrics.get("test/objective_ratio", math.nan),
         # the mean test objective of the learner, the solver and each baseline (the sweep curves)
         "objectives": {
@@ -400,6 +404,7 @@ AXES = (  # the report's column, the config key that sets it, the axis' label
     ("K", "scenario.num_users", "users K"),
     ("M", "scenario.num_antennas", "antennas M"),
     ("p_max", "scenario.p_max", "power budget p_max"),
+    ("L", "scenario.pilot_length", "uplink pilot symbols L"),
 )
 
 

@@ -196,6 +196,23 @@ def test_a_second_varying_axis_goes_into_the_labels_and_a_stale_figure_is_remove
     assert not sweep_figure(rows[:1], path) and not path.exists()
 
 
+def test_the_pilot_length_is_an_axis_and_perfect_csi_is_no_point_on_it():
+    """Fig. 5(b): the sum rate against the uplink pilots L; a run with perfect uplink CSI (L = None)
+    stays off that axis."""
+    from mimo_l2o.report import sweep_series
+
+    rows = []
+    for length in ("2", "4", "6", "None"):
+        row = _row("model_driven", 6, 10.0 + (0 if length == "None" else float(length)), 20.0)
+        row.values["L"] = length
+        rows.append(row)
+    series = sweep_series(rows)
+    assert list(series) == [("miso_tdd", "sum_rate", "L")]
+    assert series[("miso_tdd", "sum_rate", "L")]["ratio"] == {
+        "model_driven": [(2.0, 0.6), (4.0, 0.7), (6.0, 0.8)]
+    }
+
+
 def test_an_axis_tied_to_another_is_one_curve_and_shared_settings_leave_the_labels(tmp_path):
     from mimo_l2o.report import sweep_figure, sweep_series
 

@@ -168,10 +168,12 @@ class ModelDrivenConfig(LearnerConfig):
         on ``L_H`` alone and the Power-Net on ``L_P`` and the rate through the recovery of the learned
         channel: with the rate's gradient in it, the CSI-Net of ``miso_fdd`` (N_t = 32) gives up the
         channel (NMSE above 1) for a worse rate; without it, both single-cell scenarios do at least as
-        well. ``None`` (default): ``false`` in one cell, ``true`` in several, where a link's downlink gain
-        is confounded with its distance (eq. 42 times eq. 40's ``α²``) and the rate, not the channel's
-        squared error, says which part of the channel the SLNR beamformer needs (measured: 0.881 of
-        WMMSE rising, against a rate that fell from 0.85 to 0.74 over five epochs on ``L_H`` alone).
+        well. ``None`` (default): ``false`` for the joint single-cell network, ``true`` for the per-link
+        network (in one cell too, as measured in the plugin's README), where in several cells a link's
+        downlink gain is confounded with its distance (eq. 42 times eq. 40's ``α²``) and the rate, not
+        the channel's squared error, says which part of the channel the SLNR beamformer needs (measured:
+        0.881 of WMMSE rising, against a rate that fell from 0.85 to 0.74 over five epochs on ``L_H``
+        alone).
     csi_skip : bool
         A linear map per link added to the per-link CSI-Net's output (selects :class:`MulticellNet`):
         ``A x + B f(x) / ν`` of the uplink column ``x`` and its features of degree two ``f`` (the
