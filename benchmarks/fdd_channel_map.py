@@ -20,10 +20,15 @@ The feature sets, each of which the ``model_driven`` learner's per-link network 
   (``csi_features: paths``, order ``--paths``).
 
 A linear map on the features is what ``csi_skip: true`` adds to the CSI-Net, so each row is what that
-option can reach alone, with an ideal fit. Every draw is seeded (``--seed``); the output is the markdown
-table, stamped with the commit and the machine, on stdout or into ``--out``.
+option can reach alone, with an ideal fit. ``--observe`` repeats the table for what the BS observes:
+perfect uplink CSI, or the LS estimate from ``L`` uplink pilots (``scenario.pilot_length``) at a pilot
+power. Eq. (40)'s map is defined path by path, and paths closer than the array resolves are told apart
+only without noise, so the rows under pilots say how much of the path features' gain noise leaves.
+Every draw is seeded (``--seed``); the output is the markdown table, stamped with the commit and the
+machine, on stdout or into ``--out``.
 
-    python benchmarks/fdd_channel_map.py --train 20000 --test 2000 --out docs/results/fdd_channel_map.md
+    python benchmarks/fdd_channel_map.py --train 20000 --test 2000 --observe perfect 6 8 6@1000 \
+        --out docs/results/fdd_channel_map.md
 """
 
 from __future__ import annotations
@@ -94,6 +99,20 @@ def stamp() -> str:
     )
 
 
+def observation(value: str) -> tuple[int | None, float | None]:
+    """``perfect`` or ``L`` or ``L@power`` (``--observe``): the pilots and their power (``None``: p_max)."""
+    if value == "perfect":
+        return None, None
+    length, _, power = value.partition("@")
+    return int(length), (float(power) if power else None)
+
+
+def describe(length: int | None, power: float | None) -> str:
+    if length is None:
+        return "perfect"
+    return f"LS, L = {length}, pilot power " + ("p_max" if power is None else f"{power:g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,39 +120,55 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=20000, help="training draws for the fit")
     parser.add_argument("--test", type=int, default=2000, help="test draws")
     parser.add_argument("--paths", type=int, default=8, help="the matrix pencil's order (csi_paths)")
+    parser.add_argument(
+        "--observe",
+        nargs="+",
+        default=["perfect"],
+        metavar="UPLINK",
+        help="what the BS observes, one row group each: perfect (uplink CSI), L (the LS estimate from L "
+        "DFT pilots at the pilot power p_max) or L@power (a linear pilot power per symbol)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the table here (default: stdout)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    scenario = MISOFDD(MISOFDD.Config(seed=args.seed))
-    gen = torch.Generator().manual_seed(args.seed)
-    train, test = scenario.sample(args.train, gen), scenario.sample(args.test, gen)
-    problem = Downlink(None)(test).to(dtype=torch.float64)
-    true = problem.channel[:, 0]  # [B, K, N]
-    rate_true = problem.rates(bf.slnr_alternating(problem)).sum(-1).mean()
     rows = []
-    for kind in FEATURES:
-        x_train = features(train["h_ul"][:, 0].to(torch.complex128), kind, args.paths)
-        x_test = features(test["h_ul"][:, 0].to(torch.complex128), kind, args.paths)
+    for setting in args.observe:
+        length, power = observation(setting)
+        scenario = MISOFDD(MISOFDD.Config(seed=args.seed, pilot_length=length, pilot_power=power))
+        uplink = "h_ul" if length is None else "h_ul_ls"  # what the BS observes
+        gen = torch.Generator().manual_seed(args.seed)
+        train, test = scenario.sample(args.train, gen), scenario.sample(args.test, gen)
+        problem = Downlink(None)(test).to(dtype=torch.float64)
+        true = problem.channel[:, 0]  # [B, K, N]
+        rate_true = problem.rates(bf.slnr_alternating(problem)).sum(-1).mean()
         y_train = Downlink(None)(train).channel[:, 0].to(torch.complex128)
-        maps = fit(x_train, y_train)
-        fitted = torch.einsum("bki,kij->bkj", x_test, maps)
-        nmse = ((fitted - true).abs().square().sum((-2, -1)) / true.abs().square().sum((-2, -1))).mean()
-        on_fit = dataclasses.replace(problem, channel=fitted.unsqueeze(1))
-        rate = problem.rates(bf.slnr_alternating(on_fit)).sum(-1).mean()
-        rows.append((kind, x_test.shape[-1], 10 * math.log10(float(nmse)), float(rate / rate_true)))
+        for kind in FEATURES:
+            x_train = features(train[uplink][:, 0].to(torch.complex128), kind, args.paths)
+            x_test = features(test[uplink][:, 0].to(torch.complex128), kind, args.paths)
+            maps = fit(x_train, y_train)
+            fitted = torch.einsum("bki,kij->bkj", x_test, maps)
+            nmse = ((fitted - true).abs().square().sum((-2, -1)) / true.abs().square().sum((-2, -1))).mean()
+            on_fit = dataclasses.replace(problem, channel=fitted.unsqueeze(1))
+            rate = problem.rates(bf.slnr_alternating(on_fit)).sum(-1).mean()
+            ratio = float(rate / rate_true)
+            rows.append(
+                (describe(length, power), kind, x_test.shape[-1], 10 * math.log10(float(nmse)), ratio)
+            )
     cfg = scenario.config
     lines = [
         "# The `miso_fdd` downlink from the uplink by least squares (`benchmarks/fdd_channel_map.py`)",
         "",
         f"Generated by `python benchmarks/fdd_channel_map.py --train {args.train} --test {args.test} "
-        f"--paths {args.paths} --seed {args.seed}` at {stamp()}. N_t = {cfg.num_antennas}, K = "
-        f"{cfg.num_users}, L_p = {cfg.num_paths} paths in {cfg.angle_spread_deg:g}°, perfect uplink CSI. "
-        "The script's docstring says what is fitted and measured.",
+        f"--paths {args.paths} --seed {args.seed} --observe {' '.join(args.observe)}` at {stamp()}. "
+        f"N_t = {cfg.num_antennas}, K = {cfg.num_users}, L_p = {cfg.num_paths} paths in "
+        f"{cfg.angle_spread_deg:g}°, P = {cfg.p_max:g} over unit noise. The script's docstring says what is "
+        "fitted and measured.",
         "",
-        "| features | complex features per user | NMSE [dB] | SLNR on the fit / on the true channel |",
-        "| --- | --- | --- | --- |",
-        *(f"| {k} | {w} | {n:.2f} | {r:.4f} |" for k, w, n, r in rows),
+        "| uplink CSI | features | complex features per user | NMSE [dB] "
+        "| SLNR on the fit / on the true channel |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {o} | {k} | {w} | {n:.2f} | {r:.4f} |" for o, k, w, n, r in rows),
         "",
     ]
     text = "\n".join(lines)
