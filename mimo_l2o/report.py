@@ -101,20 +101,31 @@ def _published(learner: str, params: dict[str, str]) -> str:
 
 def run_label(run, client) -> str:
     """The run's name, followed by the settings its sweep gave every job (the parent's name is ``sweep
-    <overrides>``) that the name does not show: two one-job sweeps of different settings read apart.
-    The scenario and learner have their own columns."""
+    <overrides>``), or for a single run its command line's overrides (``hydra/overrides.yaml``), that the
+    name does not show: two one-job sweeps or two single runs of different settings read apart. The
+    scenario and learner have their own columns."""
     name = run.info.run_name or ""
     parent = run.data.tags.get("mlflow.parentRunId")
-    if not parent:
-        return name
     try:
-        overrides = (client.get_run(parent).info.run_name or "").removeprefix("sweep ").split()
-    except Exception:  # the parent is gone: the name alone
+        if parent:
+            overrides = (client.get_run(parent).info.run_name or "").removeprefix("sweep ").split()
+        else:  # a single run: the overrides of its command line, as Hydra logged them
+            overrides = _logged_overrides(client, run.info.run_id)
+    except Exception:  # the parent or the artifact is gone: the name alone
         return name
     shown = set(name.split())
     extra = [o for o in overrides if o not in shown and "=" in o and "," not in o]
     extra = [o for o in extra if o.split("=")[0] not in ("scenario", "learner")]
     return " ".join([name, *extra])
+
+
+def _logged_overrides(client, run_id: str) -> list[str]:
+    """The command-line overrides a run logged (``hydra/overrides.yaml``, a YAML list of strings)."""
+    from omegaconf import OmegaConf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, "hydra/overrides.yaml", tmp)
+        return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path)) or []]
 
 
 def row_of(run, client, with_samples: bool) -> Row:

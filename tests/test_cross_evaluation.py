@@ -128,7 +128,29 @@ def test_a_runs_label_adds_the_settings_its_sweep_gave_every_job():
     assert run_label(one_job, client) == "model_driven-miso_tdd-K4 learner.variant=channel_zf"
     swept = run("model_driven-miso_tdd-K4 learner.alpha_r=1", "p2")  # the swept key is in the name already
     assert run_label(swept, client) == "model_driven-miso_tdd-K4 learner.alpha_r=1"
-    assert run_label(run("dnn-gaussian_ic-K10"), client) == "dnn-gaussian_ic-K10"
+    assert run_label(run("dnn-gaussian_ic-K10"), client) == "dnn-gaussian_ic-K10"  # no overrides logged
+
+
+def test_a_single_runs_label_adds_its_command_lines_overrides(tmp_path):
+    from types import SimpleNamespace
+
+    from mimo_l2o.report import run_label
+
+    logged = tmp_path / "logged"
+    logged.mkdir()
+    (logged / "overrides.yaml").write_text(
+        "- scenario=miso_fdd\n- learner=model_driven\n- learner.recovery=slnr\n- learner.csi_skip=true\n"
+    )
+
+    def download_artifacts(run_id, path, dst):
+        assert (run_id, path) == ("r1", "hydra/overrides.yaml")
+        return str(logged / "overrides.yaml")
+
+    client = SimpleNamespace(download_artifacts=download_artifacts)
+    single = SimpleNamespace(
+        info=SimpleNamespace(run_name="model_driven-miso_fdd-K6", run_id="r1"), data=SimpleNamespace(tags={})
+    )
+    assert run_label(single, client) == "model_driven-miso_fdd-K6 learner.recovery=slnr learner.csi_skip=true"
 
 
 def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", mrt=None, m=4):
