@@ -551,6 +551,28 @@ MORE_CASES = {
         ["scenario=miso_tdd", "learner=model_driven", "learner.power_kernel=4"],
         ["learner.power_kernel", "odd integer"],
     ),
+    # Ma 2022 (issue 15)
+    "neural calibration in several cells": (
+        ["scenario=multicell_miso", "learner=neural_calibration"],
+        ["learner", "neural_calibration beamforms in one cell", "7 cells"],
+    ),
+    "neural calibration with fewer antennas than users": (
+        [
+            "scenario=massive_fdd",
+            "scenario.num_antennas=4",
+            "learner=neural_calibration",
+            "eval.baselines=[mrt_bf]",
+        ],
+        ["learner", "zero-forces", "antennas >= users", "num_antennas=4 < scenario.num_users=8"],
+    ),
+    "room with six paths": (
+        ["scenario=massive_fdd", "scenario.num_paths=6"],
+        ["scenario.num_paths", "1 to 5"],
+    ),
+    "user closer than the room allows": (
+        ["scenario=massive_fdd", "scenario.min_distance_m=20"],
+        ["scenario.min_distance_m", "must be in (0, 9)"],
+    ),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

@@ -1,3 +1,11 @@
 """Scenarios: seeded, batched samplers of networks."""
 
-from mimo_l2o.scenarios import cellfree, cellular, gaussian_ic, imac, miso, multicell_miso  # noqa: F401  (registers)
+from mimo_l2o.scenarios import (  # noqa: F401  (registers)
+    cellfree,
+    cellular,
+    gaussian_ic,
+    imac,
+    massive_fdd,
+    miso,
+    multicell_miso,
+)

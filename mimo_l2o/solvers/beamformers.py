@@ -75,8 +75,13 @@ def mrt(problem: BeamformingProblem) -> Tensor:
 
 def zf(problem: BeamformingProblem) -> Tensor:
     """Zero-forcing, eq. (24): ``W_c = d_c H_c (H_cᴴ H_c)⁻¹`` (needs ``N >= K``), on each BS's budget."""
-    H = own_channels(problem)
-    return onto_budget(torch.linalg.solve(H.mH @ H, H, left=False), problem.budget)
+    return zero_forcing(own_channels(problem), problem.budget)
+
+
+def zero_forcing(H: Tensor, budget: Tensor) -> Tensor:
+    """``W_c = d_c H_c (H_cᴴ H_c)⁻¹`` of any channels ``H [batch, cells, antennas, users per cell]`` (the
+    problem's own in :func:`zf`, a learned or calibrated one elsewhere), on each BS's ``budget``."""
+    return onto_budget(torch.linalg.solve(H.mH @ H, H, left=False), budget)
 
 
 def rzf(problem: BeamformingProblem) -> Tensor:
