@@ -82,12 +82,17 @@ class EvalConfig:
     timing_budget_s : float
         Seconds after which the repetitions of one timing stop early (at least one is run): a solver
         of seconds per sample is timed once or twice, not ``timing_repeats`` times.
+    shifts : dict[str, list] or None
+        Generalization shifts (:mod:`mimo_l2o.shifts`): scenario keys and the values to test the
+        trained policy at without retraining, one key at a time, each against the solver on its own
+        shifted test set: ``'{scenario.num_users: [2, 4, 8], scenario.p_max_dbm: [-10, 0, 10]}'``.
     """
 
     baselines: list[str] | None = None
     timing_samples: int = 10000
     timing_repeats: int = 5
     timing_budget_s: float = 60.0
+    shifts: Any = None  # a mapping (typed Any: Hydra cannot add keys to a typed dict of a struct config)
 
     def __post_init__(self) -> None:
         require(self.timing_samples >= 1, "eval.timing_samples", f"must be >= 1, got {self.timing_samples}")

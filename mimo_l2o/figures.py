@@ -44,3 +44,22 @@ def cdf_figure(values: dict[str, Tensor | np.ndarray], xlabel: str, title: str, 
 
 def close(fig) -> None:
     plt.close(fig)
+
+
+def shift_figure(curves: dict[str, list[tuple[float, float]]], key: str, title: str, trained=None, ax=None):
+    """The objective ratio against a shifted scenario key (``eval.shifts``), one curve per scheme (a
+    learner; in the report one per run), the trained value marked by a dotted line (Ma et al. 2022,
+    Fig. 7's "mismatch" curves); on ``ax`` when given."""
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110) if ax is None else (ax.figure, ax)
+    for label, points in curves.items():
+        xs, ys = zip(*sorted(points, key=lambda p: float(p[0])), strict=True) if points else ((), ())
+        ax.plot([float(x) for x in xs], ys, marker="o", label=display_name(label))
+    if trained is not None:
+        ax.axvline(float(trained), color="0.5", linestyle=":", label="trained at")
+    ax.set_xlabel(key)
+    ax.set_ylabel("objective ratio (learner / solver)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -197,6 +197,9 @@ class Learner:
     inputs: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
     display_name: ClassVar[str] = ""  # as its paper's figures name it (DNN, GNN); "": the registry key
+    # its model's sizes do not depend on the numbers of users or antennas (one network shared by users,
+    # links or nodes), so eval.shifts may change them; otherwise a shift must keep the input's shape
+    size_free: ClassVar[bool] = False
 
     def __init__(self, config: Any, spec: LearnerSpec):
         self.config = config
@@ -315,6 +318,24 @@ class Learner:
     def summary(self) -> dict[str, float]:
         """Final values of the learner's own state, logged as ``train/<key>`` after training."""
         return {}
+
+    def shift_refusal(self, trained: tuple[int, ...], shifted: tuple[int, ...]) -> str | None:
+        """Why the trained model cannot read the input of a shifted setting (``eval.shifts``), from the
+        input shapes (without the sample dimension) it was trained on and the shifted setting gives;
+        ``None``: it can. By default a model reads only inputs of the trained shape; a learner whose
+        sizes do not depend on the setting (:attr:`size_free`) reads any."""
+        if self.size_free or trained == shifted:
+            return None
+        return (
+            f"{self.name}'s input size is fixed by the trained setting: it was trained on inputs of shape "
+            f"{list(trained)} and this setting gives {list(shifted)}"
+        )
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem: Problem) -> tuple[nn.Module, nn.Module]:
+        """The trained model and final module for a shifted setting's ``problem`` (``eval.shifts``): what
+        the method is told at deployment without retraining (the BS's power, for a beamformer scaled onto
+        it); by default both as trained. The decisions are made feasible for ``problem`` afterwards."""
+        return model, finalize
 
     def test_metrics(self, model: nn.Module, inputs: Tensor, problem: Problem) -> dict[str, float]:
         """The learner's own measures on the test set (its inputs and problems, on the model's device),

@@ -28,10 +28,11 @@ from mimo_l2o.config import NOT_TRAINING, RunConfig, flatten, resolve_device, va
 from mimo_l2o.data import SPLITS, Data, generator
 from mimo_l2o.errors import ConfigError, Incompatible, short
 from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
-from mimo_l2o.figures import cdf_figure, close, display_name
+from mimo_l2o.figures import cdf_figure, close, display_name, shift_figure
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
 from mimo_l2o.preflight import preflight
+from mimo_l2o.shifts import Shift, evaluate_shifts, plan, shift_curves
 from mimo_l2o.tracking import (
     MAX_RUN_NAME,
     Tracker,
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 # the test set's per-sample objective of every scheme (learner, solver, baselines), for mimo-l2o report
 PER_SAMPLE_ARTIFACT = "per_sample_objective.csv"
+SHIFTS_ARTIFACT = "shifts.json"  # eval.shifts: every point, evaluated or not applicable with the reason
 
 
 def run_experiment(cfg: DictConfig) -> float:
@@ -53,6 +55,7 @@ def run_experiment(cfg: DictConfig) -> float:
     run = validate(cfg)
     try:
         parts = build_parts(run)
+        shifts = plan(run, build_parts)  # every shifted setting checked before any work
         preflight(run, parts, tracking=jobs.job_number() is None)  # a sweep checked its store once
     except Incompatible as err:
         if jobs.job_number() is None:
@@ -92,7 +95,7 @@ def run_experiment(cfg: DictConfig) -> float:
         (checkpoint.parent / "config.json").write_text(json.dumps(_training_config(run)))
         with _console(progress):
             metrics, stages = _run(
-                run, parts, Cache(run.cache_dir), device, progress, tracker, checkpoint, resume
+                run, parts, Cache(run.cache_dir), device, progress, tracker, checkpoint, resume, shifts
             )
     print(summary_block(run, parts, tracker, metrics, stages, time.perf_counter() - began), flush=True)
     return metrics["test/objective_ratio"]
@@ -140,10 +143,24 @@ def summary_block(run: RunConfig, parts: Parts, tracker: Tracker, metrics, stage
             "time per stage",
             ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + f"; total {total_s:.1f} s",
         ),
+        *([("shifts (ratio)", shifts_line(m))] if any(k.startswith("test/shift/") for k in m) else []),
         ("MLflow run", tracker.address()),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join([f"{tracker.run_name}: finished", *(f"  {k:<{width}}  {v}" for k, v in rows)])
+
+
+def shifts_line(metrics: dict[str, float]) -> str:
+    """``scenario.num_users: 4 0.954, 8 0.926; ...`` from the shifts' metrics, then how many points were
+    not applicable (their reasons in ``shifts.json``)."""
+    keys: dict[str, list[str]] = {}
+    for name, value in metrics.items():
+        if name.startswith("test/shift/") and name.endswith("/objective_ratio"):
+            key, shifted = name[len("test/shift/") : -len("/objective_ratio")].rsplit("/", 1)
+            keys.setdefault(key, []).append(f"{shifted} {value:.3f}")
+    line = "; ".join(f"{k}: {', '.join(v)}" for k, v in keys.items())
+    skipped = int(metrics.get("test/shift/not_applicable", 0))
+    return line + (f"; {skipped} not applicable ({SHIFTS_ARTIFACT})" if skipped else "")
 
 
 def run_name(run: RunConfig) -> str:
@@ -221,6 +238,7 @@ def _run(
     tracker: Tracker,
     checkpoint: Path,
     resume: dict | None,
+    shifts: list[Shift] = (),
 ) -> tuple[dict[str, float], dict[str, float]]:
     data = Data(run, parts, cache, device, progress)
     objective = parts.objective
@@ -317,6 +335,21 @@ def _run(
     tracker.log_metrics(metrics)
     _log_figures(run, tracker, evaluation, learner.name)
     tracker.log_text(evaluation.per_sample_csv(), PER_SAMPLE_ARTIFACT)
+    if shifts:
+        shifted, records = evaluate_shifts(
+            shifts,
+            learner,
+            model,
+            finalize,
+            data.inputs("test", learner),
+            lambda r, p: Data(r, p, cache, device, progress),
+            device,
+        )
+        metrics.update(shifted)
+        tracker.log_metrics(shifted)
+        tracker.log_dict({"shifts": records}, SHIFTS_ARTIFACT)
+        _log_shift_figures(run, tracker, records, learner.name)
+        lap("shifts")
 
     # log the deployable policy
     if run.tracking.log_model:
@@ -449,6 +482,15 @@ def figure_title(run: RunConfig, extra: str) -> str:
     if sc.power_unit == "W":
         power += f" ({10 * math.log10(sc.p_max * 1e3):.0f} dBm)"
     return f"{', '.join(parts)}: {size}, {power}; {extra}"
+
+
+def _log_shift_figures(run: RunConfig, tracker: Tracker, records: list[dict], learner: str) -> None:
+    """``shift_<key>.png``: the objective ratio against each shifted key, the trained value marked."""
+    for key, points in shift_curves(records).items():
+        trained = getattr(run.scenario, key.split(".", 1)[1])
+        fig = shift_figure({learner: points}, key, figure_title(run, "trained here; no retraining"), trained)
+        tracker.log_figure(fig, f"shift_{key}.png")
+        close(fig)
 
 
 def _log_figures(run: RunConfig, tracker: Tracker, evaluation: Evaluation, learner: str) -> None:

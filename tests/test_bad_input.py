@@ -573,6 +573,15 @@ MORE_CASES = {
         ["scenario=massive_fdd", "scenario.min_distance_m=20"],
         ["scenario.min_distance_m", "must be in (0, 9)"],
     ),
+    "shift of a key the scenario lacks": (
+        ["eval.shifts={scenario.nosuch: [1]}"],
+        ["eval.shifts.scenario.nosuch", "not a key of scenario=gaussian_ic"],
+    ),
+    "shift to a value the scenario refuses": (
+        ["eval.shifts={scenario.num_users: [4, 0]}"],
+        ["eval.shifts.scenario.num_users", "0:", ">= 1"],
+    ),
+    "shifts not a mapping": (["eval.shifts=[1,2]"], ["eval.shifts", "mapping"]),
     # the command line itself
     "unclosed list": (["scenario.num_users=[1,2"], ["bad override"]),
     "empty key": (["=3"], ["bad override"]),

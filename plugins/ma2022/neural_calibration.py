@@ -19,6 +19,7 @@ rewrite doubles the matrices' size.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ FEATURE = "downlink_channel"
 
 def _laptop_training() -> TrainConfig:
     # the paper: Adam at 1e-3, batch 1024, 200 epochs on 204,800 samples (the presets)
-    return TrainConfig(batch_size=256, max_epochs=30, lr=1e-3, early_stopping_patience=8)
+    return TrainConfig(batch_size=256, max_epochs=20, lr=1e-3, early_stopping_patience=8)
 
 
 @dataclass
@@ -54,7 +55,7 @@ class NeuralCalibrationConfig(LearnerConfig):
         ``true``: the calibrated channel is the channel plus ``φ``'s output, which starts at zero (training
         starts from ZF); ``false``: ``φ``'s output itself (the paper's).
     train : TrainConfig
-        The shared training loop's settings (laptop default: batch 256, 30 epochs, Adam 1e-3).
+        The shared training loop's settings (laptop default: batch 256, 20 epochs, Adam 1e-3).
     """
 
     name: str = "neural_calibration"
@@ -122,6 +123,7 @@ class NeuralCalibrationLearner(Learner):
     families = (BEAMFORMING,)
     inputs = (FEATURE,)
     paper = "ma2022"
+    size_free = True  # φ reads one user's channel: any K (and the ZF that follows any M >= K)
 
     @classmethod
     def refuses(cls, scenario, precoder) -> str | None:
@@ -143,6 +145,13 @@ class NeuralCalibrationLearner(Learner):
     @property
     def exportable(self) -> bool:
         return False  # a complex solve: logged by pickle
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
+        """For a shifted setting: ZF scaled onto the shifted BS's budget ``P_DL`` (``γ_ZF`` of eq. 18 is
+        computed from the power at deployment), the calibration as trained."""
+        adapted = copy.deepcopy(model)
+        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
+        return adapted, problem.feasibility()
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
         """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (real, imaginary; float32)."""

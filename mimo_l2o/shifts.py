@@ -1,0 +1,175 @@
+"""Generalization shifts (``eval.shifts``): the trained policy on test sets drawn at other values of
+scenario keys, without retraining, each against the reference solver on the same shifted set.
+
+``eval.shifts='{scenario.num_users: [2, 4, 6, 8], scenario.p_max_dbm: [-10, 0, 10]}'`` evaluates the
+trained policy on the test set of each shifted scenario (one key at a time, the others as trained; the
+same test seed, so the value it was trained at reproduces the run's own test metrics), labelled once by
+the reference solver and cached like any test set. Each point logs
+
+* ``test/shift/<key>/<value>/objective_ratio`` (MLflow names allow no ``=``),
+* ``test/shift/<key>/<value>/objective_learner`` and ``.../objective_solver``,
+
+and a figure ``shift_<key>.png`` of the ratio against the key; ``test/shift/not_applicable`` counts the
+points the learner could not be evaluated at. A point the learner cannot read (its
+input's size is fixed by the trained setting: Sun's DNN under another number of users; or the learner
+refuses the shifted scenario) is *not applicable*, with its reason, in the artifact ``shifts.json``;
+it is not a failure. What the learner knows at deployment, such as the BS's power, it is told through
+:meth:`~mimo_l2o.learner.Learner.adapt`; the decisions are then made feasible for the shifted problem.
+
+:func:`plan` checks every key and value before any work (bad input: one line naming
+``eval.shifts.<key>``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from mimo_l2o.config import RunConfig, check_finite
+from mimo_l2o.errors import ConfigError, Incompatible
+from mimo_l2o.evaluation import ObjectiveRatio, policy_decisions
+from mimo_l2o.learner import Learner, Policy
+
+log = logging.getLogger(__name__)
+
+PREFIX = "scenario."
+FIXED = ("name", "seed")  # keys a shift may not change: another scenario, another test set
+
+
+@dataclass
+class Shift:
+    """One shifted setting: ``key`` (``scenario.num_users``) at ``value``, its run config and parts,
+    or why the learner cannot be evaluated there (``reason``)."""
+
+    key: str
+    value: Any
+    run: RunConfig
+    parts: Any = None
+    reason: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        return metric_prefix(self.key, self.value)
+
+
+def value_text(value: Any) -> str:
+    """A shifted value as it appears in metric names and figures (``8``, ``-10``, ``0.5``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def metric_prefix(key: str, value: Any) -> str:
+    return f"test/shift/{key}/{value_text(value)}"
+
+
+def plan(run: RunConfig, build_parts) -> list[Shift]:
+    """Every (key, value) of ``run.eval.shifts`` as a shifted run, checked before any work: an unknown or
+    fixed key, or a value the scenario refuses, raises :class:`ConfigError` for ``eval.shifts.<key>``; a
+    shifted setting the parts refuse together (:class:`Incompatible`: the learner cannot read it) is kept,
+    not applicable, with the reason. ``build_parts`` is :func:`mimo_l2o.parts.build_parts`."""
+    shifts: list[Shift] = []
+    known = {f.name for f in fields(run.scenario)}
+    if run.eval.shifts is not None and not isinstance(run.eval.shifts, dict):
+        raise ConfigError(
+            "eval.shifts", f"must be a mapping of scenario keys to lists of values, got {run.eval.shifts!r}"
+        )
+    for key, values in (run.eval.shifts or {}).items():
+        where = f"eval.shifts.{key}"
+        name = key[len(PREFIX) :] if key.startswith(PREFIX) else None
+        if name is None or name not in known:
+            allowed = ", ".join(PREFIX + k for k in sorted(known - set(FIXED)))
+            raise ConfigError(where, f"not a key of scenario={run.scenario.name}; allowed: {allowed}")
+        if name in FIXED:
+            raise ConfigError(where, f"cannot shift: {key} would make another scenario or test set")
+        if not isinstance(values, list | tuple) or not values:
+            raise ConfigError(where, f"must be a non-empty list of values, got {values!r}")
+        for value in values:
+            scenario = _shifted_scenario(run.scenario, name, value, where)
+            shifted = dataclasses.replace(run, scenario=scenario)
+            try:
+                shifts.append(Shift(key, value, shifted, build_parts(shifted)))
+            except Incompatible as err:
+                shifts.append(Shift(key, value, shifted, reason=str(err)))
+    return shifts
+
+
+def _shifted_scenario(config: Any, name: str, value: Any, where: str) -> Any:
+    """A copy of the scenario ``config`` with ``name`` set to ``value``, validated by its schema (its
+    derived keys, ``p_max`` from ``p_max_dbm``, follow)."""
+    node = OmegaConf.structured(copy.deepcopy(config))
+    try:
+        node[name] = value
+        shifted = OmegaConf.to_object(node)
+        check_finite(shifted)
+    except ConfigError as err:
+        raise ConfigError(where, f"{value!r}: {err.message}") from None
+    except Exception as err:  # OmegaConf's type errors
+        raise ConfigError(where, f"{value!r}: {getattr(err, 'msg', err)}") from None
+    return shifted
+
+
+def evaluate_shifts(
+    shifts: list[Shift],
+    learner: Learner,
+    model: torch.nn.Module,
+    finalize: torch.nn.Module,
+    trained_inputs: torch.Tensor,
+    make_data,
+    device: torch.device,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The trained policy on each shifted test set (module docstring): the metrics and one record per
+    point (key, value, status, the metrics or the reason). ``make_data(run, parts)`` gives the
+    :class:`~mimo_l2o.data.Data` of a shifted run (its test split is the only one used)."""
+    metrics: dict[str, float] = {}
+    records: list[dict[str, Any]] = []
+    for shift in shifts:
+        record: dict[str, Any] = {"key": shift.key, "value": shift.value}
+        reason = shift.reason
+        data = inputs = None
+        if reason is None:
+            data = make_data(shift.run, shift.parts)
+            inputs = data.inputs("test", learner)
+            reason = learner.shift_refusal(tuple(trained_inputs.shape[1:]), tuple(inputs.shape[1:]))
+        if reason is not None:
+            record.update(status="not applicable", reason=reason)
+            log.info("shift %s=%s: not applicable (%s)", shift.key, value_text(shift.value), reason)
+            records.append(record)
+            metrics["test/shift/not_applicable"] = metrics.get("test/shift/not_applicable", 0.0) + 1
+            continue
+        problem = data.problem("test")
+        reference = data.labels("test").to(problem.device)
+        adapted, final = learner.adapt(model, finalize, problem)
+        policy = Policy(adapted, final).to(device).eval()
+        decision, _ = policy_decisions(policy, inputs.to(device), problem)
+        ratio = ObjectiveRatio(data.parts.objective, problem, reference)
+        ours, theirs = ratio.mean(decision), ratio.mean(reference)
+        point = {
+            f"{shift.prefix}/objective_ratio": ours / theirs,
+            f"{shift.prefix}/objective_learner": ours,
+            f"{shift.prefix}/objective_solver": theirs,
+        }
+        metrics.update(point)
+        record.update(
+            status="ok", objective_ratio=ours / theirs, objective_learner=ours, objective_solver=theirs
+        )
+        log.info("shift %s=%s: objective ratio %.4f", shift.key, value_text(shift.value), ours / theirs)
+        records.append(record)
+    return metrics, records
+
+
+def shift_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[Any, float]]]:
+    """The evaluated points of each key, ``{key: [(value, ratio), ...]}`` in the order given (not
+    applicable points left out)."""
+    curves: dict[str, list[tuple[Any, float]]] = {}
+    for r in records:
+        if r["status"] == "ok" and math.isfinite(r["objective_ratio"]):
+            curves.setdefault(r["key"], []).append((r["value"], r["objective_ratio"]))
+    return curves
