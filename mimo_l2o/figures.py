@@ -60,6 +60,6 @@ def shift_figure(curves: dict[str, list[tuple[float, float]]], key: str, title: 
     ax.set_ylabel("objective ratio (learner / solver)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig

@@ -170,6 +170,9 @@ def row_of(run, client, with_samples: bool) -> Row:
         "epochs": metrics.get("train/epochs", math.nan),
         "wall_time_s": (end - run.info.start_time) / 1000,
         "published": _published(tags.get("learner", ""), params),
+        # eval.shifts: {key: [(value, ratio), ...]} and the points not applicable
+        "shifts": shifts_of(metrics),
+        "shifts_not_applicable": int(metrics.get("test/shift/not_applicable", 0)),
         "run_id": run.info.run_id,
         "commit": tags.get("mimo_l2o.commit", ""),
         "machine": tags.get("mimo_l2o.machine", ""),
@@ -184,6 +187,62 @@ def row_of(run, client, with_samples: bool) -> Row:
         except Exception:  # an older run without the artifact: no CDF curve
             row.per_sample = {}
     return row
+
+
+def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
+    """A run's generalization shifts (``test/shift/<key>/<value>/objective_ratio``) as ``{key: [(value,
+    ratio), ...]}``, sorted by the value."""
+    out: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for name, value in metrics.items():
+        if name.startswith("test/shift/") and name.endswith("/objective_ratio"):
+            key, shifted = name[len("test/shift/") : -len("/objective_ratio")].rsplit("/", 1)
+            out[key].append((shifted, value))
+    return {k: sorted(v, key=lambda p: _number(p[0])) for k, v in out.items()}
+
+
+def shifts_markdown(rows: list[Row]) -> str:
+    """The shifts section of the report: per shifted key, a row per run with its ratio at each value."""
+    keys = sorted({k for row in rows for k in (row["shifts"] or {})})
+    if not keys:
+        return ""
+    lines = ["", "## Generalization shifts (eval.shifts: trained once, tested at each value)", ""]
+    for key in keys:
+        values = sorted({v for row in rows for v, _ in (row["shifts"] or {}).get(key, [])}, key=_number)
+        lines += [f"`{key}`:", "", "| run | " + " | ".join(values) + " |"]
+        lines.append("| --- |" + " --- |" * len(values))
+        for row in rows:
+            points = dict((row["shifts"] or {}).get(key, []))
+            if points:
+                lines.append(
+                    f"| {row['run']} | " + " | ".join(_fmt(points.get(v, "")) for v in values) + " |"
+                )
+        lines.append("")
+    if any(row["shifts_not_applicable"] for row in rows):
+        lines.append(
+            "Points a learner could not read are left blank (their reasons: each run's shifts.json)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def shift_figures(rows: list[Row], out: Path) -> list[str]:
+    """``shift_<key>.png`` per shifted key: the ratio against the key, one curve per run (Ma et al. 2022,
+    Fig. 7's mismatch curves); an older report's shift figures are removed. Returns the files written."""
+    from mimo_l2o.figures import close, shift_figure
+
+    for old in out.glob("shift_*.png"):
+        old.unlink()
+    written = []
+    for key in sorted({k for row in rows for k in (row["shifts"] or {})}):
+        curves = {
+            row["run"]: [(_number(v), r) for v, r in row["shifts"][key]]
+            for row in rows
+            if (row["shifts"] or {}).get(key)
+        }
+        fig = shift_figure(curves, key, f"trained once, tested at each {key}")
+        fig.savefig(out / f"shift_{key}.png")
+        close(fig)
+        written.append(f"shift_{key}.png")
+    return written
 
 
 def skipped_of(client, parent_id: str) -> list[dict]:
@@ -619,12 +678,17 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     header = stamp(rows, command)
     (out / "report.md").write_text(
-        "# Cross-evaluation\n\n" + matrix_markdown(rows, skipped) + "\n" + markdown(rows, skipped, header)
+        "# Cross-evaluation\n\n"
+        + matrix_markdown(rows, skipped)
+        + "\n"
+        + markdown(rows, skipped, header)
+        + shifts_markdown(rows)
     )
     (out / "report.csv").write_text(csv_text(rows))
     heatmap(rows, skipped, out / "ratio_heatmap.png")
     cdf_figures(rows, out / "cdf_objective.png")
     sweep_figure(rows, out / "sweep_curves.png")
+    shift_figures(rows, out)
     from mimo_l2o.tracking import store_lock
 
     for parent in sweeps:

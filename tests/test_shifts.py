@@ -14,7 +14,7 @@ import torch
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.parts import build_parts
 from mimo_l2o.shifts import metric_prefix, plan
-from tests.conftest import TINY, app_run
+from tests.conftest import TINY, app_run, run_app
 
 
 def _shifts(client, run, tmp_path):
@@ -57,7 +57,7 @@ def test_power_control_trained_value_reproduces_and_a_fixed_size_learner_is_not_
 
 
 def test_beamforming_trained_value_reproduces_and_a_size_free_learner_reads_other_k(tmp_path):
-    _, client, run = app_run(
+    env, client, run = app_run(
         tmp_path,
         [
             "scenario=massive_fdd",
@@ -80,6 +80,17 @@ def test_beamforming_trained_value_reproduces_and_a_size_free_learner_reads_othe
     assert "test/shift/not_applicable" not in m
     records = _shifts(client, run, tmp_path)
     assert [r["status"] for r in records] == ["ok"] * 5
+    # the report draws the shift curves and tabulates them
+    proc = run_app("report", "--run", run.info.run_id, "--out", "rep", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "rep"
+    assert {"shift_scenario.num_users.png", "shift_scenario.p_max_dbm.png"} <= {p.name for p in out.iterdir()}
+    text = (out / "report.md").read_text()
+    section = text.split("## Generalization shifts", 1)[1]
+    table = section.split("`scenario.num_users`:", 1)[1].split("`scenario.p_max_dbm`:")[0]
+    header, _, row = [line for line in table.splitlines() if line.startswith("|")]
+    assert header.split("|")[2:5] == [" 2 ", " 4 ", " 6 "]
+    assert float(row.split("|")[3]) == pytest.approx(m["test/objective_ratio"], abs=1e-4)
 
 
 def test_neural_calibration_is_told_the_shifted_power():
