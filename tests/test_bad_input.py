@@ -565,6 +565,14 @@ MORE_CASES = {
         ],
         ["learner", "zero-forces", "antennas >= users", "num_antennas=4 < scenario.num_users=8"],
     ),
+    "implicit neural calibration without pilots": (
+        ["scenario=massive_fdd", "learner=neural_calibration", "learner.csi=implicit"],
+        ["learner.csi", "implicit needs uplink pilots", "pilot_length is null"],
+    ),
+    "unknown neural calibration csi": (
+        ["scenario=massive_fdd", "learner=neural_calibration", "learner.csi=partial"],
+        ["learner.csi", "perfect, implicit, block", "partial"],
+    ),
     "room with six paths": (
         ["scenario=massive_fdd", "scenario.num_paths=6"],
         ["scenario.num_paths", "1 to 5"],

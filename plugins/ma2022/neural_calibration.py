@@ -27,11 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
+from mimo_l2o.features import feature
 from mimo_l2o.learner import Learner, LearnerConfig, TrainConfig
 from mimo_l2o.problems import BEAMFORMING
+from mimo_l2o.scenarios.miso import dft_pilots
 from mimo_l2o.solvers.beamformers import zero_forcing
 
 FEATURE = "downlink_channel"
+CSI = ("perfect", "implicit", "block")
 
 
 def _laptop_training() -> TrainConfig:
@@ -47,8 +50,19 @@ class NeuralCalibrationConfig(LearnerConfig):
     ----------
     name : str
         Registry key, ``neural_calibration``.
+    csi : str
+        ``perfect``: ZF calibrated from the downlink channels (eq. 18); ``implicit``: from the uplink
+        pilots, learned end to end with the pilots, the LS calibrator and the uplink→downlink map (eq.
+        22; the scenario's ``pilot_length`` sets ``L``); ``block``: the paper's block-by-block baseline,
+        DFT pilots, LS, the map trained alone on the downlink channel (:func:`channel_mismatch`), ZF.
     hidden : list[int]
         Hidden layers of the user-wise MLP ``φ`` (the paper: 512, 2048, 2048; its output is ``2M``).
+    ls_hidden : list[int]
+        With ``csi: implicit``: hidden layers of the antenna-wise LS calibrator ``B`` (the paper: 128,
+        512, 512; its output is ``2L``).
+    mapping_hidden : list[int]
+        With ``csi: implicit``: hidden layers of the user-wise uplink→downlink map ``H`` (the paper's
+        ref. [27]; not given in the paper).
     batch_norm : bool
         Batch normalization after each hidden layer (the paper's).
     residual : bool
@@ -59,17 +73,61 @@ class NeuralCalibrationConfig(LearnerConfig):
     """
 
     name: str = "neural_calibration"
+    csi: str = "perfect"
     hidden: list[int] = field(default_factory=lambda: [256, 512, 512])
+    ls_hidden: list[int] = field(default_factory=lambda: [64, 128, 128])
+    mapping_hidden: list[int] = field(default_factory=lambda: [256, 256])
     batch_norm: bool = True
     residual: bool = True
     train: TrainConfig = field(default_factory=_laptop_training)
 
     def __post_init__(self) -> None:
-        require(
-            len(self.hidden) >= 1 and all(int(w) >= 1 for w in self.hidden),
-            "hidden",
-            f"must be a non-empty list of layer widths >= 1, got {list(self.hidden)}",
-        )
+        require(self.csi in CSI, "csi", f"must be one of {', '.join(CSI)}, got {self.csi!r}")
+        for key in ("hidden", "ls_hidden", "mapping_hidden"):
+            widths = list(getattr(self, key))
+            require(
+                len(widths) >= 1 and all(int(w) >= 1 for w in widths),
+                key,
+                f"must be a non-empty list of layer widths >= 1, got {widths}",
+            )
+
+
+def mlp(width_in: int, hidden: list[int], width_out: int, batch_norm: bool, zero_last: bool) -> nn.Sequential:
+    """Hidden layers of Linear (+ BN) + ReLU and a linear output layer (zero-initialized if asked)."""
+    layers: list[nn.Module] = []
+    width = width_in
+    for out in hidden:
+        layers += [nn.Linear(width, out), *([nn.BatchNorm1d(out)] if batch_norm else []), nn.ReLU()]
+        width = out
+    last = nn.Linear(width, width_out)
+    if zero_last:
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
+def rowwise(net: nn.Module, z: Tensor) -> Tensor:
+    """``net`` applied to the real and imaginary parts of each row ``z[..., i, :]`` (complex, width ``n``),
+    back as complex rows: one shared MLP per row (antenna or user)."""
+    x = torch.view_as_real(z.resolve_conj()).flatten(-2)
+    y = net(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+    return torch.view_as_complex(y.unflatten(-1, (-1, 2)).contiguous())
+
+
+def channel_mismatch(estimate: Tensor, channel: Tensor) -> Tensor:
+    """``1 − |⟨Ĥ, H⟩|² / (‖Ĥ‖² ‖H‖²)`` per sample, over all users' channels ``[B, 1, K, M]`` at once: the
+    NMSE of the estimate after the best common complex scale, which ZF on a BS's budget ignores (``cĤ``
+    and ``Ĥ`` give the same beamformers), so the map is free of the links' unknown units (eq. 39's NMSE
+    would need ``P_UL``)."""
+    dims = tuple(range(1, channel.ndim))
+    inner = (estimate.conj() * channel.to(estimate.dtype)).sum(dims).abs().square()
+    norms = estimate.abs().square().sum(dims) * channel.abs().square().sum(dims).to(inner.dtype)
+    return 1 - inner / norms.clamp_min(torch.finfo(inner.dtype).tiny)
+
+
+def rms(x: Tensor) -> float:
+    """The RMS magnitude of the complex entries of ``x [..., 2]`` (real, imaginary)."""
+    return float(x.double().square().sum(-1).mean().sqrt().clamp_min(1e-30))
 
 
 class Calibrator(nn.Module):
@@ -78,24 +136,13 @@ class Calibrator(nn.Module):
 
     def __init__(self, antennas: int, hidden: list[int], batch_norm: bool, residual: bool, scale: float):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = 2 * antennas
-        for out in hidden:
-            layers += [nn.Linear(width, out), *([nn.BatchNorm1d(out)] if batch_norm else []), nn.ReLU()]
-            width = out
-        last = nn.Linear(width, 2 * antennas)
-        if residual:
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
+        self.net = mlp(2 * antennas, hidden, 2 * antennas, batch_norm, zero_last=residual)
         self.residual = residual
         self.register_buffer("scale", torch.tensor(float(scale)))
 
     def forward(self, h: Tensor) -> Tensor:
         h = h / self.scale
-        x = torch.view_as_real(h).flatten(-2)  # [..., 2M]: re, im of each antenna
-        y = self.net(x.reshape(-1, x.shape[-1])).reshape(x.shape)
-        y = torch.view_as_complex(y.unflatten(-1, (-1, 2)).contiguous())
+        y = rowwise(self.net, h)  # re, im of each antenna in, the same out
         return h + y if self.residual else y
 
 
@@ -124,6 +171,30 @@ class NeuralCalibrationLearner(Learner):
     inputs = (FEATURE,)
     paper = "ma2022"
     size_free = True  # φ reads one user's channel: any K (and the ZF that follows any M >= K)
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        if config.csi != "perfect":  # the pilots' length and the users' slots are learned: fixed sizes
+            self.inputs = (PILOT_FEATURE,)
+            self.size_free = False
+
+    @classmethod
+    def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
+        """``csi: implicit`` without uplink pilots, or with fewer pilot symbols than users (LS needs
+        ``L >= K``)."""
+        if config.csi == "perfect":
+            return None
+        why = _pilot_phase_unavailable(scenario, None)
+        if why:
+            return ("csi", f"{config.csi} needs uplink pilots, but scenario={scenario.name}: {why}")
+        length, k = int(scenario.config.pilot_length), int(scenario.config.num_users)
+        if length < k:
+            return (
+                "csi",
+                f"{config.csi} estimates by LS, which needs scenario.pilot_length >= num_users "
+                f"(got L={length} < K={k}; the paper: L = K)",
+            )
+        return None
 
     @classmethod
     def refuses(cls, scenario, precoder) -> str | None:
@@ -154,20 +225,150 @@ class NeuralCalibrationLearner(Learner):
         return adapted, problem.feasibility()
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (real, imaginary; float32)."""
-        return torch.view_as_real(features[FEATURE]).float()
+        """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (real, imaginary; float32); with
+        ``csi: implicit`` ``uplink_pilot_phase [B, 1, M, K + L]`` → ``[B, 1, M, K + L, 2]``."""
+        return torch.view_as_real(features[self.inputs[0]]).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
-        scale = float(train_inputs.double().square().mean().mul(2).sqrt().clamp_min(1e-30))  # RMS |h_m|
+        budget = self.spec.problem.budget[0]
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):  # PyTorch's default initialization, from the run's seed
             torch.manual_seed(seed)
+            if cfg.csi != "perfect":
+                return self._implicit_model(train_inputs)
+            scale = rms(train_inputs)
             calibrator = Calibrator(
                 train_inputs.shape[-2], list(cfg.hidden), cfg.batch_norm, cfg.residual, scale
             )
-        return CalibratedZF(calibrator, self.spec.problem.budget[0])
+        return CalibratedZF(calibrator, budget)
+
+    def _implicit_model(self, train_inputs: Tensor) -> ImplicitCalibratedZF:
+        """Eq. (22)'s network for the training inputs ``[n, 1, M, K + L, 2]`` (their scales set the units)."""
+        cfg = self.config
+        k, antennas = self.spec.problem.users_per_cell, train_inputs.shape[-3]
+        length = train_inputs.shape[-2] - k
+        h, noise = train_inputs[..., :k, :], train_inputs[..., k:, :]
+        h_scale = rms(h)  # √P_UL |h|: one pilot symbol of unit power's received amplitude
+        y_scale = (h_scale**2 * k + rms(noise) ** 2) ** 0.5  # Y's entries under unit-power pilots
+        joint = cfg.csi == "implicit"
+        return ImplicitCalibratedZF(
+            dft_pilots(k, length, 1.0),
+            mlp(2 * length, list(cfg.ls_hidden), 2 * length, cfg.batch_norm, zero_last=True)
+            if joint
+            else None,
+            mlp(2 * antennas, list(cfg.mapping_hidden), 2 * antennas, cfg.batch_norm, zero_last=True),
+            Calibrator(antennas, list(cfg.hidden), cfg.batch_norm, cfg.residual, 1.0) if joint else None,
+            self.spec.problem.budget[0],
+            y_scale,
+            h_scale,
+            learn_pilots=joint,
+        )
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        """The negative mean sum rate of the batch (eq. 18)."""
-        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
+        """The negative mean sum rate of the batch (eq. 18, 22); the block-by-block baseline's map trains
+        on the downlink channel alone (:func:`channel_mismatch`)."""
+        problem = self.batch_problem(batch)
+        if self.config.csi == "block":
+            return channel_mismatch(model.downlink_estimate(batch["inputs"]), problem.channel).mean()
+        return -self.spec.objective(problem, model(batch["inputs"])).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Implicit channel estimation (Sec. IV-B, eq. 22)
+# ---------------------------------------------------------------------------------------------
+PILOT_FEATURE = "uplink_pilot_phase"
+
+
+def _pilot_phase_unavailable(scenario, precoder) -> str | None:
+    if "pilot_noise" not in scenario.tensors:
+        return "it samples no uplink pilot noise (pilot_noise)"
+    if getattr(scenario.config, "pilot_length", None) is None:
+        return "scenario.pilot_length is null (perfect CSI): set the uplink pilots' length L"
+    return None
+
+
+@feature(PILOT_FEATURE, reads_problem=False, unavailable=_pilot_phase_unavailable)
+def uplink_pilot_phase(scenario, network, problem) -> Tensor:
+    """``[batch, 1, M, K + L]`` complex: the uplink channels ``H_UL`` (``M × K``, column ``k`` user ``k``'s)
+    times ``√P_UL``, beside the noise ``N`` (``M × L``) of the received pilots: what a network that designs
+    its own pilots needs to form ``Y_p = √P_UL H_UL X̃ + N`` (eq. 7, the pilots ``√P_UL X̃`` with
+    ``‖x̃_k‖² <= L``) inside itself, the uplink transmission being part of the learned system. The users'
+    power rides on the channel, so a model trained at one ``P_UL`` reads another's."""
+    power = float(scenario.config.pilot_power)
+    return torch.cat((network["h_ul"].transpose(-1, -2) * power**0.5, network["pilot_noise"]), -1)
+
+
+def onto_pilot_power(X: Tensor) -> Tensor:
+    """Each user's pilot row ``x̃_k`` of ``X [K, L]`` scaled onto ``‖x̃_k‖² <= L`` (eq. 22's constraint in
+    units of ``P_UL``; a row inside stays)."""
+    length = X.shape[-1]
+    norm = torch.linalg.vector_norm(X, dim=-1, keepdim=True)
+    return X * torch.clamp(length**0.5 / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1.0)
+
+
+class ImplicitCalibratedZF(nn.Module):
+    """Eq. (22): ``V = h_ZF(F ∘ H(f_LS(B(Y_p))))`` with learned pilots. Input ``[B, 1, M, K + L, 2]`` (the
+    uplink channels and the pilots' noise, :func:`uplink_pilot_phase`) → ``W [B, 1, M, K]`` on the budget.
+
+    * pilots ``X̃ [K, L]`` in units of ``√P_UL`` (learned, started at the DFT pilots), kept on
+      ``‖x̃_k‖² <= L`` (:func:`onto_pilot_power`);
+    * ``B``: an MLP shared by the antennas on each row of ``Y_p = H_UL X̃ + N`` (``2L`` values in and out,
+      residual: it starts as the identity), antenna-wise permutation equivariant (Theorem 1);
+    * ``f_LS``: ``Ĥ_UL = Ỹ X̃ᴴ (X̃ X̃ᴴ)⁻¹`` (needs ``L >= K``);
+    * ``H``: the uplink→downlink map, an MLP shared by the users on each ``ĥ_UL,k`` (``2M`` in and out,
+      residual: it starts as the uplink channel itself);
+    * ``F``: the calibration ``φ`` (:class:`Calibrator`), then ZF scaled onto ``P_DL``.
+
+    Without ``ls_calibrator`` and ``calibrator`` and with the pilots fixed (``learn_pilots=False``) it is
+    the block-by-block baseline: LS of DFT pilots, the map, ZF.
+
+    Signals are in units of constants fixed at construction (the received pilots' and the channels' RMS
+    entries), so that the MLPs see values of order one.
+    """
+
+    def __init__(
+        self,
+        pilots: Tensor,
+        ls_calibrator: nn.Module | None,
+        mapping: nn.Module,
+        calibrator: Calibrator | None,
+        budget: Tensor,
+        y_scale: float,
+        h_scale: float,
+        learn_pilots: bool = True,
+    ):
+        super().__init__()
+        pilots = torch.view_as_real(pilots.to(torch.complex64)).clone()
+        self.pilots_real = nn.Parameter(pilots, requires_grad=learn_pilots)
+        self.ls_calibrator, self.mapping, self.calibrator = ls_calibrator, mapping, calibrator
+        self.register_buffer("budget", budget.clone().float())
+        self.register_buffer("y_scale", torch.tensor(float(y_scale)))
+        self.register_buffer("h_scale", torch.tensor(float(h_scale)))
+
+    def pilots(self) -> Tensor:
+        """The learned pilots ``X̃ [K, L]`` on their power constraint."""
+        return onto_pilot_power(torch.view_as_complex(self.pilots_real))
+
+    def downlink_estimate(self, x: Tensor) -> Tensor:
+        """``Ĥ_DL [B, 1, K, M]``, rows per user, in units of ``h_scale``: ``H(f_LS(B(Y_p)))``."""
+        h_ul = self.uplink_estimate(x).transpose(-1, -2)
+        return h_ul + rowwise(self.mapping, h_ul)  # H: the uplink→downlink map (residual)
+
+    def uplink_estimate(self, x: Tensor) -> Tensor:
+        """``Ĥ_UL [B, 1, M, K]`` (in units of ``h_scale``) from the input (the class docstring)."""
+        z = torch.view_as_complex(x.contiguous())  # [B, 1, M, K + L]
+        X = self.pilots()
+        k = X.shape[0]
+        H, N = z[..., :k], z[..., k:]
+        Y = (H @ X + N) / self.y_scale  # the received pilots, eq. (7)
+        if self.ls_calibrator is not None:
+            Y = Y + rowwise(self.ls_calibrator, Y)  # B: antenna-wise calibration
+        Xs = X / self.y_scale * self.h_scale  # LS in units of h_scale
+        return torch.linalg.solve(Xs @ Xs.mH, Y @ Xs.mH, left=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h_dl = self.downlink_estimate(x)
+        if self.calibrator is not None:
+            h_dl = self.calibrator(h_dl)  # F
+        return zero_forcing(h_dl.transpose(-1, -2), self.budget)

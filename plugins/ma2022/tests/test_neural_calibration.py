@@ -105,3 +105,97 @@ def test_refuses_several_cells_and_fewer_antennas_than_users():
     few = MassiveFDD(MassiveFDD.Config(num_antennas=4, num_users=8))
     assert "antennas >= users" in NeuralCalibrationLearner.refuses(few, None)
     assert NeuralCalibrationLearner.refuses(MassiveFDD(MassiveFDD.Config()), None) is None
+
+
+# ---- implicit channel estimation (Sec. IV-B, eq. 22) ----------------------------------------------------
+def implicit(csi="implicit", batch=64, seed=0, length=6, **kw):
+    from mimo_l2o_plugins.ma2022.neural_calibration import uplink_pilot_phase
+
+    scenario = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K, pilot_length=length))
+    net = scenario.sample(batch, torch.Generator().manual_seed(seed))
+    problem = Downlink(None)(net)
+    x = torch.view_as_real(uplink_pilot_phase(scenario, net, None)).float()
+    spec = LearnerSpec(
+        {"uplink_pilot_phase": tuple(x.shape[1:-1])}, problem.to(dtype=torch.float32), SumRate(None)
+    )
+    lrn = NeuralCalibrationLearner(NeuralCalibrationConfig(csi=csi, **kw), spec)
+    return scenario, net, problem, x, lrn
+
+
+def test_pilots_are_projected_onto_their_power_exactly():
+    from mimo_l2o_plugins.ma2022.neural_calibration import onto_pilot_power
+
+    X = torch.randn(5, 7, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    X[0] *= 0.1  # inside the ball: unchanged
+    X[1] *= 10.0
+    P = onto_pilot_power(X)
+    power = P.abs().square().sum(-1)
+    assert (power <= 7 * (1 + 1e-6)).all()
+    assert torch.equal(P[0], X[0])
+    outside = X.abs().square().sum(-1) > 7
+    assert torch.allclose(power[outside], torch.full_like(power[outside], 7.0), rtol=1e-6)
+
+
+def test_ls_of_noise_free_pilots_recovers_the_uplink_channel():
+    scenario, net, _, x, lrn = implicit()
+    x = x.clone()
+    x[..., K:, :] = 0  # no noise
+    model = lrn.build_model(x, torch.Generator().manual_seed(0)).eval()
+    estimate = model.uplink_estimate(x) * model.h_scale  # [B, 1, M, K]
+    truth = net["h_ul"].transpose(-1, -2) * scenario.config.pilot_power**0.5
+    assert (estimate - truth.to(estimate.dtype)).abs().max() <= 1e-4 * truth.abs().max()
+
+
+def test_ls_calibrator_is_permutation_equivariant_over_antennas():
+    _, _, _, x, lrn = implicit(ls_hidden=[16, 16])
+    model = lrn.build_model(x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.nn.init.normal_(
+            model.ls_calibrator[-1].weight, std=0.3
+        )  # a calibration that is not the identity
+    model.eval()
+    perm = torch.randperm(M, generator=torch.Generator().manual_seed(1))
+    out = model.uplink_estimate(x)
+    permuted = model.uplink_estimate(x[:, :, perm])
+    assert (permuted - out[:, :, perm]).abs().max() <= 1e-5 * out.abs().max()
+    plain = lrn.build_model(x, torch.Generator().manual_seed(0)).eval()  # identity calibration: a different Ĥ
+    assert (plain.uplink_estimate(x) - out).abs().max() > 1e-3 * out.abs().max()
+
+
+def test_channel_mismatch_ignores_a_common_complex_scale_as_zf_does():
+    from mimo_l2o_plugins.ma2022.neural_calibration import channel_mismatch
+
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(3, 1, K, M, dtype=torch.complex128, generator=g)
+    c = torch.tensor(0.3 - 2.0j, dtype=torch.complex128)
+    assert channel_mismatch(c * H, H).abs().max() < 1e-12
+    budget = torch.ones(3, 1, dtype=torch.float64)
+    # ZF of cH is (c / |c|) times ZF of H on the budget: one common phase, which no rate sees
+    W, Wc = (bf.zero_forcing(h.transpose(-1, -2), budget) for h in (H, c * H))
+    assert torch.allclose(Wc, W * c / c.abs())
+    G = torch.randn(3, 1, K, M, dtype=torch.complex128, generator=g)
+    inner = (G.conj() * H).sum((1, 2, 3)).abs().square()
+    ref = 1 - inner / (G.abs().square().sum((1, 2, 3)) * H.abs().square().sum((1, 2, 3)))
+    assert torch.allclose(channel_mismatch(G, H), ref)
+
+
+def test_block_by_block_fixes_the_dft_pilots_and_trains_the_map_on_the_channel():
+    from mimo_l2o.scenarios.miso import dft_pilots
+
+    _, _, problem, x, lrn = implicit(csi="block")
+    model = lrn.build_model(x, torch.Generator().manual_seed(0))
+    assert not model.pilots_real.requires_grad and model.ls_calibrator is None and model.calibrator is None
+    assert torch.allclose(model.pilots(), dft_pilots(K, 6, 1.0).to(torch.complex64))
+    batch = {"inputs": x, **lrn.problem_tensors(problem.to(dtype=torch.float32))}
+    loss = lrn.loss(model, batch)
+    assert 0 < float(loss.detach()) < 1  # a mismatch, not a rate
+
+
+def test_implicit_refuses_a_scenario_without_enough_pilots():
+    none = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K))
+    key, why = NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(csi="implicit"), none)
+    assert key == "csi" and "pilot_length is null" in why
+    short = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K, pilot_length=K - 1))
+    key, why = NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(csi="block"), short)
+    assert "pilot_length >= num_users" in why
+    assert NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(), none) is None
