@@ -31,7 +31,7 @@ from mimo_l2o.features import feature
 from mimo_l2o.learner import Learner, LearnerConfig, TrainConfig
 from mimo_l2o.problems import BEAMFORMING
 from mimo_l2o.scenarios.miso import dft_pilots
-from mimo_l2o.solvers.beamformers import zero_forcing
+from mimo_l2o.solvers.beamformers import onto_budget, zero_forcing
 
 FEATURE = "downlink_channel"
 CSI = ("perfect", "implicit", "block")
@@ -372,3 +372,120 @@ class ImplicitCalibratedZF(nn.Module):
         if self.calibrator is not None:
             h_dl = self.calibrator(h_dl)  # F
         return zero_forcing(h_dl.transpose(-1, -2), self.budget)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fully data-driven benchmark (Sec. V-B/C, the paper's ref. [14])
+# ---------------------------------------------------------------------------------------------
+DATA_INPUTS = {"perfect": FEATURE, "pilots": "uplink_channel"}
+
+
+def _data_driven_training() -> TrainConfig:
+    return TrainConfig(batch_size=256, max_epochs=20, lr=1e-3, early_stopping_patience=8)
+
+
+@dataclass
+class DataDrivenConfig(LearnerConfig):
+    """The fully data-driven beamformer (Ma et al. 2022's benchmark, from their ref. [14]).
+
+    Parameters
+    ----------
+    name : str
+        Registry key, ``data_driven_bf``.
+    csi : str
+        ``perfect``: ``H_DL → V`` (Sec. V-B); ``pilots``: the received uplink pilots (as their LS
+        estimate, an invertible map of ``Y_p`` for ``L >= K`` DFT pilots) ``→ V`` (Sec. V-C's end-to-end
+        benchmark; set ``scenario.pilot_length``).
+    hidden : list[int]
+        Hidden layers (BN + ReLU) of the network from all channels' real and imaginary parts to ``V``'s.
+    train : TrainConfig
+        The shared training loop's settings.
+    """
+
+    name: str = "data_driven_bf"
+    csi: str = "perfect"
+    hidden: list[int] = field(default_factory=lambda: [512, 512])
+    train: TrainConfig = field(default_factory=_data_driven_training)
+
+    def __post_init__(self) -> None:
+        require(self.csi in DATA_INPUTS, "csi", f"must be one of {', '.join(DATA_INPUTS)}, got {self.csi!r}")
+        require(
+            len(self.hidden) >= 1 and all(int(w) >= 1 for w in self.hidden),
+            "hidden",
+            f"must be a non-empty list of layer widths >= 1, got {list(self.hidden)}",
+        )
+
+
+class DataDrivenNet(nn.Module):
+    """Channels ``[B, 1, K, M, 2]`` → ``W [B, 1, M, K]`` (complex64) on the BS's budget: one MLP from every
+    channel's real and imaginary parts (in units of ``scale``) to every beamformer's, no structure."""
+
+    def __init__(self, users: int, antennas: int, hidden: list[int], budget: Tensor, scale: float):
+        super().__init__()
+        self.net = mlp(2 * users * antennas, hidden, 2 * users * antennas, batch_norm=True, zero_last=False)
+        self.users, self.antennas = users, antennas
+        self.register_buffer("budget", budget.clone().float())
+        self.register_buffer("scale", torch.tensor(float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.net(x.flatten(1) / self.scale).reshape(x.shape[0], 1, self.antennas, self.users, 2)
+        return onto_budget(torch.view_as_complex(y.contiguous()), self.budget)
+
+
+class DataDrivenLearner(Learner):
+    """The fully data-driven beamformer: an MLP from the channels (or pilots) to ``V``, on the sum rate."""
+
+    display_name = "Data-driven"
+
+    Config = DataDrivenConfig
+    requires_labels = False
+    families = (BEAMFORMING,)
+    inputs = (FEATURE,)
+    paper = "ma2022"
+
+    def __init__(self, config, spec):
+        super().__init__(config, spec)
+        self.inputs = (DATA_INPUTS[config.csi],)
+
+    @classmethod
+    def refuses(cls, scenario, precoder) -> str | None:
+        cells = int(getattr(scenario.config, "num_cells", 1))
+        if cells > 1:
+            return f"data_driven_bf beamforms in one cell; scenario={scenario.name} has {cells} cells"
+        return None
+
+    @classmethod
+    def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
+        if config.csi == "pilots" and getattr(scenario.config, "pilot_length", None) is None:
+            return (
+                "csi",
+                f"pilots needs uplink pilots: set scenario.pilot_length (scenario={scenario.name})",
+            )
+        return None
+
+    @property
+    def exportable(self) -> bool:
+        return True
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """The channels ``[B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (float32)."""
+        return torch.view_as_real(features[self.inputs[0]]).float()
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            k, m = train_inputs.shape[-3], train_inputs.shape[-2]
+            return DataDrivenNet(
+                k, m, list(self.config.hidden), self.spec.problem.budget[0], rms(train_inputs)
+            )
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
+        """For a shifted setting: the beamformers scaled onto the shifted budget."""
+        adapted = copy.deepcopy(model)
+        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
+        return adapted, problem.feasibility()
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """The negative mean sum rate of the batch."""
+        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()

@@ -199,3 +199,38 @@ def test_implicit_refuses_a_scenario_without_enough_pilots():
     key, why = NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(csi="block"), short)
     assert "pilot_length >= num_users" in why
     assert NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(), none) is None
+
+
+# ---- the fully data-driven benchmark ------------------------------------------------------------------
+def test_data_driven_beamformers_sit_on_the_budget_and_train_on_the_rate():
+    from mimo_l2o_plugins.ma2022.neural_calibration import DataDrivenConfig, DataDrivenLearner
+
+    problem, x = data(batch=256, seed=4)
+    spec = LearnerSpec({"downlink_channel": (1, K, M)}, problem.to(dtype=torch.float32), SumRate(None))
+    lrn = DataDrivenLearner(DataDrivenConfig(hidden=[64]), spec)
+    assert LEARNERS.get("data_driven_bf") is DataDrivenLearner
+    model = lrn.build_model(x, torch.Generator().manual_seed(0))
+    W = model.eval()(x)
+    assert W.shape == (256, 1, M, K)
+    assert torch.allclose(W.abs().square().sum((-2, -1)), problem.budget.float(), rtol=1e-5)
+    batch = {"inputs": x, **lrn.problem_tensors(problem.to(dtype=torch.float32))}
+    with torch.no_grad():
+        before = -float(lrn.loss(model.eval(), batch))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(40):
+        optimizer.zero_grad()
+        lrn.loss(model, batch).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert -float(lrn.loss(model.eval(), batch)) > before * 1.05
+
+
+def test_data_driven_from_pilots_needs_pilots():
+    from mimo_l2o_plugins.ma2022.neural_calibration import DataDrivenConfig, DataDrivenLearner
+
+    none = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K))
+    key, why = DataDrivenLearner.refuses_setting(DataDrivenConfig(csi="pilots"), none)
+    assert key == "csi" and "scenario.pilot_length" in why
+    assert DataDrivenLearner.refuses_setting(DataDrivenConfig(), none) is None
+    assert "one cell" in DataDrivenLearner.refuses(MulticellMISO(MulticellMISO.Config()), None)
