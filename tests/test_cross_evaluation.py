@@ -36,11 +36,12 @@ def test_the_sweep_runs_the_learners_that_read_the_scenario_and_skips_the_others
     assert all(r.info.status == "FINISHED" for r in children) and parent.info.status == "FINISHED"
     # one line per skipped pair, naming it and the reason
     skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped ")]
-    assert len(skipped) == 5, proc.stderr[-3000:]
+    assert len(skipped) == 6, proc.stderr[-3000:]
     for learner in ("position_lstm", "position_mlp"):
         (line,) = [s for s in skipped if f"learner={learner} " in s]
         assert "scenario=gaussian_ic: " in line and "user_positions" in line and "no positions" in line
-    for learner in ("data_driven_bf", "model_driven", "neural_calibration"):  # the beamforming learners
+    # the beamforming learners
+    for learner in ("data_driven_bf", "model_driven", "neural_calibration", "unfolded_wmmse"):
         (line,) = [s for s in skipped if f"learner={learner} " in s]
         assert line.endswith(
             f"learner={learner} works on beamforming problems but precoder=none makes power_control"
@@ -52,6 +53,7 @@ def test_the_sweep_runs_the_learners_that_read_the_scenario_and_skips_the_others
         "neural_calibration",
         "position_lstm",
         "position_mlp",
+        "unfolded_wmmse",
     ]
 
 

@@ -489,3 +489,122 @@ class DataDrivenLearner(Learner):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The negative mean sum rate of the batch."""
         return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep-unfolded WMMSE (the paper's benchmark, ref. [14]: 20 layers)
+# ---------------------------------------------------------------------------------------------
+def _unfolded_training() -> TrainConfig:
+    return TrainConfig(batch_size=256, max_epochs=10, lr=1e-2, early_stopping_patience=4)
+
+
+@dataclass
+class UnfoldedWMMSEConfig(LearnerConfig):
+    """Deep-unfolded WMMSE for the MISO downlink (Ma et al. 2022's benchmark, their ref. [14]).
+
+    Parameters
+    ----------
+    name : str
+        Registry key, ``unfolded_wmmse``.
+    layers : int
+        Unfolded iterations (the paper: 20).
+    train : TrainConfig
+        The shared training loop's settings.
+    """
+
+    name: str = "unfolded_wmmse"
+    layers: int = 20
+    train: TrainConfig = field(default_factory=_unfolded_training)
+
+    def __post_init__(self) -> None:
+        require(self.layers >= 1, "layers", f"must be an integer >= 1, got {self.layers}")
+
+
+def wmmse_layer(H: Tensor, V: Tensor, noise: Tensor, budget: Tensor, log_scale: Tensor) -> Tensor:
+    """One unfolded WMMSE iteration (Shi et al. 2011 for the MISO broadcast channel) on channels ``H [B, 1,
+    M, K]`` (column ``k`` user ``k``'s) from ``V [B, 1, M, K]``: the MMSE receivers ``u_k``, the weights
+    ``w_k = 1 / (1 − u_k* h_kᴴ v_k)``, then ``V = (Σ_k w_k |u_k|² h_k h_kᴴ + μ I)⁻¹ [w_k u_k h_k]`` scaled
+    onto the budget, with ``μ = e^{log_scale} σ² Σ_k w_k |u_k|² / P`` (the multiplier of the power-normalized
+    WMMSE, times a learned factor, instead of a bisection per iteration). The ``M × M`` inverse is taken
+    as ``H (μ I + D HᴴH)⁻¹`` (``D = diag(w |u|²)``, the push-through identity): a ``K × K`` solve."""
+    gain = H.mH @ V  # [B, 1, K, K]: h_kᴴ v_j
+    signal = gain.diagonal(dim1=-2, dim2=-1)
+    total = gain.abs().square().sum(-1) + noise.reshape(signal.shape).to(gain.real.dtype)
+    u = signal / total
+    w = 1 / (1 - (u.conj() * signal).real).clamp_min(1e-12)
+    d = w * u.abs().square()
+    mu = (
+        log_scale.exp()
+        * noise.reshape(signal.shape).to(d.dtype).mean(-1, keepdim=True)
+        * d.sum(-1, keepdim=True)
+    )
+    mu = mu / budget.reshape(mu.shape).to(mu.dtype)
+    k = H.shape[-1]
+    eye = torch.eye(k, dtype=H.dtype, device=H.device)
+    system = mu[..., None].to(H.dtype) * eye + d[..., :, None].to(H.dtype) * (H.mH @ H)
+    coefficients = torch.linalg.solve(system, torch.diag_embed((w * u).to(H.dtype)))
+    return onto_budget(H @ coefficients, budget.reshape(H.shape[0], -1))
+
+
+class UnfoldedWMMSE(nn.Module):
+    """``layers`` WMMSE iterations (:func:`wmmse_layer`), each with its learned multiplier factor, from MRT
+    on the budget. Input ``[B, 1, K, M, 2]``, output ``W [B, 1, M, K]`` (complex64); the noise and budget
+    are the trained setting's (:meth:`UnfoldedWMMSELearner.adapt` sets a shifted one's)."""
+
+    def __init__(self, layers: int, budget: Tensor, noise: Tensor):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(layers))
+        self.register_buffer("budget", budget.clone().float())
+        self.register_buffer("noise", noise.clone().float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        H = torch.view_as_complex(x.contiguous()).transpose(-1, -2)  # [B, 1, M, K]
+        budget = self.budget.expand(H.shape[0], -1)
+        noise = self.noise.expand(H.shape[0], -1)
+        V = onto_budget(H, budget)  # MRT
+        for t in range(self.log_scale.shape[0]):
+            V = wmmse_layer(H, V, noise, budget, self.log_scale[t])
+        return V
+
+
+class UnfoldedWMMSELearner(Learner):
+    """Deep-unfolded WMMSE: WMMSE iterations whose multipliers are learned on the sum rate."""
+
+    display_name = "Deep unfolding"
+
+    Config = UnfoldedWMMSEConfig
+    requires_labels = False
+    families = (BEAMFORMING,)
+    inputs = (FEATURE,)
+    paper = "ma2022"
+    size_free = True  # one factor per layer, whatever M and K
+
+    @classmethod
+    def refuses(cls, scenario, precoder) -> str | None:
+        cells = int(getattr(scenario.config, "num_cells", 1))
+        if cells > 1:
+            return f"unfolded_wmmse beamforms in one cell; scenario={scenario.name} has {cells} cells"
+        return None
+
+    @property
+    def exportable(self) -> bool:
+        return False  # complex solves: logged by pickle
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (float32)."""
+        return torch.view_as_real(features[FEATURE]).float()
+
+    def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
+        problem = self.spec.problem
+        return UnfoldedWMMSE(self.config.layers, problem.budget[0], problem.noise[0])
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
+        """For a shifted setting: the iterations on the shifted budget and noise (WMMSE reads both)."""
+        adapted = copy.deepcopy(model)
+        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
+        adapted.noise = problem.noise[0].detach().float().to(model.noise.device)
+        return adapted, problem.feasibility()
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """The negative mean sum rate of the batch."""
+        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()

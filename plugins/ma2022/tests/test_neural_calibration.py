@@ -4,6 +4,7 @@ sum rate moves above ZF (Theorem 2), and the learner refuses what it cannot deci
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from mimo_l2o_plugins.ma2022.neural_calibration import (
@@ -234,3 +235,55 @@ def test_data_driven_from_pilots_needs_pilots():
     assert key == "csi" and "scenario.pilot_length" in why
     assert DataDrivenLearner.refuses_setting(DataDrivenConfig(), none) is None
     assert "one cell" in DataDrivenLearner.refuses(MulticellMISO(MulticellMISO.Config()), None)
+
+
+# ---- deep-unfolded WMMSE ------------------------------------------------------------------------------
+def test_unfolded_wmmse_is_wmmse_written_out_and_its_factors_are_learned():
+    from mimo_l2o_plugins.ma2022.neural_calibration import UnfoldedWMMSE
+
+    problem, x = data(batch=8, seed=5)
+    p64 = problem.to(dtype=torch.float64)
+    model = UnfoldedWMMSE(3, p64.budget[0].double(), p64.noise[0].double())
+    with torch.no_grad():
+        model.log_scale.copy_(torch.tensor([0.0, 0.5, -0.3]))
+    with torch.no_grad():
+        W = model.double()(torch.view_as_real(p64.channel))
+    noise, power = float(p64.noise[0, 0]), float(p64.budget[0, 0])
+    for b in range(8):
+        # from MRT on the budget, three iterations with the layers' factors, written out per sample
+        H = p64.channel[b, 0].numpy()
+        ref = H.T * np.sqrt(power / np.sum(np.abs(H) ** 2))
+        for scale in np.exp([0.0, 0.5, -0.3]):
+            ref = reference_wmmse_step(H, ref, noise, power, scale)
+        # to the float32 rounding of the model's budget and noise buffers
+        assert np.allclose(W[b, 0].numpy(), ref, rtol=1e-6, atol=1e-7 * np.abs(ref).max())
+    assert model.log_scale.requires_grad
+
+
+def reference_wmmse_step(h, V, noise, power, scale):
+    """Shi et al.'s MISO WMMSE iteration for one sample, written out with the ``M × M`` inverse, the
+    power-normalized multiplier ``μ = scale σ² Σ w|u|² / P`` and the scaling onto ``P``."""
+    H = h.T
+    g = H.conj().T @ V
+    s = np.diag(g)
+    u = s / (np.sum(np.abs(g) ** 2, 1) + noise)
+    w = 1 / (1 - np.real(u.conj() * s))
+    A = sum(w[k] * abs(u[k]) ** 2 * np.outer(H[:, k], H[:, k].conj()) for k in range(H.shape[1]))
+    mu = scale * noise * np.sum(w * np.abs(u) ** 2) / power
+    V = np.linalg.solve(A + mu * np.eye(H.shape[0]), H * (w * u))
+    return V * np.sqrt(power / np.sum(np.abs(V) ** 2))
+
+
+def test_unfolded_wmmse_rises_toward_wmmse_with_its_layers():
+    from mimo_l2o_plugins.ma2022.neural_calibration import UnfoldedWMMSE
+
+    problem, x = data(batch=64, seed=6)
+    p64 = problem.to(dtype=torch.float64)
+    rate = SumRate(None)
+    rates = []
+    for layers in (1, 5, 20):
+        model = UnfoldedWMMSE(layers, p64.budget[0].double(), p64.noise[0].double()).double()
+        with torch.no_grad():
+            rates.append(float(rate(p64, model(torch.view_as_real(p64.channel))).mean()))
+    assert rates[0] < rates[1] < rates[2]
+    assert rates[2] > float(rate(p64, bf.mrt(p64)).mean())
