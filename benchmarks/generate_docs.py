@@ -210,10 +210,10 @@ Per-sample time at the (M, K) of Ma et al.'s Table III on `scenario=massive_fdd`
 -85 dBm noise), one thread: WMMSE beamforming batched (from ZF, the labels' solver) and as the per-sample
 NumPy loop of the section above (the same start and stopping rule), and the `neural_calibration`
 policy with perfect CSI (the user-wise MLP on every user, then ZF onto P_DL; float32, one batch,
-untrained: inference costs the same) at the laptop widths (256-512-512) and the paper's (512-2048-2048).
-Beside them what each needs at deployment: WMMSE's mean iterations, the NC's multiply-adds per sample
-(K passes of the MLP and the ZF) and its weights. The paper's data-driven network and deep-unfolded
-WMMSE are not in the framework yet.
+untrained: inference costs the same) at the laptop widths (256-512-512) and the paper's (512-2048-2048),
+the deep-unfolded WMMSE (`unfolded_wmmse`, 20 layers) and the data-driven MLP (`data_driven_bf`,
+512-512). Beside them what each needs at deployment: WMMSE's mean iterations, the NC's multiply-adds per
+sample (K passes of the MLP and the ZF) and its weights.
 """,
     "ma2022_table3.py",
     (args("--sizes 16x2 32x2 32x8 32x12 64x4 64x12 --samples 500 --loop-samples 50 --repeats 5"),),

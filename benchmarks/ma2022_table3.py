@@ -10,11 +10,13 @@ otherwise: P_DL = 5 dBm over -85 dBm noise) and times, per sample:
   Brent's method for ``μ``, the same start and stopping rule), once over ``--loop-samples`` samples;
 - **NC (laptop)** and **NC (paper)**: the ``neural_calibration`` learner's policy with perfect CSI (``φ``
   on every user, then ZF onto ``P_DL``), untrained (inference costs the same), float32, at the laptop
-  default widths (256-512-512) and the paper's (512-2048-2048), one batch, median of ``--repeats``.
+  default widths (256-512-512) and the paper's (512-2048-2048), one batch, median of ``--repeats``;
+- **unfolded WMMSE**: the ``unfolded_wmmse`` learner's 20 layers, float32, one batch;
+- **data-driven**: the ``data_driven_bf`` learner's MLP (512-512), float32, one batch.
 
 Beside the times, what a method needs at deployment: the NC's multiply-adds per sample (``K`` passes of
 ``φ`` and the ZF: ``HᴴH``, its solve and the product) and its weights; WMMSE's mean iterations. The
-paper's data-driven network and deep-unfolded WMMSE are not in this framework yet (issue 15).
+untrained networks cost what trained ones do.
 
     python benchmarks/ma2022_table3.py --sizes 16x2 32x2 32x8 32x12 64x4 64x12 --samples 500 --loop-samples 50
 """
@@ -35,7 +37,12 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.*
 
-from mimo_l2o_plugins.ma2022.neural_calibration import CalibratedZF, Calibrator  # noqa: E402
+from mimo_l2o_plugins.ma2022.neural_calibration import (  # noqa: E402
+    CalibratedZF,
+    Calibrator,
+    DataDrivenNet,
+    UnfoldedWMMSE,
+)
 
 from benchmarks.wmmse import machine  # noqa: E402
 from benchmarks.wmmse_bf import loop, median_time  # noqa: E402
@@ -80,10 +87,10 @@ def main() -> None:
     print()
     print(
         "| (M, K) | WMMSE batched [ms] | WMMSE loop [ms] | loop ÷ batched | WMMSE iterations "
-        "| NC laptop [ms] | NC paper [ms] | NC laptop multiply-adds | NC paper multiply-adds "
-        "| NC paper weights |"
+        "| NC laptop [ms] | NC paper [ms] | unfolded WMMSE [ms] | data-driven [ms] "
+        "| NC laptop multiply-adds | NC paper multiply-adds | NC paper weights |"
     )
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 12)
     for size in a.sizes:
         m, k = (int(v) for v in size.split("x"))
         scenario = MassiveFDD(MassiveFDD.Config(num_antennas=m, num_users=k, seed=a.seed))
@@ -105,6 +112,14 @@ def main() -> None:
                 times[name] = median_time(lambda policy=policy, x=x: policy(x), a.repeats) / a.samples
             counts[name] = nc_multiply_adds(m, k, hidden)
             weights[name] = sum(p.numel() for p in policy.parameters())
+        budget, noise = problem.budget[0].float(), problem.noise[0].float()
+        others = {
+            "unfolded": UnfoldedWMMSE(20, budget, noise).eval(),
+            "data": DataDrivenNet(k, m, [512, 512], budget, 1.0).eval(),
+        }
+        for name, net in others.items():
+            with torch.no_grad():
+                times[name] = median_time(lambda net=net, x=x: net(x), a.repeats) / a.samples
         cells = [
             f"({m}, {k})",
             f"{batched * 1e3:.3g}",
@@ -113,6 +128,8 @@ def main() -> None:
             f"{float(iterations.double().mean()):.1f}",
             f"{times['laptop'] * 1e3:.3g}",
             f"{times['paper'] * 1e3:.3g}",
+            f"{times['unfolded'] * 1e3:.3g}",
+            f"{times['data'] * 1e3:.3g}",
             f"{counts['laptop'] / 1e6:.2f} M",
             f"{counts['paper'] / 1e6:.2f} M",
             f"{weights['paper'] / 1e6:.2f} M",
