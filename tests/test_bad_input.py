@@ -573,6 +573,10 @@ MORE_CASES = {
         ["scenario=massive_fdd", "learner=neural_calibration", "learner.csi=partial"],
         ["learner.csi", "perfect, implicit, block", "partial"],
     ),
+    "deepmimo without a folder": (
+        ["scenario=deepmimo", "learner=neural_calibration"],
+        ["scenario.path", "DeepMIMO v4 scenario folder with a params.json"],
+    ),
     "room with six paths": (
         ["scenario=massive_fdd", "scenario.num_paths=6"],
         ["scenario.num_paths", "1 to 5"],

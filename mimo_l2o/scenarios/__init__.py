@@ -3,6 +3,7 @@
 from mimo_l2o.scenarios import (  # noqa: F401  (registers)
     cellfree,
     cellular,
+    deepmimo,
     gaussian_ic,
     imac,
     massive_fdd,

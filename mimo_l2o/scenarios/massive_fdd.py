@@ -238,24 +238,34 @@ class MassiveFDD(Scenario):
         cfg = self.config
         return torch.tensor([cfg.room_width_m / 2, cfg.bs_offset_m], dtype=torch.float64)
 
+    def user_uniforms(self) -> int:
+        """Uniforms per sample that place the users."""
+        return 2 * self.config.num_users
+
+    def users(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The users of each sample from the uniforms ``u [n, user_uniforms()]``: their positions
+        ``[n, K, 2]`` and their uplink and downlink channels ``[n, K, M]``."""
+        cfg = self.config
+        k = cfg.num_users
+        lo_x, hi_x = cfg.margin_m, cfg.room_width_m - cfg.margin_m
+        lo_y, hi_y = cfg.bs_offset_m + cfg.min_distance_m, cfg.room_depth_m - cfg.margin_m
+        positions = torch.stack((lo_x + (hi_x - lo_x) * u[:, :k], lo_y + (hi_y - lo_y) * u[:, k : 2 * k]), -1)
+        return (positions, *self.channels(positions))
+
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks (the class docstring's tensors)."""
         cfg = self.config
         m, k = cfg.num_antennas, cfg.num_users
         length = cfg.pilot_length or 0
-        u = torch.rand(num_samples, 2 * k + 2 * m * length, generator=generator, dtype=torch.float64)
-        lo_x, hi_x = cfg.margin_m, cfg.room_width_m - cfg.margin_m
-        lo_y, hi_y = cfg.bs_offset_m + cfg.min_distance_m, cfg.room_depth_m - cfg.margin_m
-        positions = torch.stack(
-            (lo_x + (hi_x - lo_x) * u[:, :k], lo_y + (hi_y - lo_y) * u[:, k : 2 * k]), -1
-        )  # [n, K, 2]
-        h_ul, h_dl = self.channels(positions)
+        place = self.user_uniforms()
+        u = torch.rand(num_samples, place + 2 * m * length, generator=generator, dtype=torch.float64)
+        positions, h_ul, h_dl = self.users(u[:, :place])
         network = Network(
             tensors={"h_ul": h_ul.unsqueeze(1), "h_dl": h_dl.unsqueeze(1), "user_positions": positions},
             params={"noise_power": float(cfg.noise_power), "p_max": float(cfg.p_max)},
         )
         if length:
-            noise = complex_normal(u[:, 2 * k :]).reshape(num_samples, 1, m, length)
+            noise = complex_normal(u[:, place:]).reshape(num_samples, 1, m, length)
             noise = noise * math.sqrt(cfg.noise_power)
             X = dft_pilots(k, length, cfg.pilot_power)
             network.tensors["pilot_noise"] = noise
