@@ -117,6 +117,8 @@ def run_label(run, client) -> str:
     shown = set(name.split())
     extra = [o for o in overrides if o not in shown and "=" in o and "," not in o]
     extra = [o for o in extra if o.split("=")[0] not in ("scenario", "learner")]
+    # eval.shifts is where the run was tested, not what it is (and its mapping holds spaces)
+    extra = [o for o in extra if not o.startswith("eval.shifts=")]
     return " ".join([name, *extra])
 
 
