@@ -197,12 +197,9 @@ def row_of(run, client, with_samples: bool) -> Row:
 def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
     """A run's generalization shifts (``test/shift/<key>/<value>/objective_ratio``) as ``{key: [(value,
     ratio), ...]}``, sorted by the value."""
-    out: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for name, value in metrics.items():
-        if name.startswith("test/shift/") and name.endswith("/objective_ratio"):
-            key, shifted = name[len("test/shift/") : -len("/objective_ratio")].rsplit("/", 1)
-            out[key].append((shifted, value))
-    return {k: sorted(v, key=lambda p: _number(p[0])) for k, v in out.items()}
+    from mimo_l2o.shifts import shift_points
+
+    return {k: sorted(v, key=lambda p: _number(p[0])) for k, v in shift_points(metrics).items()}
 
 
 def shifts_markdown(rows: list[Row]) -> str:

@@ -32,7 +32,7 @@ from mimo_l2o.figures import cdf_figure, close, display_name, shift_figure
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
 from mimo_l2o.preflight import preflight
-from mimo_l2o.shifts import Shift, evaluate_shifts, plan, shift_curves
+from mimo_l2o.shifts import Shift, evaluate_shifts, plan, shift_curves, shift_points
 from mimo_l2o.tracking import (
     MAX_RUN_NAME,
     Tracker,
@@ -153,12 +153,8 @@ def summary_block(run: RunConfig, parts: Parts, tracker: Tracker, metrics, stage
 def shifts_line(metrics: dict[str, float]) -> str:
     """``scenario.num_users: 4 0.954, 8 0.926; ...`` from the shifts' metrics, then how many points were
     not applicable (their reasons in ``shifts.json``)."""
-    keys: dict[str, list[str]] = {}
-    for name, value in metrics.items():
-        if name.startswith("test/shift/") and name.endswith("/objective_ratio"):
-            key, shifted = name[len("test/shift/") : -len("/objective_ratio")].rsplit("/", 1)
-            keys.setdefault(key, []).append(f"{shifted} {value:.3f}")
-    line = "; ".join(f"{k}: {', '.join(v)}" for k, v in keys.items())
+    points = shift_points(metrics)
+    line = "; ".join(f"{k}: {', '.join(f'{v} {r:.3f}' for v, r in p)}" for k, p in points.items())
     skipped = int(metrics.get("test/shift/not_applicable", 0))
     return line + (f"; {skipped} not applicable ({SHIFTS_ARTIFACT})" if skipped else "")
 
@@ -341,7 +337,7 @@ def _run(
             learner,
             model,
             finalize,
-            data.inputs("test", learner),
+            tuple(val_inputs.shape[1:]),  # the trained setting's input shape, already in memory
             lambda r, p: Data(r, p, cache, device, progress),
             device,
         )

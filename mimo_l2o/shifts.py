@@ -70,6 +70,17 @@ def metric_prefix(key: str, value: Any) -> str:
     return f"test/shift/{key}/{value_text(value)}"
 
 
+def shift_points(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
+    """The inverse of :func:`metric_prefix` over a run's metrics: ``{key: [(value, ratio), ...]}`` from
+    ``test/shift/<key>/<value>/objective_ratio``, in the metrics' order."""
+    points: dict[str, list[tuple[str, float]]] = {}
+    for name, ratio in metrics.items():
+        if name.startswith("test/shift/") and name.endswith("/objective_ratio"):
+            key, shifted = name[len("test/shift/") : -len("/objective_ratio")].rsplit("/", 1)
+            points.setdefault(key, []).append((shifted, ratio))
+    return points
+
+
 def plan(run: RunConfig, build_parts) -> list[Shift]:
     """Every (key, value) of ``run.eval.shifts`` as a shifted run, checked before any work: an unknown or
     fixed key, or a value the scenario refuses, raises :class:`ConfigError` for ``eval.shifts.<key>``; a
@@ -121,12 +132,13 @@ def evaluate_shifts(
     learner: Learner,
     model: torch.nn.Module,
     finalize: torch.nn.Module,
-    trained_inputs: torch.Tensor,
+    trained_shape: tuple[int, ...],
     make_data,
     device: torch.device,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The trained policy on each shifted test set (module docstring): the metrics and one record per
-    point (key, value, status, the metrics or the reason). ``make_data(run, parts)`` gives the
+    point (key, value, status, the metrics or the reason). ``trained_shape`` is the model input's shape
+    without the sample dimension in the trained setting. ``make_data(run, parts)`` gives the
     :class:`~mimo_l2o.data.Data` of a shifted run (its test split is the only one used)."""
     metrics: dict[str, float] = {}
     records: list[dict[str, Any]] = []
@@ -137,7 +149,7 @@ def evaluate_shifts(
         if reason is None:
             data = make_data(shift.run, shift.parts)
             inputs = data.inputs("test", learner)
-            reason = learner.shift_refusal(tuple(trained_inputs.shape[1:]), tuple(inputs.shape[1:]))
+            reason = learner.shift_refusal(tuple(trained_shape), tuple(inputs.shape[1:]))
         if reason is not None:
             record.update(status="not applicable", reason=reason)
             log.info("shift %s=%s: not applicable (%s)", shift.key, value_text(shift.value), reason)

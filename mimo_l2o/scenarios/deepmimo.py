@@ -35,10 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mimo_l2o.components import ScenarioConfig
 from mimo_l2o.errors import ConfigError, require
 from mimo_l2o.registry import SCENARIOS
-from mimo_l2o.scenarios.massive_fdd import MassiveFDD, dbm_to_w
+from mimo_l2o.scenarios.massive_fdd import LinkConfig, MassiveFDD
 
 KEYS = ("aod_az", "aod_el", "delay", "power", "phase")  # the per-path arrays a channel needs
 
@@ -170,7 +169,7 @@ class DeepMIMO(MassiveFDD):
     params as :class:`MassiveFDD` (``user_positions`` in the ray tracer's x, y)."""
 
     @dataclass
-    class Config(ScenarioConfig):
+    class Config(LinkConfig):
         """A ray-traced scenario in DeepMIMO's v4 folder format (Ma et al. 2022's "I1", say).
 
         Parameters
@@ -208,49 +207,10 @@ class DeepMIMO(MassiveFDD):
         tx_set: int = 0
         tx_index: int = 0
         rx_set: int | None = None
-        num_antennas: int = 64
-        num_users: int = 8
-        num_paths: int = 5
-        p_max: float = 0.0  # derived from p_max_dbm
-        p_max_dbm: float | None = 5.0
-        noise_power: float = 1.0  # derived from noise_dbm
-        noise_dbm: float = -85.0
-        uplink_ghz: float = 2.4
-        downlink_ghz: float = 2.5
-        pilot_length: int | None = None
-        pilot_power_dbm: float = -10.0
-        seed: int = 0
 
         def __post_init__(self) -> None:
-            require(
-                math.isfinite(self.noise_dbm),
-                "noise_dbm",
-                f"must be a finite number [dBm], got {self.noise_dbm}",
-            )
-            self.noise_power = dbm_to_w(self.noise_dbm)
             super().__post_init__()
-            require(
-                self.num_antennas >= 1, "num_antennas", f"must be an integer >= 1, got {self.num_antennas}"
-            )
             require(self.num_paths >= 1, "num_paths", f"must be an integer >= 1, got {self.num_paths}")
-            for key in ("uplink_ghz", "downlink_ghz"):
-                value = getattr(self, key)
-                require(0 < value < math.inf, key, f"must be > 0 and finite [GHz], got {value}")
-            require(
-                self.pilot_length is None or self.pilot_length >= 1,
-                "pilot_length",
-                f"must be an integer >= 1, or null for perfect CSI, got {self.pilot_length}",
-            )
-            require(
-                math.isfinite(self.pilot_power_dbm),
-                "pilot_power_dbm",
-                f"must be a finite number [dBm], got {self.pilot_power_dbm}",
-            )
-
-        @property
-        def pilot_power(self) -> float:
-            """``P_UL`` in W."""
-            return dbm_to_w(self.pilot_power_dbm)
 
     def __init__(self, config):
         super().__init__(config)

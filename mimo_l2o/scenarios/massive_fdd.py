@@ -82,6 +82,52 @@ def room_paths(users: Tensor, bs: Tensor, width: float, depth: float) -> tuple[T
     return length, offset[..., 0] / length, bounces
 
 
+@dataclass
+class LinkConfig(ScenarioConfig):
+    """The keys of an FDD link pair in W and dBm that ``massive_fdd`` and ``deepmimo`` share, and their
+    checks: the antennas, the downlink power and the noise in dBm (``noise_power`` derived), the two
+    carriers, the pilots and their power (each subclass documents its keys)."""
+
+    num_antennas: int = 64
+    num_users: int = 8
+    p_max: float = 0.0  # derived from p_max_dbm
+    p_max_dbm: float | None = 5.0
+    noise_power: float = 1.0  # derived from noise_dbm
+    noise_dbm: float = -85.0
+    uplink_ghz: float = 2.4
+    downlink_ghz: float = 2.5
+    num_paths: int = 5
+    pilot_length: int | None = None
+    pilot_power_dbm: float = -10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(
+            math.isfinite(self.noise_dbm), "noise_dbm", f"must be a finite number [dBm], got {self.noise_dbm}"
+        )
+        self.noise_power = dbm_to_w(self.noise_dbm)
+        super().__post_init__()
+        require(self.num_antennas >= 1, "num_antennas", f"must be an integer >= 1, got {self.num_antennas}")
+        for key in ("uplink_ghz", "downlink_ghz"):
+            value = getattr(self, key)
+            require(0 < value < math.inf, key, f"must be > 0 and finite [GHz], got {value}")
+        require(
+            self.pilot_length is None or self.pilot_length >= 1,
+            "pilot_length",
+            f"must be an integer >= 1, or null for perfect CSI, got {self.pilot_length}",
+        )
+        require(
+            math.isfinite(self.pilot_power_dbm),
+            "pilot_power_dbm",
+            f"must be a finite number [dBm], got {self.pilot_power_dbm}",
+        )
+
+    @property
+    def pilot_power(self) -> float:
+        """``P_UL`` in W."""
+        return dbm_to_w(self.pilot_power_dbm)
+
+
 @SCENARIOS.register("massive_fdd")
 class MassiveFDD(Scenario):
     """FDD massive MIMO downlink with a ray-traced room (Ma et al. 2022; module docstring).
@@ -100,7 +146,7 @@ class MassiveFDD(Scenario):
     family = BEAMFORMING
 
     @dataclass
-    class Config(ScenarioConfig):
+    class Config(LinkConfig):
         """FDD massive MIMO downlink in a room (Ma et al. 2022, Sec. V-A).
 
         Parameters
@@ -141,15 +187,6 @@ class MassiveFDD(Scenario):
         """
 
         name: str = "massive_fdd"
-        num_antennas: int = 64
-        num_users: int = 8
-        p_max: float = 0.0  # derived from p_max_dbm
-        p_max_dbm: float | None = 5.0
-        noise_power: float = 1.0  # derived from noise_dbm
-        noise_dbm: float = -85.0
-        uplink_ghz: float = 2.4
-        downlink_ghz: float = 2.5
-        num_paths: int = 5
         room_width_m: float = 10.0
         room_depth_m: float = 10.0
         bs_offset_m: float = 0.5
@@ -157,17 +194,8 @@ class MassiveFDD(Scenario):
         margin_m: float = 0.5
         reflection_loss_db: float = 6.0
         extra_loss_db: float = 30.0
-        pilot_length: int | None = None
-        pilot_power_dbm: float = -10.0
-        seed: int = 0
 
         def __post_init__(self) -> None:
-            require(
-                math.isfinite(self.noise_dbm),
-                "noise_dbm",
-                f"must be a finite number [dBm], got {self.noise_dbm}",
-            )
-            self.noise_power = dbm_to_w(self.noise_dbm)
             require(
                 self.p_max_dbm is not None or self.snr_db is not None or self.p_max > 0,
                 "p_max_dbm",
@@ -175,15 +203,12 @@ class MassiveFDD(Scenario):
             )
             super().__post_init__()
             require(
-                self.num_antennas >= 1, "num_antennas", f"must be an integer >= 1, got {self.num_antennas}"
-            )
-            require(
                 1 <= self.num_paths <= MAX_PATHS,
                 "num_paths",
                 f"must be 1 to {MAX_PATHS} (the line of sight and up to four wall reflections), "
                 f"got {self.num_paths}",
             )
-            for key in ("uplink_ghz", "downlink_ghz", "room_width_m", "room_depth_m"):
+            for key in ("room_width_m", "room_depth_m"):
                 value = getattr(self, key)
                 require(0 < value < math.inf, key, f"must be > 0 and finite, got {value}")
             require(
@@ -213,21 +238,6 @@ class MassiveFDD(Scenario):
                 "extra_loss_db",
                 f"must be a finite number [dB], got {self.extra_loss_db}",
             )
-            require(
-                self.pilot_length is None or self.pilot_length >= 1,
-                "pilot_length",
-                f"must be an integer >= 1, or null for perfect CSI, got {self.pilot_length}",
-            )
-            require(
-                math.isfinite(self.pilot_power_dbm),
-                "pilot_power_dbm",
-                f"must be a finite number [dBm], got {self.pilot_power_dbm}",
-            )
-
-        @property
-        def pilot_power(self) -> float:
-            """``P_UL`` in W."""
-            return dbm_to_w(self.pilot_power_dbm)
 
     tensors = ("h_ul", "h_dl", "user_positions", "pilot_noise", "h_ul_ls")
     # the pilots' power and the noise enter the pilots' noise and LS estimate: only the downlink power

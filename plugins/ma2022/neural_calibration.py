@@ -42,6 +42,16 @@ def _laptop_training() -> TrainConfig:
     return TrainConfig(batch_size=256, max_epochs=20, lr=1e-3, early_stopping_patience=8)
 
 
+def require_widths(key: str, widths) -> None:
+    """Hidden layers' widths: a non-empty list of integers >= 1."""
+    widths = list(widths)
+    require(
+        len(widths) >= 1 and all(int(w) >= 1 for w in widths),
+        key,
+        f"must be a non-empty list of layer widths >= 1, got {widths}",
+    )
+
+
 @dataclass
 class NeuralCalibrationConfig(LearnerConfig):
     """Neural calibration of ZF (Ma et al. 2022, Sec. IV-A).
@@ -84,12 +94,7 @@ class NeuralCalibrationConfig(LearnerConfig):
     def __post_init__(self) -> None:
         require(self.csi in CSI, "csi", f"must be one of {', '.join(CSI)}, got {self.csi!r}")
         for key in ("hidden", "ls_hidden", "mapping_hidden"):
-            widths = list(getattr(self, key))
-            require(
-                len(widths) >= 1 and all(int(w) >= 1 for w in widths),
-                key,
-                f"must be a non-empty list of layer widths >= 1, got {widths}",
-            )
+            require_widths(key, getattr(self, key))
 
 
 def mlp(width_in: int, hidden: list[int], width_out: int, batch_norm: bool, zero_last: bool) -> nn.Sequential:
@@ -160,16 +165,50 @@ class CalibratedZF(nn.Module):
         return zero_forcing(self.calibrator(h).transpose(-1, -2), self.budget)
 
 
-class NeuralCalibrationLearner(Learner):
+class OneCellBeamformer(Learner):
+    """What Ma et al.'s methods and benchmarks share: unsupervised on one cell's downlink sum rate, the
+    channels (the feature in ``inputs``) in as real and imaginary parts, beamformers on the BS's budget,
+    which a shifted setting's model is told (:meth:`adapt`)."""
+
+    requires_labels = False
+    families = (BEAMFORMING,)
+    inputs = (FEATURE,)
+    paper = "ma2022"
+
+    @classmethod
+    def refuses(cls, scenario, precoder) -> str | None:
+        """Several cells: these methods beamform in one."""
+        cells = int(getattr(scenario.config, "num_cells", 1))
+        if cells > 1:
+            return (
+                f"{cls.Config.name} beamforms in one cell (Ma et al. 2022); scenario={scenario.name} has "
+                f"{cells} cells"
+            )
+        return None
+
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """The feature ``[B, 1, ...]`` (complex) → ``[B, 1, ..., 2]`` (real, imaginary; float32): the
+        channels ``[B, 1, K, M]``, or with ``csi: implicit`` ``uplink_pilot_phase [B, 1, M, K + L]``."""
+        return torch.view_as_real(features[self.inputs[0]]).float()
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
+        """For a shifted setting: the beamformers scaled onto the shifted BS's budget (as ``γ`` of eq. 18
+        is computed from the power at deployment), the network as trained."""
+        adapted = copy.deepcopy(model)
+        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
+        return adapted, problem.feasibility()
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
+        """The negative mean sum rate of the batch."""
+        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
+
+
+class NeuralCalibrationLearner(OneCellBeamformer):
     """Ma et al. (2022): ZF of the channels calibrated by a user-wise shared MLP, trained on the sum rate."""
 
     display_name = "NC"
 
     Config = NeuralCalibrationConfig
-    requires_labels = False
-    families = (BEAMFORMING,)
-    inputs = (FEATURE,)
-    paper = "ma2022"
     size_free = True  # φ reads one user's channel: any K (and the ZF that follows any M >= K)
 
     def __init__(self, config, spec):
@@ -199,35 +238,18 @@ class NeuralCalibrationLearner(Learner):
     @classmethod
     def refuses(cls, scenario, precoder) -> str | None:
         """Several cells (the method beamforms in one), or fewer antennas than users (ZF needs ``M >= K``)."""
-        cells = int(getattr(scenario.config, "num_cells", 1))
-        if cells > 1:
-            return (
-                f"neural_calibration beamforms in one cell (Ma et al. 2022); scenario={scenario.name} has "
-                f"{cells} cells"
-            )
+        why = super().refuses(scenario, precoder)
         n, k = int(scenario.config.num_antennas), int(scenario.config.num_users)
-        if n < k:
+        if why is None and n < k:
             return (
                 f"neural_calibration zero-forces, which needs antennas >= users "
                 f"(scenario.num_antennas={n} < scenario.num_users={k})"
             )
-        return None
+        return why
 
     @property
     def exportable(self) -> bool:
         return False  # a complex solve: logged by pickle
-
-    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
-        """For a shifted setting: ZF scaled onto the shifted BS's budget ``P_DL`` (``γ_ZF`` of eq. 18 is
-        computed from the power at deployment), the calibration as trained."""
-        adapted = copy.deepcopy(model)
-        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
-        return adapted, problem.feasibility()
-
-    def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (real, imaginary; float32); with
-        ``csi: implicit`` ``uplink_pilot_phase [B, 1, M, K + L]`` → ``[B, 1, M, K + L, 2]``."""
-        return torch.view_as_real(features[self.inputs[0]]).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         cfg = self.config
@@ -268,10 +290,10 @@ class NeuralCalibrationLearner(Learner):
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         """The negative mean sum rate of the batch (eq. 18, 22); the block-by-block baseline's map trains
         on the downlink channel alone (:func:`channel_mismatch`)."""
-        problem = self.batch_problem(batch)
         if self.config.csi == "block":
-            return channel_mismatch(model.downlink_estimate(batch["inputs"]), problem.channel).mean()
-        return -self.spec.objective(problem, model(batch["inputs"])).mean()
+            channel = self.batch_problem(batch).channel
+            return channel_mismatch(model.downlink_estimate(batch["inputs"]), channel).mean()
+        return super().loss(model, batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,10 +402,6 @@ class ImplicitCalibratedZF(nn.Module):
 DATA_INPUTS = {"perfect": FEATURE, "pilots": "uplink_channel"}
 
 
-def _data_driven_training() -> TrainConfig:
-    return TrainConfig(batch_size=256, max_epochs=20, lr=1e-3, early_stopping_patience=8)
-
-
 @dataclass
 class DataDrivenConfig(LearnerConfig):
     """The fully data-driven beamformer (Ma et al. 2022's benchmark, from their ref. [14]).
@@ -405,15 +423,11 @@ class DataDrivenConfig(LearnerConfig):
     name: str = "data_driven_bf"
     csi: str = "perfect"
     hidden: list[int] = field(default_factory=lambda: [512, 512])
-    train: TrainConfig = field(default_factory=_data_driven_training)
+    train: TrainConfig = field(default_factory=_laptop_training)
 
     def __post_init__(self) -> None:
         require(self.csi in DATA_INPUTS, "csi", f"must be one of {', '.join(DATA_INPUTS)}, got {self.csi!r}")
-        require(
-            len(self.hidden) >= 1 and all(int(w) >= 1 for w in self.hidden),
-            "hidden",
-            f"must be a non-empty list of layer widths >= 1, got {list(self.hidden)}",
-        )
+        require_widths("hidden", self.hidden)
 
 
 class DataDrivenNet(nn.Module):
@@ -432,27 +446,16 @@ class DataDrivenNet(nn.Module):
         return onto_budget(torch.view_as_complex(y.contiguous()), self.budget)
 
 
-class DataDrivenLearner(Learner):
+class DataDrivenLearner(OneCellBeamformer):
     """The fully data-driven beamformer: an MLP from the channels (or pilots) to ``V``, on the sum rate."""
 
     display_name = "Data-driven"
 
     Config = DataDrivenConfig
-    requires_labels = False
-    families = (BEAMFORMING,)
-    inputs = (FEATURE,)
-    paper = "ma2022"
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
         self.inputs = (DATA_INPUTS[config.csi],)
-
-    @classmethod
-    def refuses(cls, scenario, precoder) -> str | None:
-        cells = int(getattr(scenario.config, "num_cells", 1))
-        if cells > 1:
-            return f"data_driven_bf beamforms in one cell; scenario={scenario.name} has {cells} cells"
-        return None
 
     @classmethod
     def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:
@@ -467,10 +470,6 @@ class DataDrivenLearner(Learner):
     def exportable(self) -> bool:
         return True
 
-    def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        """The channels ``[B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (float32)."""
-        return torch.view_as_real(features[self.inputs[0]]).float()
-
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
@@ -479,16 +478,6 @@ class DataDrivenLearner(Learner):
             return DataDrivenNet(
                 k, m, list(self.config.hidden), self.spec.problem.budget[0], rms(train_inputs)
             )
-
-    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
-        """For a shifted setting: the beamformers scaled onto the shifted budget."""
-        adapted = copy.deepcopy(model)
-        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
-        return adapted, problem.feasibility()
-
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        """The negative mean sum rate of the batch."""
-        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -567,32 +556,17 @@ class UnfoldedWMMSE(nn.Module):
         return V
 
 
-class UnfoldedWMMSELearner(Learner):
+class UnfoldedWMMSELearner(OneCellBeamformer):
     """Deep-unfolded WMMSE: WMMSE iterations whose multipliers are learned on the sum rate."""
 
     display_name = "Deep unfolding"
 
     Config = UnfoldedWMMSEConfig
-    requires_labels = False
-    families = (BEAMFORMING,)
-    inputs = (FEATURE,)
-    paper = "ma2022"
     size_free = True  # one factor per layer, whatever M and K
-
-    @classmethod
-    def refuses(cls, scenario, precoder) -> str | None:
-        cells = int(getattr(scenario.config, "num_cells", 1))
-        if cells > 1:
-            return f"unfolded_wmmse beamforms in one cell; scenario={scenario.name} has {cells} cells"
-        return None
 
     @property
     def exportable(self) -> bool:
         return False  # complex solves: logged by pickle
-
-    def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        """``downlink_channel [B, 1, K, M]`` → ``[B, 1, K, M, 2]`` (float32)."""
-        return torch.view_as_real(features[FEATURE]).float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         problem = self.spec.problem
@@ -600,11 +574,6 @@ class UnfoldedWMMSELearner(Learner):
 
     def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
         """For a shifted setting: the iterations on the shifted budget and noise (WMMSE reads both)."""
-        adapted = copy.deepcopy(model)
-        adapted.budget = problem.budget[0].detach().float().to(model.budget.device)
+        adapted, final = super().adapt(model, finalize, problem)
         adapted.noise = problem.noise[0].detach().float().to(model.noise.device)
-        return adapted, problem.feasibility()
-
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
-        """The negative mean sum rate of the batch."""
-        return -self.spec.objective(self.batch_problem(batch), model(batch["inputs"])).mean()
+        return adapted, final
