@@ -52,7 +52,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins"))  # the plugin, when the project is not installed
 
-from mimo_l2o_plugins.zhang2022.model_driven import (  # noqa: E402
+from mimo_l2o_plugins.zhang2022.csi_features import (  # noqa: E402
     beamspace_grid,
     beamspace_products,
     path_features,

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.*
 
-from mimo_l2o_plugins.ma2022.neural_calibration import (  # noqa: E402
+from mimo_l2o_plugins.ma2022.networks import (  # noqa: E402
     CalibratedZF,
     Calibrator,
     DataDrivenNet,

@@ -42,7 +42,8 @@ from scipy.optimize import brentq  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.wmmse
 
-from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenNet  # noqa: E402
+from mimo_l2o_plugins.zhang2022.config import ModelDrivenConfig  # noqa: E402
+from mimo_l2o_plugins.zhang2022.networks import ModelDrivenNet  # noqa: E402
 
 from benchmarks.wmmse import machine  # noqa: E402
 from mimo_l2o.objectives.sum_rate import SumRate  # noqa: E402

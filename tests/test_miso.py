@@ -145,7 +145,8 @@ def test_learned_channel_and_beamforming_keeps_the_rate_out_of_the_csi_net():
     """``variant: channel_bf`` (Sec. VII's "learned channel and beamforming"): the CSI-Net learns from
     ``L_H`` alone, the data-driven beamforming net from the rate alone, and its beamformers use the
     budget."""
-    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, ModelDrivenLearner
+    from mimo_l2o_plugins.zhang2022.config import ModelDrivenConfig
+    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenLearner
 
     from mimo_l2o.learner import LearnerSpec
     from mimo_l2o.objectives.sum_rate import SumRate
@@ -175,7 +176,9 @@ def test_learned_channel_and_beamforming_keeps_the_rate_out_of_the_csi_net():
 def test_the_cnn_power_net_convolves_along_the_antennas_and_its_powers_fill_the_budget():
     """Sec. VII-B's 1-D CNN Power-Net: each user's real and imaginary parts are input channels along the
     antennas, so two 3-tap convolutions at antenna ``i`` read antennas ``i - 2 .. i + 2`` only."""
-    from mimo_l2o_plugins.zhang2022.model_driven import ConvPowerNet, ModelDrivenConfig, ModelDrivenLearner
+    from mimo_l2o_plugins.zhang2022.config import ModelDrivenConfig
+    from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenLearner
+    from mimo_l2o_plugins.zhang2022.networks import ConvPowerNet
 
     from mimo_l2o.learner import LearnerSpec
     from mimo_l2o.objectives.sum_rate import SumRate

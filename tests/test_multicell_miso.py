@@ -10,7 +10,8 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenConfig, MulticellNet
+from mimo_l2o_plugins.zhang2022.config import ModelDrivenConfig
+from mimo_l2o_plugins.zhang2022.multicell import MulticellNet
 
 from mimo_l2o.objectives.sum_rate import SumRate
 from mimo_l2o.precoders.downlink import Downlink
@@ -319,7 +320,7 @@ def test_the_per_link_network_in_one_cell_recovers_eq_7_23_or_zf_from_its_powers
 
 @pytest.mark.parametrize("features", ["beamspace", "paths"])
 def test_csi_skip_is_a_linear_map_per_link_added_to_the_csi_net(features):
-    from mimo_l2o_plugins.zhang2022.model_driven import beamspace_products, path_features
+    from mimo_l2o_plugins.zhang2022.csi_features import beamspace_products, path_features
 
     scenario, net = sample(n=5, num_antennas=4)
     cfg = {"csi_features": features, "csi_paths": 2}

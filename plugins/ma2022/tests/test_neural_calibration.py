@@ -7,11 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from mimo_l2o_plugins.ma2022.neural_calibration import (
-    Calibrator,
-    NeuralCalibrationConfig,
-    NeuralCalibrationLearner,
-)
+from mimo_l2o_plugins.ma2022.networks import Calibrator
+from mimo_l2o_plugins.ma2022.neural_calibration import NeuralCalibrationConfig, NeuralCalibrationLearner
 
 from mimo_l2o.learner import LearnerSpec
 from mimo_l2o.objectives.sum_rate import SumRate
@@ -110,7 +107,7 @@ def test_refuses_several_cells_and_fewer_antennas_than_users():
 
 # ---- implicit channel estimation (Sec. IV-B, eq. 22) ----------------------------------------------------
 def implicit(csi="implicit", batch=64, seed=0, length=6, **kw):
-    from mimo_l2o_plugins.ma2022.neural_calibration import uplink_pilot_phase
+    from mimo_l2o_plugins.ma2022.pilots import uplink_pilot_phase
 
     scenario = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K, pilot_length=length))
     net = scenario.sample(batch, torch.Generator().manual_seed(seed))
@@ -124,7 +121,7 @@ def implicit(csi="implicit", batch=64, seed=0, length=6, **kw):
 
 
 def test_pilots_are_projected_onto_their_power_exactly():
-    from mimo_l2o_plugins.ma2022.neural_calibration import onto_pilot_power
+    from mimo_l2o_plugins.ma2022.pilots import onto_pilot_power
 
     X = torch.randn(5, 7, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
     X[0] *= 0.1  # inside the ball: unchanged
@@ -204,7 +201,7 @@ def test_implicit_refuses_a_scenario_without_enough_pilots():
 
 # ---- the fully data-driven benchmark ------------------------------------------------------------------
 def test_data_driven_beamformers_sit_on_the_budget_and_train_on_the_rate():
-    from mimo_l2o_plugins.ma2022.neural_calibration import DataDrivenConfig, DataDrivenLearner
+    from mimo_l2o_plugins.ma2022.data_driven import DataDrivenConfig, DataDrivenLearner
 
     problem, x = data(batch=256, seed=4)
     spec = LearnerSpec({"downlink_channel": (1, K, M)}, problem.to(dtype=torch.float32), SumRate(None))
@@ -228,7 +225,7 @@ def test_data_driven_beamformers_sit_on_the_budget_and_train_on_the_rate():
 
 
 def test_data_driven_from_pilots_needs_pilots():
-    from mimo_l2o_plugins.ma2022.neural_calibration import DataDrivenConfig, DataDrivenLearner
+    from mimo_l2o_plugins.ma2022.data_driven import DataDrivenConfig, DataDrivenLearner
 
     none = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K))
     key, why = DataDrivenLearner.refuses_setting(DataDrivenConfig(csi="pilots"), none)
@@ -239,7 +236,7 @@ def test_data_driven_from_pilots_needs_pilots():
 
 # ---- deep-unfolded WMMSE ------------------------------------------------------------------------------
 def test_unfolded_wmmse_is_wmmse_written_out_and_its_factors_are_learned():
-    from mimo_l2o_plugins.ma2022.neural_calibration import UnfoldedWMMSE
+    from mimo_l2o_plugins.ma2022.networks import UnfoldedWMMSE
 
     problem, x = data(batch=8, seed=5)
     p64 = problem.to(dtype=torch.float64)
@@ -275,7 +272,7 @@ def reference_wmmse_step(h, V, noise, power, scale):
 
 
 def test_unfolded_wmmse_rises_toward_wmmse_with_its_layers():
-    from mimo_l2o_plugins.ma2022.neural_calibration import UnfoldedWMMSE
+    from mimo_l2o_plugins.ma2022.networks import UnfoldedWMMSE
 
     problem, x = data(batch=64, seed=6)
     p64 = problem.to(dtype=torch.float64)

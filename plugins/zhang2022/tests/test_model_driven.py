@@ -8,13 +8,10 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.zhang2022.model_driven import (
-    ModelDrivenConfig,
-    ModelDrivenLearner,
-    ModelDrivenNet,
-    beamspace_grid,
-    beamspace_products,
-)
+from mimo_l2o_plugins.zhang2022.config import ModelDrivenConfig
+from mimo_l2o_plugins.zhang2022.csi_features import beamspace_grid, beamspace_products
+from mimo_l2o_plugins.zhang2022.model_driven import ModelDrivenLearner
+from mimo_l2o_plugins.zhang2022.networks import ModelDrivenNet
 
 from mimo_l2o.learner import LearnerSpec
 from mimo_l2o.objectives.sum_rate import SumRate
@@ -205,7 +202,7 @@ def test_the_closed_forms_on_the_learned_channel_are_the_learned_channel_benchma
 
 
 def test_path_features_are_eq_40_path_by_path_for_any_number_of_waves_up_to_the_order():
-    from mimo_l2o_plugins.zhang2022.model_driven import PATH_FEATURE_BOUND, path_features
+    from mimo_l2o_plugins.zhang2022.csi_features import PATH_FEATURE_BOUND, path_features
 
     g = torch.Generator().manual_seed(5)
     n = 16
