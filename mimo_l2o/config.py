@@ -131,7 +131,9 @@ class RunConfig:
         ``auto`` (GPU when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; labelling,
         training and timing all run there.
     seed : int
-        Seed of training (initial weights, shuffling); the data's seed is ``scenario.seed``.
+        Seed of training (initial weights, shuffling). The data's seed ``scenario.seed`` follows it
+        unless set (``conf/seeds.yaml``): ``-m seed=0,1,2`` repeats every job of a sweep on three
+        seeds, which the report shows as one point with its spread (:mod:`mimo_l2o.points`).
     num_threads : int
         torch threads for this job (0: torch's default). Iterative solvers of many small ops run
         fastest single-threaded on a shared CPU; set 1 for parallel sweeps.

@@ -46,14 +46,19 @@ def close(fig) -> None:
     plt.close(fig)
 
 
-def shift_figure(curves: dict[str, list[tuple[float, float]]], key: str, title: str, trained=None, ax=None):
+def shift_figure(curves: dict[str, list[tuple]], key: str, title: str, trained=None, ax=None):
     """The objective ratio against a shifted scenario key (``eval.shifts``), one curve per scheme (a
-    learner; in the report one per run), the trained value marked by a dotted line (Ma et al. 2022,
-    Fig. 7's "mismatch" curves); on ``ax`` when given."""
+    learner; in the report one per point), the trained value marked by a dotted line (Ma et al. 2022,
+    Fig. 7's "mismatch" curves); on ``ax`` when given. A curve's points are ``(value, ratio)`` or
+    ``(value, mean ratio, half-width)``, the half-width (NaN: none) drawn as an error bar."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110) if ax is None else (ax.figure, ax)
     for label, points in curves.items():
-        xs, ys = zip(*sorted(points, key=lambda p: float(p[0])), strict=True) if points else ((), ())
-        ax.plot([float(x) for x in xs], ys, marker="o", label=display_name(label))
+        ordered = sorted(points, key=lambda p: float(p[0]))
+        xs = [float(p[0]) for p in ordered]
+        ys = [p[1] for p in ordered]
+        half = np.asarray([p[2] if len(p) > 2 else np.nan for p in ordered], dtype=float)
+        errors = np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
+        ax.errorbar(xs, ys, yerr=errors, capsize=3, marker="o", label=display_name(label))
     if trained is not None:
         ax.axvline(float(trained), color="0.5", linestyle=":", label="trained at")
     ax.set_xlabel(key)

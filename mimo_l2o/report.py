@@ -2,28 +2,36 @@
 
 Reads the MLflow store (the default ``sqlite:///mlflow.db`` or ``MLFLOW_TRACKING_URI``): the runs of one
 or more sweeps (``--sweep <parent run id>``, repeatable) and single runs (``--run <run id>``, repeatable),
-or of an experiment (``--experiment``, default ``mimo_l2o``), and writes into ``--out``:
+or of an experiment (``--experiment``, default ``mimo_l2o``).
 
-* ``report.md`` and ``report.csv``: a row per run (paper, learner, scenario, precoder, objective, K, M,
-  p_max, the uplink pilots L; ``test/objective_ratio``, the best heuristic baseline's ratio, the
-  learner's time per sample, the speed-up, the constraint violation, the MSE of SEs, epochs, wall
-  time) and, where the learner's
-  paper published a number for that setting, that number (``Learner.published``); the pairs a sweep
-  skipped, with their reasons;
-* ``ratio_heatmap.png``: learner × scenario, ``test/objective_ratio`` (the mean where several runs share a
-  cell), skipped pairs marked;
-* ``cdf_objective.png``: per scenario and objective, the CDF of the per-sample test objective of every
-  selected run's learner and of the solver;
-* ``sweep_curves.png``, where the runs of a scenario and objective differ in K, M, p_max or L (a sweep such
-  as ``-m scenario.num_users=2,4,8``): the mean test objective against that axis, one curve per learner
-  (and per setting the runs' names add), the solver's and every baseline's beside them, as the papers
-  draw their sum rate against the number of users (Zhang et al. 2022, Fig. 4a), and below it each
-  curve's ratio to the solver. Other axes the runs vary too go into the curves' labels.
+Runs are grouped into *points* (:mod:`mimo_l2o.points`): the runs of one setting, which differ only in
+their seeds, shown as the mean over them with a 95 % confidence interval (Student's t) and their number
+of seeds; a rerun of the same seeds replaces the older run. Nothing is averaged across settings, and
+every figure or cell draws a setting against the solver and baselines of its own runs. Written into
+``--out``:
+
+* ``report.md`` and ``report.csv``: the matrix of ``test/objective_ratio``, a row per learner setting and
+  a column per problem setting (titled a cross-evaluation only when each column is a scenario of its
+  own), then a row per point (paper, learner, scenario, precoder, objective, K, M, p_max, the uplink
+  pilots L, seeds; ``test/objective_ratio``, the best heuristic baseline's ratio, the learner's time per
+  sample, the speed-up, the constraint violation, the MSE of SEs, epochs, wall time) and, where the
+  learner's paper published a number for that setting, that number (``Learner.published``); the pairs a
+  sweep skipped, with their reasons; the generalization shifts (``eval.shifts``) per point;
+* ``ratio_heatmap.png``: the matrix as a heatmap, skipped pairs marked;
+* ``cdf_objective.png``: a panel per problem setting, the CDF of the per-sample test objective of each
+  learner setting and of the solver and baselines on the same test sets (pooled over the seeds);
+* ``sweep_curves.png``, where the points of a scenario and objective differ in K, M, the power or L (a
+  sweep such as ``-m scenario.num_users=2,4,8``): the mean test objective against that axis, one curve
+  per learner setting, the solver's and every baseline's beside them, as the papers draw their sum rate
+  against the number of users (Zhang et al. 2022, Fig. 4a), and below it each curve's ratio to the
+  solver; error bars are the 95 % intervals over the seeds. Other settings the points vary join the
+  curves' labels;
+* ``shift_<key>.png`` per shifted key: the ratio against the key, a curve per point, with error bars.
 
 With ``--sweep``, the files are also logged as artifacts of each sweep's parent run (``report/``), so the
 MLflow UI shows the comparison; ``--readme FILE`` replaces the block between ``<!-- cross-evaluation -->``
-and ``<!-- /cross-evaluation -->`` in FILE with the learner × scenario matrix. Every output is stamped
-with the commits and machines of its runs.
+and ``<!-- /cross-evaluation -->`` in FILE with the matrix. Every output is stamped with the commits and
+machines of its runs.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mimo_l2o.points import SEED_KEYS, fmt_interval, group, interval, setting_of, varying_keys
+
 SCENARIO_ORDER = ("gaussian_ic", "imac", "cellular", "cellfree")
 MARK_BEGIN, MARK_END = "<!-- cross-evaluation -->", "<!-- /cross-evaluation -->"
 PER_SAMPLE_ARTIFACT = "per_sample_objective.csv"  # logged by every run (mimo_l2o.runner)
@@ -58,6 +68,7 @@ COLUMNS = (
     "M",
     "p_max",
     "L",
+    "seeds",
     "objective_ratio",
     "best_baseline",
     "best_baseline_ratio",
@@ -71,17 +82,89 @@ COLUMNS = (
     "published",
     "run_id",
 )
+# the numeric columns a point shows as a mean (with its interval where marked)
+MEANS = {
+    "objective_ratio": True,
+    "best_baseline_ratio": True,
+    "time_learner_ms": False,
+    "speedup": False,
+    "constraint_violation": False,
+    "mse_se": True,
+    "epochs": False,
+    "train_time_s": False,
+    "wall_time_s": False,
+}
+AXES = (  # the report's column, the config key that sets it, the axis' label (earlier axes win ties)
+    ("K", "scenario.num_users", "users K"),
+    ("M", "scenario.num_antennas", "antennas M"),
+    ("p_max_dbm", "scenario.p_max_dbm", "power budget p_max [dBm]"),
+    ("snr_db", "scenario.snr_db", "SNR [dB]"),
+    ("p_max", "scenario.p_max", "power budget p_max"),
+    ("L", "scenario.pilot_length", "uplink pilot symbols L"),
+    ("P_UL", "scenario.pilot_power_dbm", "pilot power P_UL [dBm]"),
+)
+SHORT = {key: column for column, key, _ in AXES}
 
 
 @dataclass
 class Row:
-    """One finished run, as the report shows it."""
+    """One finished run, as the report reads it: its values, its params (the composed config) and its
+    per-sample test objectives."""
 
     values: dict[str, object]
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, key: str):
         return self.values.get(key)
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        return tuple(str(self.params.get(k, "")) for k in SEED_KEYS)
+
+
+@dataclass
+class Point:
+    """The runs of one setting (:mod:`mimo_l2o.points`): a value of the report is their mean, with
+    :meth:`stat` its 95 % interval. ``label`` names the point among the report's (the run's name and the
+    settings that tell it apart), ``learner_label`` its learner setting (a matrix row, a curve) and
+    ``column`` its problem setting (a matrix column, a CDF panel)."""
+
+    rows: list[Row]
+    setting: dict[str, str]
+    label: str = ""
+    learner_label: str = ""
+    column: str = ""
+
+    def __getitem__(self, key: str):
+        if key == "seeds":
+            return len(self.rows)
+        if key == "run":
+            return self.label
+        if key == "run_id":
+            return " ".join(r["run_id"] for r in self.rows)
+        if key in MEANS:
+            return self.stat(key)[0]
+        return self.rows[0][key]
+
+    def stat(self, key: str) -> tuple[float, float, int]:
+        return interval(_number(r[key]) for r in self.rows)
+
+    @property
+    def problem(self) -> dict[str, str]:
+        """The setting without the learner's keys: what the solver and the baselines see."""
+        return {k: v for k, v in self.setting.items() if not k.startswith("learner.")}
+
+    @property
+    def learner_setting(self) -> dict[str, str]:
+        return {k: v for k, v in self.setting.items() if k.startswith("learner.")}
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _mlflow():
@@ -151,11 +234,7 @@ def row_of(run, client, with_samples: bool) -> Row:
         "precoder": tags.get("precoder", ""),
         "objective": tags.get("objective", ""),
         "solver": tags.get("solver", ""),
-        "K": params.get("scenario.num_users", ""),
-        "M": params.get("scenario.num_antennas", ""),
-        "p_max": params.get("scenario.p_max", ""),
-        # uplink pilot symbols (beamforming scenarios; empty or None: perfect uplink CSI)
-        "L": params.get("scenario.pilot_length", ""),
+        **{column: params.get(key, "") for column, key, _ in AXES},
         "objective_ratio": metrics.get("test/objective_ratio", math.nan),
         # the mean test objective of the learner, the solver and each baseline (the sweep curves)
         "objectives": {
@@ -174,6 +253,7 @@ def row_of(run, client, with_samples: bool) -> Row:
         # the training loop's own time (Zhang et al.'s Table I), without labelling and evaluation
         "train_time_s": metrics.get("train/train_time_s", math.nan),
         "wall_time_s": (end - run.info.start_time) / 1000,
+        "start_time": run.info.start_time,
         "published": _published(tags.get("learner", ""), params),
         # eval.shifts: {key: [(value, ratio), ...]} and the points not applicable
         "shifts": shifts_of(metrics),
@@ -182,16 +262,70 @@ def row_of(run, client, with_samples: bool) -> Row:
         "commit": tags.get("mimo_l2o.commit", ""),
         "machine": tags.get("mimo_l2o.machine", ""),
     }
-    row = Row(values)
+    row = Row(values, params=dict(params))
     if with_samples:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = client.download_artifacts(run.info.run_id, PER_SAMPLE_ARTIFACT, tmp)
                 data = np.genfromtxt(path, delimiter=",", names=True)
-            row.per_sample = {name: np.asarray(data[name], dtype=float) for name in data.dtype.names}
+            row.per_sample = {
+                name: np.atleast_1d(np.asarray(data[name], dtype=float)) for name in data.dtype.names
+            }
         except Exception:  # an older run without the artifact: no CDF curve
             row.per_sample = {}
     return row
+
+
+def points_of(rows: list[Row]) -> list[Point]:
+    """The report's points: ``rows`` grouped by setting (a later run of the same seeds replaces an
+    earlier one), labelled (:func:`label_points`) and ordered by scenario, learner, K and the power."""
+    latest: dict = {}
+    for row in sorted(rows, key=lambda r: r["start_time"] or 0):
+        latest[(setting_of(row.params), row.seeds)] = row
+    points = [
+        Point(sorted(members, key=lambda r: r.seeds), dict(setting_of(members[0].params)))
+        for members in group(latest.values(), lambda r: setting_of(r.params))
+    ]
+    label_points(points)
+
+    def key(point: Point):
+        scenario = point["scenario"]
+        position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+        power = _number(point["p_max"])
+        return (position, scenario, point["learner"], _number(point["K"]), power, point.label)
+
+    return sorted(points, key=key)
+
+
+def _words(setting: dict[str, str], keys) -> list[str]:
+    return [f"{SHORT.get(k, k)}={setting[k]}" for k in keys if k in setting]
+
+
+def label_points(points: list[Point]) -> None:
+    """Name each point among the others: ``column`` is its scenario and the problem settings that
+    differ among the points of that scenario (``imac K=8 data.num_train=512``), ``learner_label`` its
+    learner and the learner settings that differ among that learner's points; ``label`` is its runs'
+    name without the seeds, and the differing settings that name does not already show."""
+    by_scenario, by_learner = defaultdict(list), defaultdict(list)
+    for point in points:
+        by_scenario[point["scenario"]].append(point.problem)
+        by_learner[point["learner"]].append(point.learner_setting)
+    problem_keys = {s: [k for k in varying_keys(v) if k != "scenario.name"] for s, v in by_scenario.items()}
+    learner_keys = {n: [k for k in varying_keys(v) if k != "learner.name"] for n, v in by_learner.items()}
+    for point in points:
+        problem = _words(point.setting, problem_keys[point["scenario"]])
+        own = _words(point.setting, learner_keys[point["learner"]])
+        point.column = " ".join([point["scenario"], *problem])
+        point.learner_label = " ".join([point["learner"], *own])
+        name = [w for w in str(point.rows[0]["run"]).split() if w.split("=", 1)[0] not in SEED_KEYS]
+        # the settings the name does not show (a key the name already gives, as K in -K8, stays out)
+        shown = {w.split("=", 1)[0] for w in name} | {"scenario.num_users"}
+        extra = [
+            f"{k}={point.setting[k]}"
+            for k in (*learner_keys[point["learner"]], *problem_keys[point["scenario"]])
+            if k in point.setting and k not in shown
+        ]
+        point.label = " ".join([*name, *extra])
 
 
 def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
@@ -200,51 +334,6 @@ def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
     from mimo_l2o.shifts import shift_points
 
     return {k: sorted(v, key=lambda p: _number(p[0])) for k, v in shift_points(metrics).items()}
-
-
-def shifts_markdown(rows: list[Row]) -> str:
-    """The shifts section of the report: per shifted key, a row per run with its ratio at each value."""
-    keys = sorted({k for row in rows for k in (row["shifts"] or {})})
-    if not keys:
-        return ""
-    lines = ["", "## Generalization shifts (eval.shifts: trained once, tested at each value)", ""]
-    for key in keys:
-        values = sorted({v for row in rows for v, _ in (row["shifts"] or {}).get(key, [])}, key=_number)
-        lines += [f"`{key}`:", "", "| run | " + " | ".join(values) + " |"]
-        lines.append("| --- |" + " --- |" * len(values))
-        for row in rows:
-            points = dict((row["shifts"] or {}).get(key, []))
-            if points:
-                lines.append(
-                    f"| {row['run']} | " + " | ".join(_fmt(points.get(v, "")) for v in values) + " |"
-                )
-        lines.append("")
-    if any(row["shifts_not_applicable"] for row in rows):
-        lines.append(
-            "Points a learner could not read are left blank (their reasons: each run's shifts.json)."
-        )
-    return "\n".join(lines) + "\n"
-
-
-def shift_figures(rows: list[Row], out: Path) -> list[str]:
-    """``shift_<key>.png`` per shifted key: the ratio against the key, one curve per run (Ma et al. 2022,
-    Fig. 7's mismatch curves); an older report's shift figures are removed. Returns the files written."""
-    from mimo_l2o.figures import close, shift_figure
-
-    for old in out.glob("shift_*.png"):
-        old.unlink()
-    written = []
-    for key in sorted({k for row in rows for k in (row["shifts"] or {})}):
-        curves = {
-            row["run"]: [(_number(v), r) for v, r in row["shifts"][key]]
-            for row in rows
-            if (row["shifts"] or {}).get(key)
-        }
-        fig = shift_figure(curves, key, f"trained once, tested at each {key}")
-        fig.savefig(out / f"shift_{key}.png")
-        close(fig)
-        written.append(f"shift_{key}.png")
-    return written
 
 
 def skipped_of(client, parent_id: str) -> list[dict]:
@@ -294,15 +383,6 @@ def select(
     return finished, skipped
 
 
-def _order(rows: list[Row]) -> list[Row]:
-    def key(row: Row):
-        scenario = row["scenario"]
-        position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
-        return (position, scenario, row["learner"], str(row["K"]), str(row["p_max"]))
-
-    return sorted(rows, key=key)
-
-
 def _fmt(value, digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -311,18 +391,34 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def stamp(rows: list[Row], command: str) -> str:
-    """Where the numbers come from: the command, the time, the runs' commits and machines."""
+def _cell(point: Point, key: str, digits: int = 4) -> str:
+    """A point's value as the table shows it: a mean with its interval, or the value itself."""
+    if key in MEANS and MEANS[key]:
+        return fmt_interval(*point.stat(key)[:2], digits=digits)
+    return _fmt(point[key], digits)
+
+
+def stamp(rows: list[Row], command: str, points: list[Point] | None = None) -> str:
+    """Where the numbers come from: the command, the time, the runs' commits and machines, and how
+    many points they make."""
     commits = sorted({r["commit"] for r in rows if r["commit"]}) or ["unknown"]
     machines = sorted({r["machine"] for r in rows if r["machine"]}) or ["unknown"]
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    grouped = "" if points is None or len(points) == len(rows) else f" ({len(points)} settings)"
     return (
-        f"Generated by `{command}` on {when} from {len(rows)} runs; "
+        f"Generated by `{command}` on {when} from {len(rows)} runs{grouped}; "
         f"commit {', '.join(commits)}; machine {'; '.join(machines)}."
     )
 
 
-def markdown(rows: list[Row], skipped: list[dict], header: str) -> str:
+SPREAD_NOTE = (
+    "Values of several seeds are the mean ± the half-width of its 95 % confidence interval "
+    "(Student's t over the seeds); `seeds` counts the runs of each setting."
+)
+
+
+def markdown(points: list[Point], skipped: list[dict], header: str) -> str:
+    """The table of points (a row each) and the pairs a sweep skipped."""
     titles = {
         "objective_ratio": "objective ratio",
         "best_baseline_ratio": "best baseline ratio",
@@ -334,10 +430,13 @@ def markdown(rows: list[Row], skipped: list[dict], header: str) -> str:
         "published": "paper's number",
     }
     shown = [c for c in COLUMNS if c != "run_id"]
-    lines = [header, "", "| " + " | ".join(titles.get(c, c) for c in shown) + " |"]
+    lines = [header, ""]
+    if any(p["seeds"] > 1 for p in points):
+        lines += [SPREAD_NOTE, ""]
+    lines += ["| " + " | ".join(titles.get(c, c) for c in shown) + " |"]
     lines.append("| " + " | ".join("---" for _ in shown) + " |")
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in shown) + " |")
+    for point in points:
+        lines.append("| " + " | ".join(_cell(point, c) for c in shown) + " |")
     if skipped:
         lines += ["", "Skipped pairs:", "", "| learner | scenario | reason |", "| --- | --- | --- |"]
         for job in sorted(skipped, key=lambda j: (j["scenario"], j["learner"])):
@@ -345,58 +444,73 @@ def markdown(rows: list[Row], skipped: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows: list[Row]) -> str:
+def csv_text(points: list[Point]) -> str:
+    """A row per point: the table's columns, the interval's half-width of each averaged column
+    (``<column>_ci95``) and the point's run ids."""
+    spread = [f"{c}_ci95" for c, with_ci in MEANS.items() if with_ci]
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([*COLUMNS, "commit", "machine"])
-    for row in rows:
-        writer.writerow([row[c] for c in (*COLUMNS, "commit", "machine")])
+    writer.writerow([*COLUMNS, *spread, "commit", "machine"])
+    for point in points:
+        writer.writerow(
+            [point[c] for c in COLUMNS]
+            + [point.stat(c.removesuffix("_ci95"))[1] for c in spread]
+            + [" ".join(sorted({r["commit"] for r in point.rows})), point["machine"]]
+        )
     return out.getvalue()
 
 
-def cells(rows: list[Row], skipped: list[dict]):
-    """``(learners, scenarios, mean ratio, runs, best baseline ratio, reasons)`` of the learner × scenario
-    matrix."""
-    ratio, baseline, count = defaultdict(list), defaultdict(list), defaultdict(int)
-    for row in rows:
-        key = (row["learner"], row["scenario"])
-        ratio[key].append(row["objective_ratio"])
-        baseline[key].append(row["best_baseline_ratio"])
-        count[key] += 1
+def cells(points: list[Point], skipped: list[dict]):
+    """``(rows, columns, point of each cell, reasons)`` of the matrix: a row per learner setting, a
+    column per problem setting (scenarios in :data:`SCENARIO_ORDER`), the reasons of the skipped pairs
+    keyed by ``(learner, scenario)``."""
     reasons = {(j["learner"], j["scenario"]): j["reason"] for j in skipped}
-    keys = set(ratio) | set(reasons)
-    learners = sorted({k[0] for k in keys})
-    present = {k[1] for k in keys}
-    scenarios = [s for s in SCENARIO_ORDER if s in present] + sorted(present - set(SCENARIO_ORDER))
-    mean = {k: float(np.mean(v)) for k, v in ratio.items()}
-    best = {
-        k: float(np.nanmax(v)) if not all(math.isnan(x) for x in v) else math.nan for k, v in baseline.items()
-    }
-    return learners, scenarios, mean, count, best, reasons
+    grid = {(p.learner_label, p.column): p for p in points}
+    learners = sorted({p.learner_label for p in points} | {learner for learner, _ in reasons})
+    scenario_of = {p.column: p["scenario"] for p in points}
+    for _, scenario in reasons:  # a scenario only skipped pairs name: a column of its own
+        if scenario not in scenario_of.values():
+            scenario_of[scenario] = scenario
+
+    def order(column: str):
+        scenario = scenario_of[column]
+        position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
+        return (position, scenario, column)
+
+    columns = sorted(scenario_of, key=order)
+    return learners, columns, grid, scenario_of, reasons
 
 
-def matrix_markdown(rows: list[Row], skipped: list[dict]) -> str:
-    """The learner × scenario matrix of ``test/objective_ratio`` (with the best baseline's ratio where the
+def is_cross_evaluation(points: list[Point]) -> bool:
+    """Learners against scenarios, one setting of each scenario: each column is a scenario of its own."""
+    columns = {p.column for p in points}
+    return len(columns) > 1 and len(columns) == len({p["scenario"] for p in points})
+
+
+def matrix_markdown(points: list[Point], skipped: list[dict]) -> str:
+    """The matrix of ``test/objective_ratio``: a row per learner setting, a column per problem setting
+    (the mean over seeds ± its interval and the number of seeds, the best baseline's ratio where the
     learner does not beat it), the pairs a sweep skipped marked, their reasons below the table."""
-    learners, scenarios, mean, count, best, reasons = cells(rows, skipped)
-    lines = ["| learner ↓ scenario → | " + " | ".join(scenarios) + " |"]
-    lines.append("| --- | " + " | ".join("---" for _ in scenarios) + " |")
+    learners, columns, grid, scenario_of, reasons = cells(points, skipped)
+    lines = ["| learner ↓ setting → | " + " | ".join(columns) + " |"]
+    lines.append("| --- | " + " | ".join("---" for _ in columns) + " |")
     notes: list[str] = []
     for learner in learners:
         out = []
-        for scenario in scenarios:
-            key = (learner, scenario)
-            if key in mean:
-                text = f"{mean[key]:.3f}"
-                if count[key] > 1:
-                    text += f" (mean of {count[key]})"
-                if not math.isnan(best[key]) and mean[key] <= best[key]:
-                    text += f", not above the best baseline's {best[key]:.3f}"
+        for column in columns:
+            point = grid.get((learner, column))
+            reason = reasons.get((learner.split()[0], scenario_of[column]))
+            if point is not None:
+                mean, half, n = point.stat("objective_ratio")
+                text = f"{mean:.3f}" + (f" ± {half:.3f} ({n} seeds)" if n > 1 else "")
+                best = point.stat("best_baseline_ratio")[0]
+                if not math.isnan(best) and mean <= best:
+                    text += f", not above the best baseline's {best:.3f}"
                 out.append(text)
-            elif key in reasons:
-                if reasons[key] not in notes:
-                    notes.append(reasons[key])
-                out.append(f"refuses ({notes.index(reasons[key]) + 1})")
+            elif reason is not None:
+                if reason not in notes:
+                    notes.append(reason)
+                out.append(f"refuses ({notes.index(reason) + 1})")
             else:
                 out.append("not run")
         lines.append(f"| {learner} | " + " | ".join(out) + " |")
@@ -406,172 +520,260 @@ def matrix_markdown(rows: list[Row], skipped: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def heatmap(rows: list[Row], skipped: list[dict], path: Path) -> None:
+def heatmap(points: list[Point], skipped: list[dict], path: Path) -> None:
+    """The matrix (:func:`matrix_markdown`) as a heatmap of the mean ratios."""
     from mimo_l2o.figures import close, plt
 
-    learners, scenarios, mean, _, _, reasons = cells(rows, skipped)
-    grid = np.full((len(learners), len(scenarios)), np.nan)
-    for (learner, scenario), value in mean.items():
-        grid[learners.index(learner), scenarios.index(scenario)] = value
-    fig, ax = plt.subplots(figsize=(3.6 + 1.4 * len(scenarios), 1.4 + 0.6 * len(learners)), dpi=110)
+    learners, columns, grid_of, scenario_of, reasons = cells(points, skipped)
+    grid = np.full((len(learners), len(columns)), np.nan)
+    for (learner, column), point in grid_of.items():
+        grid[learners.index(learner), columns.index(column)] = point.stat("objective_ratio")[0]
+    fig, ax = plt.subplots(figsize=(3.6 + 1.4 * len(columns), 1.4 + 0.6 * len(learners)), dpi=110)
     image = ax.imshow(
         grid, cmap="viridis", vmin=min(0.5, np.nanmin(grid) if np.isfinite(grid).any() else 0.5), vmax=1.0
     )
     for i, learner in enumerate(learners):
-        for j, scenario in enumerate(scenarios):
+        for j, column in enumerate(columns):
             value = grid[i, j]
-            text = (
-                f"{value:.3f}"
-                if np.isfinite(value)
-                else ("refuses" if (learner, scenario) in reasons else "")
-            )
+            refused = (learner.split()[0], scenario_of[column]) in reasons
+            text = f"{value:.3f}" if np.isfinite(value) else ("refuses" if refused else "")
             color = "black" if np.isfinite(value) and value > 0.8 else "white"
             ax.text(j, i, text, ha="center", va="center", color=color if np.isfinite(value) else "gray")
-    ax.set_xticks(range(len(scenarios)), scenarios)
+    ax.set_xticks(range(len(columns)), [c.replace(" ", "\n") for c in columns])
     ax.set_yticks(range(len(learners)), learners)
-    ax.set_title("objective ratio (learner ÷ solver)", fontsize="medium")
+    ax.set_title("objective ratio (learner ÷ solver), mean over seeds", fontsize="medium")
     fig.colorbar(image, ax=ax, shrink=0.8)
     fig.tight_layout()
     fig.savefig(path)
     close(fig)
 
 
-def cdf_figures(rows: list[Row], path: Path) -> bool:
-    """One panel per (scenario, objective): the per-sample CDF of every run's learner and the solver."""
+def shift_table(points: list[Point]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
+    """``{key: {point label: {value: (mean, half-width, n)}}}`` of the shifted ratios over each point's
+    seeds."""
+    table: dict = defaultdict(dict)
+    for point in points:
+        values: dict = defaultdict(lambda: defaultdict(list))
+        for row in point.rows:
+            for key, pairs in (row["shifts"] or {}).items():
+                for value, ratio in pairs:
+                    values[key][value].append(ratio)
+        for key, by_value in values.items():
+            table[key][point.label] = {v: interval(r) for v, r in by_value.items()}
+    return table
+
+
+def shifts_markdown(points: list[Point]) -> str:
+    """The shifts section of the report: per shifted key, a row per point with its ratio at each value."""
+    table = shift_table(points)
+    if not table:
+        return ""
+    lines = ["", "## Generalization shifts (eval.shifts: trained once, tested at each value)", ""]
+    for key in sorted(table):
+        values = sorted({v for by_value in table[key].values() for v in by_value}, key=_number)
+        lines += [f"`{key}`:", "", "| run | " + " | ".join(values) + " |"]
+        lines.append("| --- |" + " --- |" * len(values))
+        for label, by_value in table[key].items():
+            shown = [fmt_interval(*by_value[v][:2]) if v in by_value else "" for v in values]
+            lines.append(f"| {label} | " + " | ".join(shown) + " |")
+        lines.append("")
+    if any(row["shifts_not_applicable"] for p in points for row in p.rows):
+        lines.append(
+            "Points a learner could not read are left blank (their reasons: each run's shifts.json)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def shift_figures(points: list[Point], out: Path) -> list[str]:
+    """``shift_<key>.png`` per shifted key: the ratio against the key, one curve per point with its 95 %
+    intervals as error bars (Ma et al. 2022, Fig. 7's mismatch curves); an older report's shift figures
+    are removed. Returns the files written."""
+    from mimo_l2o.figures import close, shift_figure
+
+    for old in out.glob("shift_*.png"):
+        old.unlink()
+    written = []
+    for key, curves in sorted(shift_table(points).items()):
+        drawn = {
+            label: [(_number(v), mean, half) for v, (mean, half, _) in by_value.items()]
+            for label, by_value in curves.items()
+        }
+        seeds = sorted({n for by_value in curves.values() for _, _, n in by_value.values()})
+        spread = "" if seeds == [1] else f"; mean ± 95 % CI over {_range(seeds)} seeds"
+        fig = shift_figure(drawn, key, f"trained once, tested at each {key}{spread}")
+        fig.savefig(out / f"shift_{key}.png")
+        close(fig)
+        written.append(f"shift_{key}.png")
+    return written
+
+
+def _range(counts: list[int]) -> str:
+    return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+
+
+def _distinct_seeds(points: list[Point]) -> list[Row]:
+    """One run per problem setting and data seed among ``points``' runs: the solver's and baselines'
+    values, which every learner of a setting shares, counted once per test set."""
+    runs = {}
+    for point in points:
+        for row in point.rows:
+            runs.setdefault((tuple(sorted(point.problem.items())), row.params.get("scenario.seed")), row)
+    return list(runs.values())
+
+
+def cdf_panels(points: list[Point]) -> dict[str, dict[str, np.ndarray]]:
+    """The CDF panels: for each problem setting (a matrix column) the per-sample test objectives of each
+    learner setting, of the solver (``<solver> (solver)``) and of each baseline (``<name> (baseline)``)
+    on the same test sets, pooled over the seeds (the solver's and baselines' once per test set)."""
+    panels = defaultdict(list)
+    for point in points:
+        if all(row.per_sample for row in point.rows):
+            panels[point.column].append(point)
+    out = {}
+    for column, members in sorted(panels.items()):
+        curves = {p.learner_label: np.concatenate([r.per_sample["learner"] for r in p.rows]) for p in members}
+        shared = _distinct_seeds(members)
+        for name in shared[0].per_sample:
+            if name != "learner":
+                label = f"{members[0]['solver']} (solver)" if name == "solver" else f"{name} (baseline)"
+                curves[label] = np.concatenate([r.per_sample[name] for r in shared])
+        out[column] = curves
+    return out
+
+
+def cdf_figures(points: list[Point], path: Path) -> bool:
+    """``cdf_objective.png``: a panel per :func:`cdf_panels` entry; ``False`` (and no file) when no run
+    logged its per-sample objectives."""
     from mimo_l2o import registry
     from mimo_l2o.figures import cdf_figure, close, plt
 
     registry.load_all()
-    groups = defaultdict(list)
-    for row in rows:
-        if row.per_sample:
-            groups[(row["scenario"], row["objective"])].append(row)
-    if not groups:
+    panels = cdf_panels(points)
+    if not panels:
+        path.unlink(missing_ok=True)
         return False
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), dpi=110, squeeze=False)
-    for ax, ((scenario, objective), members) in zip(axes[0], sorted(groups.items()), strict=True):
-        curves = {}
-        for row in members:
-            label = (
-                row["learner"]
-                if sum(r["learner"] == row["learner"] for r in members) == 1
-                else (f"{row['learner']} K={row['K']} p_max={row['p_max']}")
-            )
-            curves[label] = row.per_sample["learner"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=110, squeeze=False)
+    for ax, (column, curves) in zip(axes[0], panels.items(), strict=True):
+        members = [p for p in points if p.column == column]
         first = members[0]
-        curves[f"{first['solver']} (solver)"] = first.per_sample["solver"]
-        for name, values in first.per_sample.items():
-            if name not in ("learner", "solver"):
-                curves[f"{name} (baseline)"] = values
         try:
-            label = registry.OBJECTIVES.get(objective).label
+            label = registry.OBJECTIVES.get(first["objective"]).label
         except Exception:
-            label = objective
-        cdf_figure(curves, label, f"{scenario}, {first['precoder']}", ax=ax)
+            label = first["objective"]
+        seeds = sorted({len(p.rows) for p in members})
+        pooled = "" if seeds == [1] else f" ({_range(seeds)} seeds pooled)"
+        cdf_figure(curves, label, f"{column}, {first['precoder']}{pooled}", ax=ax)
     fig.savefig(path)
     close(fig)
     return True
 
 
-AXES = (  # the report's column, the config key that sets it, the axis' label
-    ("K", "scenario.num_users", "users K"),
-    ("M", "scenario.num_antennas", "antennas M"),
-    ("p_max", "scenario.p_max", "power budget p_max"),
-    ("L", "scenario.pilot_length", "uplink pilot symbols L"),
-)
+def _tied(points: list[Point], axis_key: str, keys: list[str]) -> list[str]:
+    """The ``keys`` that follow ``axis_key`` over ``points``: one value of the key for each value of the
+    axis and the other way round (Fig. 4a's ``M = K``, a dBm power and its W, a width that follows the
+    antennas). Beyond the axes themselves a key is taken to follow only over three values or more, so
+    that two runs of different settings at two points of the axis stay two curves."""
+    axis_keys = {k for _, k, _ in AXES}
+    out = []
+    for key in keys:
+        pairs = {(p.setting.get(axis_key), p.setting.get(key)) for p in points if key in p.setting}
+        xs, ys = {x for x, _ in pairs}, {y for _, y in pairs}
+        if len(pairs) == len(xs) == len(ys) and (key in axis_keys or len(xs) >= 3):
+            out.append(key)
+    return out
 
 
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def sweep_series(
-    rows: list[Row],
-) -> dict[tuple[str, str, str], dict[str, dict[str, list[tuple[float, float]]]]]:
-    """The sweep curves: for each ``(scenario, objective, axis)`` whose runs take two values or more of the
-    axis (K, M or p_max), ``{"objective": curves, "ratio": curves}``, each curve its points ``(axis value,
-    mean)`` in increasing order: of the mean test objective, and of its ratio to the solver's on the same
-    test set (a learner's is its ``test/objective_ratio``; the solver has none). A learner's curve is
-    labelled by the learner and the settings the run's name adds (without the axis' own key, and without
-    the settings every run of the scenario shares), the solver's ``<solver> (solver)``, a baseline's
-    ``<name> (baseline)``; the values of other axes that vary too join the label (``M=64``). An axis tied
-    to an earlier one (one value of it for each value of the other, as Fig. 4a's ``M = K``) is no axis of
-    its own: it is listed under ``"tied"`` of the earlier one's entry (``M`` or ``M = K``), and stays out of
-    the labels. Runs on one point and curve are averaged."""
+def sweep_series(points: list[Point]) -> dict:
+    """The sweep curves: for each ``(scenario, objective, axis)`` whose points take two values or more of
+    the axis (:data:`AXES`: K, M, the power, L, P_UL), ``{"objective": curves, "ratio": curves, "tied":
+    [...], "seeds": [...]}``, each curve its points ``(axis value, mean, half-width)`` in increasing order
+    (the half-width of the 95 % interval over the seeds; NaN for one seed): of the mean test objective,
+    and of its ratio to the solver's on the same test sets (a learner's is its ``test/objective_ratio``;
+    the solver has none). A learner's curve is labelled by its learner setting and the problem settings
+    the points vary besides the axis, the solver's ``<solver> (solver)`` and a baseline's
+    ``<name> (baseline)`` by those problem settings; the solver and the baselines count each test set
+    once. A key that follows the axis (:func:`_tied`) is no curve of its own; the axes among them are
+    listed under ``"tied"`` (``M`` or ``M = K``). ``"seeds"``: the numbers of seeds of the points."""
     groups = defaultdict(list)
-    for row in rows:
-        groups[(row["scenario"], row["objective"])].append(row)
+    for point in points:
+        groups[(point["scenario"], point["objective"])].append(point)
     series = {}
     for (scenario, objective), members in sorted(groups.items()):
-        varying = [a for a in AXES if len({_number(r[a[0]]) for r in members} - {math.nan}) > 1]
-        tied = _tied_axes(members, [a for a, _, _ in varying])
-        keys = {a: k for a, k, _ in varying}
-        shared = set.intersection(*(set(str(r["run"]).split()[1:]) for r in members))
+        varying = [a for a in AXES if len({_number(p[a[0]]) for p in members} - {math.nan}) > 1]
+        done: set[str] = set()
+        problem_keys = [k for k in varying_keys([p.problem for p in members]) if k != "scenario.name"]
         for axis, key, _ in varying:
-            if any(axis in followers for followers in tied.values()):
+            if key in done:
                 continue
-            points = {q: defaultdict(lambda: defaultdict(list)) for q in ("objective", "ratio")}
-            for row in members:
-                x, objectives = _number(row[axis]), row["objectives"] or {}
-                if math.isnan(x):
-                    continue
-                others = [f"{a}={row[a]}" for a, _, _ in varying if a != axis and a not in tied[axis]]
-                own = {key, *(keys[a] for a in tied[axis])}
-                words = [
-                    w
-                    for w in str(row["run"]).split()[1:]
-                    if w.split("=", 1)[0] not in own and w not in shared
-                ]
-                for name, value in objectives.items():
-                    if name == "learner":
-                        label = " ".join([row["learner"], *words, *others])
-                    elif name == "solver":
-                        label = " ".join([f"{row['solver']} (solver)", *others])
-                    else:
-                        label = " ".join([f"{name} (baseline)", *others])
-                    points["objective"][label][x].append(value)
-                    if name != "solver" and objectives.get("solver"):
-                        points["ratio"][label][x].append(value / objectives["solver"])
+            on_axis = [p for p in members if not math.isnan(_number(p[axis]))]
+            tied = _tied(on_axis, key, [k for k in problem_keys + _learner_keys(on_axis) if k != key])
+            done |= {key, *tied}
+            others = [k for k in problem_keys if k != key and k not in tied]
+            learner_keys = [k for k in _learner_keys(on_axis) if k not in tied]
+            objective_points = defaultdict(lambda: defaultdict(list))
+            ratio_points = defaultdict(lambda: defaultdict(list))
+            for point in on_axis:
+                x, context = _number(point[axis]), _words(point.setting, others)
+                label = " ".join([point["learner"], *_words(point.setting, learner_keys), *context])
+                for row in point.rows:
+                    objective_points[label][x].append((row["objectives"] or {}).get("learner", math.nan))
+                    ratio_points[label][x].append(row["objective_ratio"])
+
+            def place(p: Point, axis=axis, others=others):
+                return _number(p[axis]), tuple(_words(p.setting, others))
+
+            for point_group in group(on_axis, place):
+                x, context = _number(point_group[0][axis]), _words(point_group[0].setting, others)
+                solver = f"{point_group[0]['solver']} (solver)"
+                for row in _distinct_seeds(point_group):
+                    objectives = row["objectives"] or {}
+                    for name, value in objectives.items():
+                        if name == "learner":
+                            continue
+                        head = solver if name == "solver" else f"{name} (baseline)"
+                        label = " ".join([head, *context])
+                        objective_points[label][x].append(value)
+                        if name != "solver" and objectives.get("solver"):
+                            ratio_points[label][x].append(value / objectives["solver"])
             series[(scenario, objective, axis)] = {
-                quantity: {
-                    label: [(x, float(np.mean(values))) for x, values in sorted(by_x.items())]
-                    for label, by_x in curves.items()
-                }
-                for quantity, curves in points.items()
+                "objective": _curves(objective_points),
+                "ratio": _curves(ratio_points),
+                "tied": [
+                    f"{a} = {axis}" if all(_number(p[a]) == _number(p[axis]) for p in on_axis) else a
+                    for a, k, _ in AXES
+                    if k in tied
+                ],
+                "seeds": sorted({len(p.rows) for p in on_axis}),
             }
-            series[(scenario, objective, axis)]["tied"] = [
-                f"{a} = {axis}"
-                if all(_number(r[a]) == _number(r[axis]) for r in members if not math.isnan(_number(r[axis])))
-                else a
-                for a in tied[axis]
-            ]
     return series
 
 
-def _tied_axes(rows: list[Row], axes: list[str]) -> dict[str, list[str]]:
-    """For each axis, the later axes that are a one-to-one function of it over ``rows``."""
-    tied: dict[str, list[str]] = {a: [] for a in axes}
-    for i, a in enumerate(axes):
-        for b in axes[i + 1 :]:
-            pairs = {(_number(r[a]), _number(r[b])) for r in rows}
-            if len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs}):
-                tied[a].append(b)
-    return tied
+def _learner_keys(points: list[Point]) -> list[str]:
+    """The learner settings that differ among ``points`` of the same learner."""
+    by_learner = defaultdict(list)
+    for point in points:
+        by_learner[point["learner"]].append(point.learner_setting)
+    return sorted({k for settings in by_learner.values() for k in varying_keys(settings)} - {"learner.name"})
 
 
-def sweep_figure(rows: list[Row], path: Path) -> bool:
+def _curves(points: dict) -> dict[str, list[tuple[float, float, float]]]:
+    return {
+        label: [(x, *interval(values)[:2]) for x, values in sorted(by_x.items())]
+        for label, by_x in points.items()
+    }
+
+
+def sweep_figure(points: list[Point], path: Path) -> bool:
     """``sweep_curves.png``: a column per :func:`sweep_series` entry, the mean objective above and the
-    ratio to the solver below; the learners' curves solid, the solver's dashed black, the baselines'
-    dotted. ``False`` (and no file) when no axis varies."""
+    ratio to the solver below, with the 95 % intervals over the seeds as error bars; the learners'
+    curves solid, the solver's dashed black, the baselines' dotted. ``False`` (and no file) when no
+    axis varies."""
     from matplotlib.ticker import MaxNLocator
 
     from mimo_l2o import registry
     from mimo_l2o.figures import close, display_name, plt
 
-    series = sweep_series(rows)
+    series = sweep_series(points)
     if not series:
         path.unlink(missing_ok=True)  # an older report's curves do not describe these runs
         return False
@@ -586,8 +788,8 @@ def sweep_figure(rows: list[Row], path: Path) -> bool:
         except Exception:
             name = objective
         for ax, quantity in zip(axes[:, column], ("objective", "ratio"), strict=True):
-            for label, points in quantities[quantity].items():
-                x, y = zip(*points, strict=True)
+            for label, curve in quantities[quantity].items():
+                x, y, half = (np.asarray(v, dtype=float) for v in zip(*curve, strict=True))
                 head, _, rest = label.partition(" ")
                 if "(solver)" in label:
                     style = {"color": "black", "linestyle": "--", "marker": "s"}
@@ -595,7 +797,10 @@ def sweep_figure(rows: list[Row], path: Path) -> bool:
                     style = {"linestyle": ":", "marker": "^"}
                 else:
                     style = {"linestyle": "-", "marker": "o"}
-                ax.plot(x, y, label=" ".join([display_name(head), rest]).strip(), **style)
+                errors = np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
+                ax.errorbar(
+                    x, y, yerr=errors, capsize=3, label=" ".join([display_name(head), rest]).strip(), **style
+                )
             if quantity == "ratio":
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
                 ax.set_ylabel("objective ratio (÷ solver)")
@@ -603,8 +808,10 @@ def sweep_figure(rows: list[Row], path: Path) -> bool:
                 ax.set_xlabel(labels[axis] + (f" ({', '.join(ties)})" if ties else ""))
             else:
                 ax.set_ylabel(f"mean {name}")
-                ax.set_title(scenario)
-            if axis in ("K", "M"):  # counts: integer ticks
+                seeds = quantities["seeds"]
+                spread = "" if seeds == [1] else f"\nmean ± 95 % CI over {_range(seeds)} seeds"
+                ax.set_title(scenario + spread)
+            if axis in ("K", "M", "L"):  # counts: integer ticks
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize="small")
@@ -657,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows is None:
         print(f"error: no finished runs found in {mlflow.get_tracking_uri()}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}/report.md, report.csv and figures for {len(rows)} runs")
+    print(f"wrote {args.out}/report.md, report.csv and figures for {len(rows)} settings")
     return 0
 
 
@@ -672,34 +879,36 @@ def write(
 ):
     """The report of ``sweeps`` and the single runs ``singles`` (or of ``experiment``'s runs) into
     ``out``, logged to each sweep's parent under ``report/``; ``readme``: a file whose cross-evaluation
-    block gets the matrix. Returns the rows, or ``None`` when there is nothing to report."""
+    block gets the matrix. Returns the points, or ``None`` when there is nothing to report."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     runs, skipped = select(client, sweeps, experiment, singles)
     if not runs and not skipped:
         return None
-    rows = _order([row_of(run, client, with_samples=True) for run in runs])
+    rows = [row_of(run, client, with_samples=True) for run in runs]
+    points = points_of(rows)
     out.mkdir(parents=True, exist_ok=True)
-    header = stamp(rows, command)
+    header = stamp(rows, command, points)
+    title = "Cross-evaluation" if is_cross_evaluation(points) else "Objective ratio by setting"
     (out / "report.md").write_text(
-        "# Cross-evaluation\n\n"
-        + matrix_markdown(rows, skipped)
+        f"# {title}\n\n"
+        + matrix_markdown(points, skipped)
         + "\n"
-        + markdown(rows, skipped, header)
-        + shifts_markdown(rows)
+        + markdown(points, skipped, header)
+        + shifts_markdown(points)
     )
-    (out / "report.csv").write_text(csv_text(rows))
-    heatmap(rows, skipped, out / "ratio_heatmap.png")
-    cdf_figures(rows, out / "cdf_objective.png")
-    sweep_figure(rows, out / "sweep_curves.png")
-    shift_figures(rows, out)
+    (out / "report.csv").write_text(csv_text(points))
+    heatmap(points, skipped, out / "ratio_heatmap.png")
+    cdf_figures(points, out / "cdf_objective.png")
+    sweep_figure(points, out / "sweep_curves.png")
+    shift_figures(points, out)
     from mimo_l2o.tracking import store_lock
 
     for parent in sweeps:
         with store_lock():
             client.log_artifacts(parent, str(out), "report")
     if readme:
-        replace_block(readme, f"{header}\n\n{matrix_markdown(rows, skipped)}")
-    return rows
+        replace_block(readme, f"{header}\n\n{matrix_markdown(points, skipped)}")
+    return points
 
 
 if __name__ == "__main__":

@@ -99,9 +99,11 @@ class SweepCallback(Callback):
 
 
 def summarize(parent_id: str, sweep_dir: Path) -> str:
-    """The sweep's table of runs (name, status, ratio, time per sample, speed-up): returned for the
-    console and logged to the parent as ``summary.md``, with the counts and the best and mean ratio as
-    the parent's metrics and the report of ``mimo-l2o report`` under ``report/``."""
+    """The sweep's table of runs (name, status, ratio, time per sample, speed-up) and, where a setting
+    ran on several seeds (``-m seed=0,1,2``), of its points (mean ± 95 % interval): returned for the
+    console and logged to the parent as ``summary.md``, with the counts, the best and mean ratio and
+    each repeated point's ``point/<setting>/objective_ratio_mean``, ``_ci95`` and ``seeds`` as the
+    parent's metrics and the report of ``mimo-l2o report`` under ``report/``."""
     import mlflow
 
     from mimo_l2o import report
@@ -142,15 +144,38 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
                 "sweep/mean_objective_ratio": sum(ratios) / len(ratios),
             }
         )
+    points = []
+    if ratios:
+        command = f"mimo-l2o report --sweep {parent_id}"
+        points = report.write(client, [parent_id], None, sweep_dir / "report", command) or []
+    repeated = [p for p in points if p["seeds"] > 1]
+    for point in repeated:  # the sweep's points of several seeds: mean, interval, seeds
+        mean, half, n = point.stat("objective_ratio")
+        name = point_metric(f"{point.learner_label} {point.column}")
+        metrics.update({f"{name}/objective_ratio_mean": mean, f"{name}/seeds": n})
+        if half == half:  # an interval (not NaN)
+            metrics[f"{name}/objective_ratio_ci95"] = half
+    if repeated:
+        lines = ["", "| setting | seeds | test/objective_ratio (mean ± 95 % CI) |", "| --- | --- | --- |"]
+        for point in repeated:
+            mean, half, n = point.stat("objective_ratio")
+            lines.append(f"| {point.learner_label} {point.column} | {n} | {mean:.4f} ± {half:.2g} |")
+        table += "\n".join(lines)
     with store_lock():
         client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
         for key, value in metrics.items():
             client.log_metric(parent_id, key, value)
-    if ratios:
-        report.write(client, [parent_id], None, sweep_dir / "report", f"mimo-l2o report --sweep {parent_id}")
     return (
         f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished\n{table}"
     )
+
+
+def point_metric(label: str) -> str:
+    """``point/<label>``, a metric name of a point's label: MLflow allows no ``=`` (written ``:``), and
+    other characters beyond letters, digits, ``_ - . / :`` and spaces become ``_``."""
+    import re
+
+    return "point/" + re.sub(r"[^\w\-. /:]", "_", label.replace("=", ":"))
 
 
 def _task_overrides(config: DictConfig) -> str:

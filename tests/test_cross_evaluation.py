@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 
 from tests.conftest import TINY, isolated_env, run_app
@@ -165,106 +166,133 @@ def test_a_single_runs_label_adds_its_command_lines_overrides(tmp_path):
     assert run_label(single, client) == "model_driven-miso_fdd-K6 learner.recovery=slnr learner.csi_skip=true"
 
 
-def _row(learner, k, learner_value, solver_value, run_extra="", p_max="100.0", mrt=None, m=4):
+def _row(learner, k, learner_value, solver_value, settings=None, p_max="100.0", mrt=None, m=4, seed=0):
+    """A finished run as the report reads it: its metrics' values and its params (the setting)."""
     from mimo_l2o.report import Row
 
     objectives = {"learner": learner_value, "solver": solver_value}
     if mrt is not None:
         objectives["mrt_bf"] = mrt
-    name = f"{learner}-miso_tdd-K{k} {run_extra}".strip()
+    params = {
+        "scenario.name": "miso_tdd",
+        "learner.name": learner,
+        "scenario.num_users": str(k),
+        "scenario.num_antennas": str(m),
+        "scenario.p_max": p_max,
+        "seed": str(seed),
+        "scenario.seed": str(seed),
+        "tracking.log_model": "True",
+        **(settings or {}),
+    }
     return Row(
         {
             "scenario": "miso_tdd",
             "objective": "sum_rate",
             "learner": learner,
             "solver": "wmmse_bf",
-            "run": name,
+            "run": f"{learner}-miso_tdd-K{k}",
             "K": str(k),
             "M": str(m),
             "p_max": p_max,
             "objectives": objectives,
-        }
+            "objective_ratio": learner_value / solver_value,
+            "start_time": seed,
+            "run_id": f"{learner}{k}{m}{p_max}{seed}",
+        },
+        params=params,
     )
 
 
-def test_the_sweep_curves_follow_the_axis_the_runs_vary():
-    from mimo_l2o.report import sweep_series
+def _series(rows):
+    from mimo_l2o.report import points_of, sweep_series
 
+    return sweep_series(points_of(rows))
+
+
+def _means(curves):
+    """A series' curves without their intervals: ``{label: [(x, mean), ...]}``."""
+    return {label: [(x, y) for x, y, _ in curve] for label, curve in curves.items()}
+
+
+def test_the_sweep_curves_follow_the_axis_the_runs_vary():
     rows = [
         _row("dnn", 4, 3.0, 10.0, mrt=6.0),
         _row("dnn", 2, 2.0, 6.0, mrt=5.0),
-        _row("model_driven", 2, 5.0, 6.0, "learner.alpha_r=1"),
-        _row("model_driven", 2, 5.5, 6.0, "learner.alpha_r=1"),  # a second run on the same point: averaged
-        _row("model_driven", 4, 9.0, 10.0, "learner.alpha_r=1"),
+        _row("model_driven", 2, 5.0, 6.0, {"learner.alpha_r": "1"}),
+        _row("model_driven", 2, 5.5, 6.0, {"learner.alpha_r": "1"}, seed=1),  # a second seed: averaged
+        _row("model_driven", 4, 9.0, 10.0, {"learner.alpha_r": "1"}),
+        _row("model_driven", 4, 7.0, 10.0, {"learner.alpha_r": "0.1"}),
     ]
-    series = sweep_series(rows)
+    series = _series(rows)
     assert list(series) == [("miso_tdd", "sum_rate", "K")]  # M and p_max take one value
-    curves = series[("miso_tdd", "sum_rate", "K")]["objective"]
-    assert curves == {
+    entry = series[("miso_tdd", "sum_rate", "K")]
+    assert _means(entry["objective"]) == {
         "dnn": [(2.0, 2.0), (4.0, 3.0)],
         "wmmse_bf (solver)": [(2.0, 6.0), (4.0, 10.0)],
         "mrt_bf (baseline)": [(2.0, 5.0), (4.0, 6.0)],
         "model_driven learner.alpha_r=1": [(2.0, 5.25), (4.0, 9.0)],
+        "model_driven learner.alpha_r=0.1": [(4.0, 7.0)],
     }
     # the ratio to the solver on the same point (the learner's test/objective_ratio); none for the solver
-    assert series[("miso_tdd", "sum_rate", "K")]["ratio"] == {
+    assert _means(entry["ratio"]) == {
         "dnn": [(2.0, 2.0 / 6.0), (4.0, 3.0 / 10.0)],
         "mrt_bf (baseline)": [(2.0, 5.0 / 6.0), (4.0, 6.0 / 10.0)],
         "model_driven learner.alpha_r=1": [(2.0, 5.25 / 6.0), (4.0, 9.0 / 10.0)],
+        "model_driven learner.alpha_r=0.1": [(4.0, 0.7)],
     }
+    # the interval of the point of two seeds: t(0.975, 1) · s / √2 with s = |5.5 - 5| / √2
+    (_, _, half), _ = entry["objective"]["model_driven learner.alpha_r=1"]
+    assert half == pytest.approx(12.706204736 * 0.25)
+    assert entry["seeds"] == [1, 2]
     # one run per point and nothing varies: no curves
-    assert sweep_series(rows[:1]) == {}
+    assert _series(rows[:1]) == {}
 
 
 def test_a_second_varying_axis_goes_into_the_labels_and_a_stale_figure_is_removed(tmp_path):
-    from mimo_l2o.report import sweep_figure, sweep_series
+    from mimo_l2o.report import points_of, sweep_figure
 
     rows = [_row("dnn", k, float(k * p), float(2 * k * p), p_max=str(p)) for k in (2, 4) for p in (1.0, 10.0)]
-    series = sweep_series(rows)
+    series = _series(rows)
     assert sorted(series) == [("miso_tdd", "sum_rate", "K"), ("miso_tdd", "sum_rate", "p_max")]
-    assert series[("miso_tdd", "sum_rate", "K")]["objective"]["dnn p_max=10.0"] == [(2.0, 20.0), (4.0, 40.0)]
-    solver = series[("miso_tdd", "sum_rate", "p_max")]["objective"]["wmmse_bf (solver) K=2"]
+    curves = _means(series[("miso_tdd", "sum_rate", "K")]["objective"])
+    assert curves["dnn p_max=10.0"] == [(2.0, 20.0), (4.0, 40.0)]
+    solver = _means(series[("miso_tdd", "sum_rate", "p_max")]["objective"])["wmmse_bf (solver) K=2"]
     assert solver == [(1.0, 4.0), (10.0, 40.0)]
     path = tmp_path / "sweep_curves.png"
-    assert sweep_figure(rows, path) and path.stat().st_size > 0
-    assert not sweep_figure(rows[:1], path) and not path.exists()
+    assert sweep_figure(points_of(rows), path) and path.stat().st_size > 0
+    assert not sweep_figure(points_of(rows[:1]), path) and not path.exists()
 
 
 def test_the_pilot_length_is_an_axis_and_perfect_csi_is_no_point_on_it():
     """Fig. 5(b): the sum rate against the uplink pilots L; a run with perfect uplink CSI (L = None)
     stays off that axis."""
-    from mimo_l2o.report import sweep_series
-
     rows = []
     for length in ("2", "4", "6", "None"):
         row = _row("model_driven", 6, 10.0 + (0 if length == "None" else float(length)), 20.0)
-        row.values["L"] = length
+        row.values["L"] = row.params["scenario.pilot_length"] = length
         rows.append(row)
-    series = sweep_series(rows)
+    series = _series(rows)
     assert list(series) == [("miso_tdd", "sum_rate", "L")]
-    assert series[("miso_tdd", "sum_rate", "L")]["ratio"] == {
+    assert _means(series[("miso_tdd", "sum_rate", "L")]["ratio"]) == {
         "model_driven": [(2.0, 0.6), (4.0, 0.7), (6.0, 0.8)]
     }
 
 
-def test_an_axis_tied_to_another_is_one_curve_and_shared_settings_leave_the_labels(tmp_path):
-    from mimo_l2o.report import sweep_figure, sweep_series
+def test_an_axis_tied_to_another_is_one_curve(tmp_path):
+    from mimo_l2o.report import points_of, sweep_figure
 
     rows = []
-    for k in (2, 3, 4):  # Fig. 4a: N_t = K, two variants, the sweep's common settings in every run's name
+    for k in (2, 3, 4):  # Fig. 4a: N_t = K, two variants, a width that follows the antennas
         for variant, value in (("hybrid", 0.9 * k), ("channel_zf", 0.5 * k)):
-            extra = (
-                f"scenario.num_users={k} scenario.num_antennas={k} learner.variant={variant} "
-                "experiment=zhang2022_fig4a data.num_train=50000"
-            )
-            rows.append(_row("model_driven", k, value, float(k), extra, m=k))
-    series = sweep_series(rows)
+            settings = {"learner.variant": variant, "learner.width": str(4 * k), "data.num_train": "50000"}
+            rows.append(_row("model_driven", k, value, float(k), settings, m=k))
+    series = _series(rows)
     assert list(series) == [("miso_tdd", "sum_rate", "K")]  # M = K is no axis of its own
     entry = series[("miso_tdd", "sum_rate", "K")]
     assert entry["tied"] == ["M = K"]
-    assert entry["ratio"] == {
-        "model_driven learner.variant=hybrid": [(2.0, 0.9), (3.0, 0.9), (4.0, 0.9)],
+    assert _means(entry["ratio"]) == {
         "model_driven learner.variant=channel_zf": [(2.0, 0.5), (3.0, 0.5), (4.0, 0.5)],
+        "model_driven learner.variant=hybrid": [(2.0, 0.9), (3.0, 0.9), (4.0, 0.9)],
     }
     assert sorted(entry["objective"]) == [
         "model_driven learner.variant=channel_zf",
@@ -273,5 +301,62 @@ def test_an_axis_tied_to_another_is_one_curve_and_shared_settings_leave_the_labe
     ]
     # M tied but not equal (M = 2K): named without the equation
     rows = [_row("model_driven", k, 1.0, 2.0, m=2 * k) for k in (2, 3)]
-    assert sweep_series(rows)[("miso_tdd", "sum_rate", "K")]["tied"] == ["M"]
-    assert sweep_figure(rows, tmp_path / "curves.png")
+    assert _series(rows)[("miso_tdd", "sum_rate", "K")]["tied"] == ["M"]
+    assert sweep_figure(points_of(rows), tmp_path / "curves.png")
+
+
+def test_two_settings_on_two_points_of_the_axis_stay_two_curves():
+    """A debug run at K = 4 and a full run at K = 8 are not one curve (nor one point)."""
+    rows = [
+        _row("dnn", 4, 3.0, 4.0, {"data.num_train": "512"}),
+        _row("dnn", 8, 6.0, 7.0, {"data.num_train": "4096"}),
+    ]
+    curves = _means(_series(rows)[("miso_tdd", "sum_rate", "K")]["ratio"])
+    assert curves == {
+        "dnn data.num_train=512": [(4.0, 0.75)],
+        "dnn data.num_train=4096": [(8.0, 6.0 / 7.0)],
+    }
+
+
+def test_a_k_sweep_gives_a_cdf_panel_per_setting_each_with_its_own_solver():
+    from mimo_l2o.report import cdf_panels, points_of
+
+    rows = []
+    for k in (4, 8):
+        for learner, scale in (("dnn", 0.8), ("gnn", 0.9)):
+            row = _row(learner, k, scale * k, float(k))
+            row.per_sample = {"learner": np.full(3, scale * k), "solver": np.full(3, float(k))}
+            rows.append(row)
+    panels = cdf_panels(points_of(rows))
+    assert sorted(panels) == ["miso_tdd K=4", "miso_tdd K=8"]
+    for k in (4, 8):
+        panel = panels[f"miso_tdd K={k}"]
+        assert sorted(panel) == ["dnn", "gnn", "wmmse_bf (solver)"]
+        np.testing.assert_array_equal(panel["wmmse_bf (solver)"], np.full(3, float(k)))  # once, its own
+        np.testing.assert_array_equal(panel["gnn"], np.full(3, 0.9 * k))
+
+
+def test_debug_and_full_runs_are_never_averaged_and_a_setting_matrix_is_no_cross_evaluation():
+    from mimo_l2o.report import is_cross_evaluation, matrix_markdown, points_of
+
+    rows = [
+        _row("dnn", 12, 2.0, 4.0, {"data.num_train": "512", "learner.train.max_epochs": "2"}),
+        _row("dnn", 12, 3.6, 4.0, {"data.num_train": "4096", "learner.train.max_epochs": "6"}),
+        _row("dnn", 12, 3.8, 4.0, {"data.num_train": "4096", "learner.train.max_epochs": "6"}, seed=1),
+    ]
+    points = points_of(rows)
+    assert sorted(len(p.rows) for p in points) == [1, 2]
+    assert not is_cross_evaluation(points)
+    text = matrix_markdown(points, [])
+    t_half = 12.706204736 * 0.025  # t(0.975, 1) · s / √2, s = 0.05 / √2
+    header, _, *lines = text.splitlines()
+    assert header == "| learner ↓ setting → | miso_tdd data.num_train=4096 | miso_tdd data.num_train=512 |"
+    assert lines == [
+        "| dnn learner.train.max_epochs=2 | not run | 0.500 |",
+        f"| dnn learner.train.max_epochs=6 | 0.925 ± {t_half:.3f} (2 seeds) | not run |",
+    ]
+    # a rerun of the same seeds replaces the older run; a record-only key (tracking) is no setting
+    rerun = _row("dnn", 12, 3.0, 4.0, {"data.num_train": "512", "learner.train.max_epochs": "2"})
+    rerun.values["start_time"], rerun.params["tracking.log_model"] = 10, "False"
+    (point,) = [p for p in points_of([*rows, rerun]) if p.setting["data.num_train"] == "512"]
+    assert [r["objective_ratio"] for r in point.rows] == [0.75]
