@@ -11,7 +11,7 @@ import torch
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.precoders.downlink import Downlink
 from mimo_l2o.problems.beamforming import bs_power
-from mimo_l2o.scenarios.miso import MISOTDD, complex_normal, haar_unitary
+from mimo_l2o.scenarios.miso import MISOFDD, MISOTDD, complex_normal, haar_unitary
 
 
 def scenario(**kw) -> MISOTDD:
@@ -32,6 +32,30 @@ def test_downlink_is_the_fixed_mismatch_of_the_uplink_in_every_split():
         torch.testing.assert_close(h_dl, expected, rtol=1e-12, atol=1e-12)
     other, _ = scenario(seed=1).mismatch()
     assert (other - phi).abs().max() > 0.1
+
+
+def test_the_fixed_mismatch_nests_over_users_and_antennas():
+    """User k keeps its c_k whatever K and N_t (a K sweep compares the same users plus more), Φ is the
+    same for any K and a Haar unitary for each N_t, and the c_k are CN(0, 1) across users."""
+    phi6, c6 = scenario(num_antennas=8, num_users=6).mismatch()
+    phi8, c8 = scenario(num_antennas=8, num_users=8).mismatch()
+    torch.testing.assert_close(c8[:6], c6, rtol=0, atol=0)
+    torch.testing.assert_close(phi8, phi6, rtol=0, atol=0)
+    _, c_small = scenario(num_antennas=2, num_users=2).mismatch()
+    torch.testing.assert_close(c_small, c6[:2], rtol=0, atol=0)
+    phi16, _ = scenario(num_antennas=16, num_users=6).mismatch()
+    torch.testing.assert_close(phi16.mH @ phi16, torch.eye(16, dtype=phi16.dtype), rtol=0, atol=1e-12)
+    # the same nesting for the FDD pair (its own streams) and another draw for another seed
+    _, f6 = MISOFDD(MISOFDD.Config(num_antennas=8, num_users=6)).mismatch()
+    _, f8 = MISOFDD(MISOFDD.Config(num_antennas=8, num_users=8)).mismatch()
+    torch.testing.assert_close(f8[:6], f6, rtol=0, atol=0)
+    assert (f6 - c6).abs().min() > 0
+    _, other = scenario(num_antennas=8, num_users=6, seed=1).mismatch()
+    assert (other - c6).abs().min() > 0
+    # CN(0, 1): E|c|² = 1, E c = 0, E c² = 0 over many users (4000: standard errors ~0.016)
+    _, many = scenario(num_antennas=2, num_users=4000).mismatch()
+    assert abs(many.abs().square().mean() - 1) < 0.08
+    assert many.mean().abs() < 0.06 and many.square().mean().abs() < 0.08
 
 
 def test_per_sample_mismatch_differs_between_samples_and_first_n_of_2n():

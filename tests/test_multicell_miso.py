@@ -360,3 +360,15 @@ def test_csi_skip_is_a_linear_map_per_link_added_to_the_csi_net(features):
     )
     loss.backward()
     assert float(model.skip.grad.abs().max()) > 0
+
+
+def test_the_fixed_mismatch_nests_over_the_users_of_each_cell():
+    """User k of cell b keeps its c whatever K: the c of the first 6 users of each cell at K = 6 equal
+    those at K = 8 (cell-major), and Φ is the same."""
+    phi6, c6 = MulticellMISO(MulticellMISO.Config(num_users=6)).mismatch()
+    phi8, c8 = MulticellMISO(MulticellMISO.Config(num_users=8)).mismatch()
+    cells = MulticellMISO.Config().num_cells
+    assert c6.shape == (cells * 6,) and c8.shape == (cells * 8,)
+    torch.testing.assert_close(c8.reshape(cells, 8)[:, :6], c6.reshape(cells, 6), rtol=0, atol=0)
+    torch.testing.assert_close(phi8, phi6, rtol=0, atol=0)
+    assert (c6.reshape(cells, 6)[0] - c6.reshape(cells, 6)[1]).abs().min() > 0  # each cell its own

@@ -7,7 +7,14 @@ A BS with ``N_t`` antennas serves ``K`` single-antenna users. The uplink channel
 ``c_k ~ CN(0, 1)`` (user ``k``'s side). The paper's premise is a deterministic uplink→downlink map
 (eq. 6: the hardware is what it is), so ``Φ`` and the ``c_k`` are drawn once per scenario seed (the same
 for the training, validation and test sets); ``mismatch: per_sample`` redraws them for every sample, a
-stress case with no fixed map to learn.
+stress case with no fixed map to learn. Everything else (the channels, the pilots' noise) is redrawn for
+every sample.
+
+The frozen draws nest: ``c_k`` is user ``k``'s own hardware, so user ``k`` keeps its ``c_k`` whatever the
+number of users (a sweep over ``K`` compares the same users plus more) and the number of antennas; ``Φ``
+is the BS's, the same for any ``K`` and, as far as a unitary of another size allows, built from the same
+Gaussian draws for any ``N_t`` (:func:`front_end`). A single seed still fixes one set of ``|c_k|²``,
+so a curve over ``K`` should be read over several seeds (``-m seed=0,1,2``, :mod:`mimo_l2o.points`).
 
 Powers are relative to the noise: ``p_max`` is the BS's total power over unit noise (the paper's
 ``P = 20 dB``: ``snr_db=20``).
@@ -126,6 +133,28 @@ def uplink_statistics(h_ul: Tensor) -> tuple[Tensor, Tensor]:
 def seed_of(*parts: object) -> int:
     """A 63-bit seed from the given parts (stable across processes and machines)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def nested_normals(stream: str, seed: int, count: int) -> Tensor:
+    """``[count]`` CN(0, 1) variates of one seeded stream, each from its own pair of uniforms in turn,
+    so that the first ``m`` of ``count`` are the ``m`` variates whatever ``count`` is."""
+    g = torch.Generator().manual_seed(seed_of(stream, seed))
+    u = torch.rand(count, 2, generator=g, dtype=torch.float64)
+    return complex_normal(u.transpose(0, 1).reshape(2 * count))
+
+
+def user_gains(stream: str, seed: int, cells: int, users: int) -> Tensor:
+    """``c [cells · users]`` (cell-major), the users' front-end factors: user ``k`` of cell ``b`` draws
+    the ``k``-th variate of the cell's own stream, the same for any number of users."""
+    return torch.cat([nested_normals(f"{stream} cell {b}", seed, users) for b in range(cells)])
+
+
+def front_end(stream: str, seed: int, antennas: int) -> Tensor:
+    """``Φ [N_t, N_t]``, the BS's unitary front end: the Haar unitary (:func:`haar_unitary`) of the
+    ``N_t × N_t`` top-left block of a Gaussian array whose row ``i`` is a nested stream of its own. A
+    unitary can't keep its entries as ``N_t`` grows; its underlying Gaussian entries do."""
+    rows = [nested_normals(f"{stream} row {i}", seed, antennas) for i in range(antennas)]
+    return haar_unitary(torch.stack(rows))
 
 
 @SCENARIOS.register("miso_tdd")
@@ -252,12 +281,17 @@ class MISOTDD(Scenario):
             self._statistics = uplink_statistics(perfect.sample(CALIBRATION_SAMPLES, g)["h_ul"])
         return self._statistics
 
+    version = 2  # 2: the fixed mismatch nests over K and N_t (mismatch)
+    cells = 1  # BSs whose users each draw their own c (multicell_miso: one per cell)
+
     def mismatch(self) -> tuple[Tensor, Tensor]:
-        """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` (unitary) and ``c [K]`` (CN(0, 1))."""
-        n, k = self.config.num_antennas, self.config.num_users
-        g = torch.Generator().manual_seed(seed_of(f"{self.name} mismatch", self.config.seed, n, k))
-        u = torch.rand(2 * n * n + 2 * k, generator=g, dtype=torch.float64)
-        return haar_unitary(complex_normal(u[: 2 * n * n]).reshape(n, n)), complex_normal(u[2 * n * n :])
+        """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` (unitary) and ``c [cells · K]`` (CN(0, 1)),
+        drawn so that they nest (module docstring): user ``k`` of a cell has the same ``c_k`` whatever
+        ``K`` and ``N_t`` are, and ``Φ`` is the Haar unitary of the top-left ``N_t × N_t`` block of one
+        Gaussian array of the seed, whatever ``K`` is."""
+        n, k, seed = self.config.num_antennas, self.config.num_users, self.config.seed
+        phi = front_end(f"{self.name} front end", seed, n)
+        return phi, user_gains(f"{self.name} user gains", seed, self.cells, k)
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks from ``generator`` (a CPU generator): ``h_ul`` and ``h_dl``
@@ -323,7 +357,7 @@ class MISOFDD(MISOTDD):
     Network tensors and params as :class:`MISOTDD`.
     """
 
-    version = 2  # 2: real path attenuations and one delay phase for both links (delay_phase)
+    version = 3  # 2: real path attenuations and one delay phase for both links; 3: nested mismatch
 
     @dataclass
     class Config(MISOTDD.Config):

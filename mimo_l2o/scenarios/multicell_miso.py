@@ -12,8 +12,9 @@ fixed front-end mismatch ``c_u Φ``) times the large-scale gains of eq. (42),
     uplink 127 + 30 log10 d,    downlink 128.1 + 37.6 log10 d    [dB, d in km].
 
 ``Φ`` (the BSs' front ends) is one matrix for every BS and ``c_u`` one factor per user, both drawn once
-per seed: the homogeneous hardware the paper assumes when one network serves every cell. Powers are in
-W: ``p_max`` per BS (``p_max_dbm``, the paper's 10 dBm), the noise ``noise_psd_dbm_hz`` over
+per seed: the homogeneous hardware the paper assumes when one network serves every cell. They nest as
+in :mod:`~mimo_l2o.scenarios.miso`: user ``k`` of cell ``b`` keeps its ``c`` whatever ``K`` and ``N_t``.
+Powers are in W: ``p_max`` per BS (``p_max_dbm``, the paper's 10 dBm), the noise ``noise_psd_dbm_hz`` over
 ``bandwidth_mhz`` (−174 dBm/Hz over 20 MHz: −101 dBm). With ``pilot_length`` the BSs observe the
 uplink through DFT pilots (eq. 33, LS eq. 34; :mod:`~mimo_l2o.scenarios.miso`): every user of every cell
 sends one of ``N_c · K`` pilot rows, at ``pilot_power_dbm`` per symbol (default: ``p_max_dbm``; the
@@ -86,7 +87,7 @@ class MulticellMISO(MISOFDD):
     Params: ``noise_power`` (W), ``p_max`` (W, per BS).
     """
 
-    version = 1
+    version = 2  # 2: the fixed mismatch nests over K and N_t (MISOTDD.mismatch)
 
     @dataclass
     class Config(MISOFDD.Config):
@@ -176,15 +177,9 @@ class MulticellMISO(MISOFDD):
 
     tensors = ("h_ul", "h_dl", "h_ul_ls", "h_ul_lmmse", "user_positions")
 
-    def mismatch(self) -> tuple[Tensor, Tensor]:
-        """The fixed mismatch of this seed: ``Φ [N_t, N_t]`` and ``c [N_c · K]``."""
-        cfg = self.config
-        saved = cfg.num_users
-        try:  # one factor for each user of every cell
-            cfg.num_users = cfg.num_cells * saved
-            return super().mismatch()
-        finally:
-            cfg.num_users = saved
+    @property
+    def cells(self) -> int:  # one front-end factor for each user of every cell (MISOTDD.mismatch)
+        return self.config.num_cells
 
     def sample(self, num_samples: int, generator: torch.Generator) -> Network:
         """Draw ``num_samples`` networks (module docstring)."""
