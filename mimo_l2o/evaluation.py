@@ -150,3 +150,15 @@ def policy_decisions(policy: nn.Module, inputs: Tensor, problem: Problem) -> tup
     # in float64, float32 budgets may exceed the true ones by a rounding (float32(0.1) > 0.1): the
     # projection only removes that rounding
     return problem.project(final.to(problem.decision_dtype)), violation
+
+
+def uplink_nmse_db(network) -> float | None:
+    """What a run's uplink pilots are worth: the LS estimate's NMSE ``10 log10 E[‖Ĥ_LS − H_UL‖² /
+    ‖H_UL‖²]`` [dB] over the samples (each sample's error relative to its own channels, all BSs and users
+    together), where the network carries ``h_ul_ls``; ``None`` otherwise."""
+    if "h_ul_ls" not in network.tensors:
+        return None
+    h, estimate = network["h_ul"], network["h_ul_ls"]
+    dims = tuple(range(1, h.ndim))
+    error = (estimate - h).abs().square().sum(dims) / h.abs().square().sum(dims)
+    return float(10 * torch.log10(error.mean()))

@@ -27,12 +27,19 @@ from mimo_l2o.cache import Cache
 from mimo_l2o.config import NOT_TRAINING, RunConfig, flatten, resolve_device, validate
 from mimo_l2o.data import SPLITS, Data, generator
 from mimo_l2o.errors import ConfigError, Incompatible, short
-from mimo_l2o.evaluation import Evaluation, ObjectiveRatio, policy_decisions, time_per_sample_ms
+from mimo_l2o.evaluation import (
+    Evaluation,
+    ObjectiveRatio,
+    policy_decisions,
+    time_per_sample_ms,
+    uplink_nmse_db,
+)
 from mimo_l2o.figures import cdf_figure, close, display_name, shift_figure
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
 from mimo_l2o.preflight import preflight
 from mimo_l2o.shifts import Shift, evaluate_shifts, plan, shift_curves, shift_points
+from mimo_l2o.solvers.beamformers import uplink_zf
 from mimo_l2o.tracking import (
     MAX_RUN_NAME,
     Tracker,
@@ -406,13 +413,18 @@ def evaluate(
     policy = Policy(model, finalize)
     decision, violation = policy_decisions(policy, inputs, problem)
     decisions = {learner.name: decision, solver.name: solver_decisions.to(device)}
+    network = data.network("test")
     with torch.no_grad():
         for name, baseline in parts.baselines.items():
             decisions[name] = baseline.solve(
                 problem, objective, generator(run.scenario.seed, "baseline", name)
             )
+        decisions.update(uplink_zf(network, problem))  # ZF from the uplink itself, where there is one
     evaluation = Evaluation(problem, objective, decisions, learner.name, solver.name)
     metrics = {**evaluation.metrics(), "test/constraint_violation": violation}
+    nmse = uplink_nmse_db(network)
+    if nmse is not None:
+        metrics["test/nmse_uplink_ls"] = nmse
     if learner.reports_raw:
         with torch.no_grad():
             raw = learner.raw_output(model, inputs).to(problem.decision_dtype)

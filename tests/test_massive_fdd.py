@@ -29,7 +29,8 @@ def reference_channel(cfg, position: tuple[float, float], f: float) -> torch.Ten
     for (px, py), bounces in rays[: cfg.num_paths] if cfg.num_paths == 5 else rays[:1]:
         d = math.hypot(px - bx, py - by)
         sin = (px - bx) / d
-        amplitude = lam_d / (4 * math.pi * d) * 10 ** (-cfg.extra_loss_db / 20)
+        loss_db = cfg.downlink_loss_db if f == cfg.downlink_ghz * 1e9 else cfg.uplink_loss_db
+        amplitude = lam_d / (4 * math.pi * d) * 10 ** (-loss_db / 20)
         amplitude *= (-(10 ** (-cfg.reflection_loss_db / 20))) ** bounces
         for m in range(cfg.num_antennas):
             # half a downlink wavelength apart: the phase step of element m at carrier f
@@ -82,7 +83,7 @@ def test_fewer_paths_keep_the_line_of_sight_and_the_shortest_reflections():
     lam = SPEED_OF_LIGHT / (cfg.downlink_ghz * 1e9)
     refl = -(10 ** (-cfg.reflection_loss_db / 20))
     bounces = torch.tensor([0, 1, 1], dtype=torch.float64)
-    amp = lam / (4 * math.pi * kept) * 10 ** (-cfg.extra_loss_db / 20) * refl**bounces
+    amp = lam / (4 * math.pi * kept) * 10 ** (-cfg.downlink_loss_db / 20) * refl**bounces
     turn = torch.remainder(cfg.downlink_ghz * 1e9 * kept / SPEED_OF_LIGHT, 1.0)
     ref = (amp * torch.exp(-2j * math.pi * turn)).sum(-1)
     assert torch.allclose(h, ref, rtol=1e-9)
@@ -90,8 +91,12 @@ def test_fewer_paths_keep_the_line_of_sight_and_the_shortest_reflections():
 
 
 def test_bands_share_gains_and_angles_so_one_path_has_equal_magnitudes():
-    net = scenario(num_antennas=16, num_users=4, num_paths=1).sample(20, torch.Generator().manual_seed(3))
-    assert torch.allclose(net["h_ul"].abs(), net["h_dl"].abs(), rtol=1e-12)
+    """One path's magnitudes are equal on both links up to the links' own extra losses (the link
+    budget: 30 dB on the downlink, none on the uplink by default)."""
+    s = scenario(num_antennas=16, num_users=4, num_paths=1)
+    net = s.sample(20, torch.Generator().manual_seed(3))
+    step = 10 ** ((s.config.uplink_loss_db - s.config.downlink_loss_db) / 20)
+    assert torch.allclose(net["h_ul"].abs() * step, net["h_dl"].abs(), rtol=1e-12)
     # the phase step across the array scales with the carrier (half a downlink wavelength apart)
     step_u = (net["h_ul"][..., 1:] / net["h_ul"][..., :-1]).angle()
     step_d = (net["h_dl"][..., 1:] / net["h_dl"][..., :-1]).angle()
@@ -147,3 +152,76 @@ def test_powers_are_in_dbm():
 def test_bad_keys_name_themselves(key, value):
     with pytest.raises(ConfigError, match=key):
         scenario(**{key: value})
+
+
+def test_the_link_budget_puts_the_papers_pilots_well_above_the_noise():
+    """At the paper's P_UL = −10 dBm (M = 64, K = L = 8) the LS estimate's NMSE is below −20 dB with each
+    link's own loss (Fig. 10's regime), and near 0 dB with the downlink's loss on the uplink too."""
+    from mimo_l2o.evaluation import uplink_nmse_db
+
+    def nmse(**kw):
+        s = scenario(
+            **{"num_antennas": 64, "num_users": 8, "pilot_length": 8, "pilot_power_dbm": -10.0, **kw}
+        )
+        return uplink_nmse_db(s.sample(400, torch.Generator().manual_seed(0)))
+
+    assert nmse() < -20
+    assert nmse(uplink_loss_db=30.0) > -3
+    assert nmse(pilot_power_dbm=-20.0) == pytest.approx(nmse() + 10, abs=0.5)  # LS: 10 dB per 10 dB
+
+
+def test_the_uplink_nmse_and_zf_baselines_are_the_formulas_written_out():
+    import numpy as np
+
+    from mimo_l2o.evaluation import uplink_nmse_db
+    from mimo_l2o.precoders.downlink import Downlink
+    from mimo_l2o.solvers.beamformers import uplink_zf
+
+    s = scenario(num_antennas=8, num_users=3, pilot_length=4, pilot_power_dbm=-30.0)
+    net = s.sample(20, torch.Generator().manual_seed(1))
+    h, ls = net["h_ul"].numpy(), net["h_ul_ls"].numpy()
+    per_sample = [np.linalg.norm(ls[i] - h[i]) ** 2 / np.linalg.norm(h[i]) ** 2 for i in range(20)]
+    assert uplink_nmse_db(net) == pytest.approx(10 * np.log10(np.mean(per_sample)), abs=1e-9)
+    problem = Downlink(None)(net)
+    baselines = uplink_zf(net, problem)
+    assert sorted(baselines) == ["zf_ls", "zf_uplink"]
+    p_max = net.params["p_max"]
+    for name, channel in (("zf_uplink", h), ("zf_ls", ls)):
+        for i in range(20):
+            G = channel[i, 0]  # [K, M], on the BS's power
+            W = np.linalg.pinv(G.conj())  # user k receives h_kᴴ w: conj(G) W = d I
+            W *= np.sqrt(p_max) / np.linalg.norm(W)
+            np.testing.assert_allclose(baselines[name][i, 0].numpy(), W, rtol=1e-8, atol=1e-12)
+    # a network without an uplink gets none
+    perfect = scenario(num_antennas=8, num_users=3).sample(5, torch.Generator().manual_seed(1))
+    del perfect.tensors["h_ul"]
+    assert uplink_zf(perfect, Downlink(None)(perfect)) == {} and uplink_nmse_db(perfect) is None
+
+
+def test_a_run_with_pilots_logs_their_nmse_and_the_uplink_zf_baselines(tmp_path):
+    """Through the app: the pilots' worth (test/nmse_uplink_ls, dB) and the gap-separating baselines
+    beside the solver's (ZF of the uplink as if it were the downlink, ZF of the LS estimate), here for
+    the neural calibration on the noise-free pilots (csi=uplink)."""
+    from tests.conftest import TINY, app_run
+
+    _, _, run = app_run(
+        tmp_path,
+        [
+            "scenario=massive_fdd",
+            "scenario.num_antennas=16",
+            "scenario.num_users=4",
+            "scenario.pilot_length=4",
+            "learner=neural_calibration",
+            "learner.csi=uplink",
+            "eval.baselines=[zf_bf]",
+            "tracking.log_model=false",
+            *TINY,
+        ],
+    )
+    m = run.data.metrics
+    # L = 4 pilots at −10 dBm, no extra uplink loss: 10·log10(8/4) = 3 dB above the −31 dB at L = 8
+    assert -32 < m["test/nmse_uplink_ls"] < -24
+    # ZF on the uplink channel (2.4 GHz) misses the downlink's phases: well below ZF on the downlink
+    assert m["test/objective_zf_uplink"] < 0.8 * m["test/objective_zf_bf"]
+    # the LS estimate is the uplink channel up to its small error: the same rate within a few %
+    assert m["test/objective_zf_ls"] == pytest.approx(m["test/objective_zf_uplink"], rel=0.1)

@@ -23,6 +23,7 @@ cell ``c``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -262,3 +263,24 @@ def zf_refusal(problem: BeamformingProblem) -> str | None:
             f"{problem.users_per_cell} users"
         )
     return None
+
+
+# the uplink channel information a BS could zero-force from directly: the baseline and the tensor
+UPLINK_ZF = (("zf_uplink", "h_ul"), ("zf_ls", "h_ul_ls"))
+
+
+def uplink_zf(network, problem) -> dict[str, Tensor]:
+    """ZF beamformers from the uplink, to be measured on the downlink ``problem``: the baselines that
+    separate an uplink-CSI method's gap into its causes (Ma et al. 2022's implicit CSI). ``zf_uplink``:
+    ZF of the true uplink channels used as the downlink (no uplink→downlink map, no pilot noise);
+    ``zf_ls``: ZF of the LS estimate of the uplink pilots (``h_ul_ls``: no map, the pilots' noise). Each
+    where the network ``[batch, cells, users, antennas]`` carries it; none without an uplink or where ZF
+    cannot work (fewer antennas than users in a cell)."""
+    if "h_ul" not in network.tensors or zf_refusal(problem) is not None:
+        return {}
+    out = {}
+    for name, key in UPLINK_ZF:
+        if key in network.tensors:
+            channel = network[key].to(problem.channel)
+            out[name] = zf(dataclasses.replace(problem, channel=channel))
+    return out

@@ -36,7 +36,7 @@ from mimo_l2o.errors import require
 from mimo_l2o.learner import LearnerConfig, TrainConfig
 from mimo_l2o.scenarios.miso import dft_pilots
 
-CSI = ("perfect", "implicit", "block")
+CSI = ("perfect", "implicit", "block", "uplink")
 
 
 @dataclass
@@ -51,7 +51,10 @@ class NeuralCalibrationConfig(LearnerConfig):
         ``perfect``: ZF calibrated from the downlink channels (eq. 18); ``implicit``: from the uplink
         pilots, learned end to end with the pilots, the LS calibrator and the uplink→downlink map (eq.
         22; the scenario's ``pilot_length`` sets ``L``); ``block``: the paper's block-by-block baseline,
-        DFT pilots, LS, the map trained alone on the downlink channel (:func:`channel_mismatch`), ZF.
+        DFT pilots, LS, the map trained alone on the downlink channel (:func:`channel_mismatch`), ZF;
+        ``uplink``: the implicit network on noise-free pilots (the pilots' noise left out, the
+        uplink known perfectly), what the learned uplink→downlink map reaches without pilot noise
+        (a baseline that separates the implicit method's gap into the map's and the noise's).
     hidden : list[int]
         Hidden layers of the user-wise MLP ``φ`` (the paper: 512, 2048, 2048; its output is ``2M``).
     ls_hidden : list[int]
@@ -139,6 +142,14 @@ class NeuralCalibrationLearner(OneCellBeamformer):
             )
         return why
 
+    def prepare(self, features: dict[str, Tensor]) -> Tensor:
+        """The pilots' phase ``[n, 1, M, K + L, 2]``; with ``csi: uplink`` without its noise (the last
+        ``L`` columns zero)."""
+        inputs = super().prepare(features)
+        if self.config.csi == "uplink":
+            inputs[..., self.spec.problem.users_per_cell :, :] = 0
+        return inputs
+
     @property
     def exportable(self) -> bool:
         return False  # a complex solve: logged by pickle
@@ -165,7 +176,7 @@ class NeuralCalibrationLearner(OneCellBeamformer):
         h, noise = train_inputs[..., :k, :], train_inputs[..., k:, :]
         h_scale = rms(h)  # √P_UL |h|: one pilot symbol of unit power's received amplitude
         y_scale = (h_scale**2 * k + rms(noise) ** 2) ** 0.5  # Y's entries under unit-power pilots
-        joint = cfg.csi == "implicit"
+        joint = cfg.csi in ("implicit", "uplink")
         return ImplicitCalibratedZF(
             dft_pilots(k, length, 1.0),
             mlp(2 * length, list(cfg.ls_hidden), 2 * length, cfg.batch_norm, zero_last=True)

@@ -189,6 +189,24 @@ def test_block_by_block_fixes_the_dft_pilots_and_trains_the_map_on_the_channel()
     assert 0 < float(loss.detach()) < 1  # a mismatch, not a rate
 
 
+def test_uplink_csi_is_the_implicit_network_without_the_pilots_noise():
+    """csi=uplink: the same learned chain as csi=implicit, fed noise-free pilots, so its decisions do not
+    depend on the pilots' noise; its LS of the noise-free pilots is the uplink channel itself."""
+    scenario, net, _, x, lrn = implicit(csi="uplink")
+    features = {"uplink_pilot_phase": torch.view_as_complex(x.double().contiguous())}
+    clean = lrn.prepare(features)
+    assert clean[..., K:, :].abs().max() == 0 and torch.equal(clean[..., :K, :], x[..., :K, :])
+    model = lrn.build_model(clean, torch.Generator().manual_seed(0)).eval()
+    assert model.pilots_real.requires_grad and model.calibrator is not None  # the joint network
+    noisier = features["uplink_pilot_phase"].clone()
+    noisier[..., K:] *= 10
+    with torch.no_grad():
+        assert torch.equal(model(clean), model(lrn.prepare({"uplink_pilot_phase": noisier})))
+    estimate = model.uplink_estimate(clean) * model.h_scale
+    truth = net["h_ul"].transpose(-1, -2) * scenario.config.pilot_power**0.5
+    assert (estimate - truth.to(estimate.dtype)).abs().max() <= 1e-4 * truth.abs().max()
+
+
 def test_implicit_refuses_a_scenario_without_enough_pilots():
     none = MassiveFDD(MassiveFDD.Config(num_antennas=M, num_users=K))
     key, why = NeuralCalibrationLearner.refuses_setting(NeuralCalibrationConfig(csi="implicit"), none)
