@@ -26,7 +26,9 @@ every figure or cell draws a setting against the solver and baselines of its own
   against the number of users (Zhang et al. 2022, Fig. 4a), and below it each curve's ratio to the
   solver; error bars are the 95 % intervals over the seeds. Other settings the points vary join the
   curves' labels;
-* ``shift_<key>.png`` per shifted key: the ratio against the key, a curve per point, with error bars.
+* ``shift_<key>.png`` per shifted key: the ratio against the key, a curve per point, with error bars;
+* ``training_curves.png``: per point, the training and validation loss and the validation ratio against
+  the epoch (mean over the seeds, the interval as a band), so that over- or under-training is seen.
 
 With ``--sweep``, the files are also logged as artifacts of each sweep's parent run (``report/``), so the
 MLflow UI shows the comparison; ``--readme FILE`` replaces the block between ``<!-- cross-evaluation -->``
@@ -104,6 +106,8 @@ AXES = (  # the report's column, the config key that sets it, the axis' label (e
     ("P_UL", "scenario.pilot_power_dbm", "pilot power P_UL [dBm]"),
 )
 SHORT = {key: column for column, key, _ in AXES}
+# the per-epoch metrics of training_curves.png: the losses (one panel) and the validation ratio
+HISTORY = ("train/loss", "val/loss", "val/objective_ratio")
 
 
 @dataclass
@@ -114,6 +118,7 @@ class Row:
     values: dict[str, object]
     per_sample: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    history: dict[str, dict[int, float]] = field(default_factory=dict)
 
     def __getitem__(self, key: str):
         return self.values.get(key)
@@ -273,6 +278,13 @@ def row_of(run, client, with_samples: bool) -> Row:
             }
         except Exception:  # an older run without the artifact: no CDF curve
             row.per_sample = {}
+        for key in HISTORY:  # the per-epoch training metrics (training_curves.png)
+            try:
+                history = client.get_metric_history(run.info.run_id, key)
+            except Exception:
+                history = []
+            if history:
+                row.history[key] = {m.step: m.value for m in history}
     return row
 
 
@@ -821,6 +833,53 @@ def sweep_figure(points: list[Point], path: Path) -> bool:
     return True
 
 
+def training_figure(points: list[Point], path: Path) -> bool:
+    """``training_curves.png``: per point, the training and validation loss against the epoch (left: a
+    validation loss that turns up while the training loss falls is over-training, both still falling
+    at the end under-training) and the validation ratio to the solver (right), the mean over the seeds
+    with its 95 % interval as a band. ``False`` (and no file) when no run logged its epochs."""
+    from mimo_l2o.figures import close, display_name, plt
+
+    drawn = [p for p in points if any(row.history for row in p.rows)]
+    if not drawn:
+        path.unlink(missing_ok=True)
+        return False
+    fig, (losses, ratios) = plt.subplots(1, 2, figsize=(12.0, 4.6), dpi=110)
+    for index, point in enumerate(drawn):
+        color = f"C{index % 10}"
+        name = display_name(point.label.split()[0].split("-")[0])
+        label = " ".join([name, *point.label.split()[1:]]) if len(drawn) > 1 else name
+        for key, ax, style in (
+            ("train/loss", losses, "-"),
+            ("val/loss", losses, "--"),
+            ("val/objective_ratio", ratios, "-"),
+        ):
+            epochs = sorted({e for row in point.rows for e in row.history.get(key, {})})
+            if not epochs:
+                continue
+            stats = [
+                interval(row.history.get(key, {}).get(e, math.nan) for row in point.rows) for e in epochs
+            ]
+            mean = np.asarray([m for m, _, _ in stats])
+            half = np.nan_to_num(np.asarray([h for _, h, _ in stats]))
+            shown = f"{label} ({key.split('/')[0]})" if ax is losses else label
+            ax.plot(epochs, mean, style, color=color, label=shown)
+            ax.fill_between(epochs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
+    seeds = sorted({len(p.rows) for p in drawn})
+    spread = "" if seeds == [1] else f"; mean ± 95 % CI over {_range(seeds)} seeds"
+    losses.set_title(f"training (solid) and validation (dashed) loss{spread}", fontsize="medium")
+    ratios.set_title("validation objective ratio (÷ solver)", fontsize="medium")
+    for ax in (losses, ratios):
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    losses.set_ylabel("loss (the learner's own)")
+    fig.tight_layout()
+    fig.savefig(path)
+    close(fig)
+    return True
+
+
 def replace_block(path: Path, block: str) -> None:
     """Replace the text between the cross-evaluation markers in ``path`` (both must be there)."""
     text = path.read_text()
@@ -900,6 +959,7 @@ def write(
     heatmap(points, skipped, out / "ratio_heatmap.png")
     cdf_figures(points, out / "cdf_objective.png")
     sweep_figure(points, out / "sweep_curves.png")
+    training_figure(points, out / "training_curves.png")
     shift_figures(points, out)
     from mimo_l2o.tracking import store_lock
 

@@ -73,6 +73,7 @@ def test_the_report_shows_the_runs_metrics_and_logs_them_to_the_parent(sweep):
         "report.csv",
         "ratio_heatmap.png",
         "cdf_objective.png",
+        "training_curves.png",
     }
     with (out / "report.csv").open() as f:
         rows = {row["learner"]: row for row in csv.DictReader(f)}
@@ -360,3 +361,28 @@ def test_debug_and_full_runs_are_never_averaged_and_a_setting_matrix_is_no_cross
     rerun.values["start_time"], rerun.params["tracking.log_model"] = 10, "False"
     (point,) = [p for p in points_of([*rows, rerun]) if p.setting["data.num_train"] == "512"]
     assert [r["objective_ratio"] for r in point.rows] == [0.75]
+
+
+def test_the_training_curves_are_the_mean_over_the_seeds_per_epoch(tmp_path, monkeypatch):
+    from mimo_l2o import figures
+    from mimo_l2o.report import points_of, training_figure
+
+    rows = []
+    for seed, offset in ((0, 0.0), (1, 1.0), (2, 5.0)):
+        row = _row("dnn", 4, 3.0, 4.0, seed=seed)
+        row.history = {
+            "train/loss": {1: 3.0 + offset, 2: 2.0 + offset},
+            "val/loss": {1: 3.5 + offset, 2: 2.5 + offset},
+            "val/objective_ratio": {1: 0.5, 2: 0.6 + offset / 100},
+        }
+        rows.append(row)
+    drawn = []
+    monkeypatch.setattr(figures, "close", drawn.append)
+    assert training_figure(points_of(rows), tmp_path / "training_curves.png")
+    (fig,) = drawn
+    losses, ratios = fig.axes
+    lines = {line.get_label(): line for line in losses.lines}
+    assert sorted(lines) == ["DNN (train)", "DNN (val)"]
+    np.testing.assert_allclose(lines["DNN (train)"].get_ydata(), [3.0 + 2.0, 2.0 + 2.0])  # offsets' mean 2
+    np.testing.assert_allclose(ratios.lines[0].get_ydata(), [0.5, 0.62])
+    assert not training_figure(points_of([_row("dnn", 4, 3.0, 4.0)]), tmp_path / "none.png")
