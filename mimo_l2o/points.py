@@ -20,9 +20,10 @@ import numpy as np
 
 # the seeds of a run: repeats of one setting differ in these
 SEED_KEYS = ("seed", "scenario.seed")
-# keys (or prefixes ending in '.' or '_') that change the record, not the result
+# keys that change the record, not the result (each with the keys under it; one ending in '_' is a
+# prefix): labelling in chunks gives the same labels whatever their size
 RECORD_KEYS = (
-    "tracking.",
+    "tracking",
     "device",
     "num_threads",
     "progress",
@@ -33,12 +34,15 @@ RECORD_KEYS = (
     "paper",
     "eval.timing_",
     "eval.shifts",
+    "data.chunk_size",
 )
 CONFIDENCE = 0.95
 
 
 def _is_record_key(key: str) -> bool:
-    return any(key == k or (k[-1] in "._" and key.startswith(k)) for k in RECORD_KEYS)
+    return any(
+        key == k or key.startswith(k + ".") or (k.endswith("_") and key.startswith(k)) for k in RECORD_KEYS
+    )
 
 
 def setting_of(params: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
@@ -73,13 +77,11 @@ def group(items: Iterable, setting) -> list[list]:
 
 
 def varying_keys(settings: Iterable[Mapping[str, str]]) -> list[str]:
-    """The keys that take two values or more among ``settings`` that hold them, sorted (a key only some
-    settings hold, such as a learner's own option, varies only if those settings differ in it)."""
-    values: dict[str, set[str]] = {}
-    for setting in settings:
-        for key, value in setting.items():
-            values.setdefault(key, set()).add(value)
-    return sorted(k for k, v in values.items() if len(v) > 1)
+    """The keys that take two values or more among ``settings``, sorted; a key that some settings lack
+    (a renamed option, an older run) takes the value "unset" in those."""
+    settings = list(settings)
+    keys = {k for setting in settings for k in setting}
+    return sorted(k for k in keys if len({setting.get(k, "unset") for setting in settings}) > 1)
 
 
 def fmt_interval(mean: float, half: float, digits: int = 4) -> str:

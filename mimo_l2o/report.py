@@ -148,11 +148,25 @@ class Point:
             return self.label
         if key == "run_id":
             return " ".join(r["run_id"] for r in self.rows)
+        if key == "best_baseline":
+            return self.best_baseline()[0]
         if key in MEANS:
             return self.stat(key)[0]
         return self.rows[0][key]
 
+    def best_baseline(self) -> tuple[str, tuple[float, float, int]]:
+        """The baseline of the highest mean ratio over the seeds, and its ``(mean, half-width, n)``."""
+        names = dict.fromkeys(name for r in self.rows for name in r["baseline_ratios"] or {})
+        stats = {n: interval((r["baseline_ratios"] or {}).get(n, math.nan) for r in self.rows) for n in names}
+        stats = {n: v for n, v in stats.items() if not math.isnan(v[0])}
+        if not stats:
+            return "", (math.nan, math.nan, 0)
+        best = max(stats, key=lambda n: stats[n][0])
+        return best, stats[best]
+
     def stat(self, key: str) -> tuple[float, float, int]:
+        if key == "best_baseline_ratio":
+            return self.best_baseline()[1]
         return interval(_number(r[key]) for r in self.rows)
 
     @property
@@ -250,6 +264,7 @@ def row_of(run, client, with_samples: bool) -> Row:
         },
         "best_baseline": best,
         "best_baseline_ratio": baselines.get(best, math.nan),
+        "baseline_ratios": baselines,
         "time_learner_ms": metrics.get("test/time_learner_ms", math.nan),
         "speedup": metrics.get("test/speedup", math.nan),
         "constraint_violation": metrics.get("test/constraint_violation", math.nan),
@@ -310,20 +325,21 @@ def points_of(rows: list[Row]) -> list[Point]:
 
 
 def _words(setting: dict[str, str], keys) -> list[str]:
-    return [f"{SHORT.get(k, k)}={setting[k]}" for k in keys if k in setting]
+    return [f"{SHORT.get(k, k)}={setting.get(k, 'unset')}" for k in keys]
 
 
 def label_points(points: list[Point]) -> None:
     """Name each point among the others: ``column`` is its scenario and the problem settings that
     differ among the points of that scenario (``imac K=8 data.num_train=512``), ``learner_label`` its
-    learner and the learner settings that differ among that learner's points; ``label`` is its runs'
-    name without the seeds, and the differing settings that name does not already show."""
-    by_scenario, by_learner = defaultdict(list), defaultdict(list)
+    learner and the learner settings that differ among that learner's points, less those the problem
+    setting fixes (a width that follows the antennas, a preset's epochs per scenario); ``label`` is its
+    runs' name without the seeds, and the differing settings that name does not already show. Labels
+    that would still collide get the first run's id."""
+    by_scenario = defaultdict(list)
     for point in points:
         by_scenario[point["scenario"]].append(point.problem)
-        by_learner[point["learner"]].append(point.learner_setting)
     problem_keys = {s: [k for k in varying_keys(v) if k != "scenario.name"] for s, v in by_scenario.items()}
-    learner_keys = {n: [k for k in varying_keys(v) if k != "learner.name"] for n, v in by_learner.items()}
+    learner_keys = _learner_keys(points)
     for point in points:
         problem = _words(point.setting, problem_keys[point["scenario"]])
         own = _words(point.setting, learner_keys[point["learner"]])
@@ -333,11 +349,38 @@ def label_points(points: list[Point]) -> None:
         # the settings the name does not show (a key the name already gives, as K in -K8, stays out)
         shown = {w.split("=", 1)[0] for w in name} | {"scenario.num_users"}
         extra = [
-            f"{k}={point.setting[k]}"
+            f"{k}={point.setting.get(k, 'unset')}"
             for k in (*learner_keys[point["learner"]], *problem_keys[point["scenario"]])
-            if k in point.setting and k not in shown
+            if k not in shown
         ]
         point.label = " ".join([*name, *extra])
+    for attribute in ("label", "learner_label"):  # the last resort: the run id tells them apart
+        seen = defaultdict(list)
+        for point in points:
+            key = getattr(point, attribute) if attribute == "label" else (point.learner_label, point.column)
+            seen[key].append(point)
+        for clashing in (same for same in seen.values() if len(same) > 1):
+            for point in clashing:
+                setattr(point, attribute, f"{getattr(point, attribute)} [run {point.rows[0]['run_id'][:8]}]")
+
+
+def _learner_keys(points: list[Point]) -> dict[str, list[str]]:
+    """For each learner, the learner settings that differ among its ``points`` and that the problem
+    setting does not fix (keys with one value within every problem setting, such as a width of
+    ``2 N_t K`` in a K sweep, go with the problem's words instead)."""
+    by_learner = defaultdict(list)
+    for point in points:
+        by_learner[point["learner"]].append(point)
+    out = {}
+    for learner, members in by_learner.items():
+        keys = [k for k in varying_keys([p.learner_setting for p in members]) if k != "learner.name"]
+        per_problem = defaultdict(lambda: defaultdict(set))
+        for point in members:
+            problem = tuple(sorted(point.problem.items()))
+            for key in keys:
+                per_problem[key][problem].add(point.setting.get(key, "unset"))
+        out[learner] = [k for k in keys if any(len(v) > 1 for v in per_problem[k].values())]
+    return out
 
 
 def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
@@ -645,10 +688,10 @@ def cdf_panels(points: list[Point]) -> dict[str, dict[str, np.ndarray]]:
     for column, members in sorted(panels.items()):
         curves = {p.learner_label: np.concatenate([r.per_sample["learner"] for r in p.rows]) for p in members}
         shared = _distinct_seeds(members)
-        for name in shared[0].per_sample:
-            if name != "learner":
-                label = f"{members[0]['solver']} (solver)" if name == "solver" else f"{name} (baseline)"
-                curves[label] = np.concatenate([r.per_sample[name] for r in shared])
+        names = dict.fromkeys(name for r in shared for name in r.per_sample if name != "learner")
+        for name in names:  # a baseline only some runs logged: pooled over those
+            label = f"{members[0]['solver']} (solver)" if name == "solver" else f"{name} (baseline)"
+            curves[label] = np.concatenate([r.per_sample[name] for r in shared if name in r.per_sample])
         out[column] = curves
     return out
 
@@ -718,15 +761,16 @@ def sweep_series(points: list[Point]) -> dict:
             if key in done:
                 continue
             on_axis = [p for p in members if not math.isnan(_number(p[axis]))]
-            tied = _tied(on_axis, key, [k for k in problem_keys + _learner_keys(on_axis) if k != key])
+            own_keys = _learner_keys(on_axis)
+            tied = _tied(on_axis, key, [k for k in problem_keys if k != key])
             done |= {key, *tied}
             others = [k for k in problem_keys if k != key and k not in tied]
-            learner_keys = [k for k in _learner_keys(on_axis) if k not in tied]
             objective_points = defaultdict(lambda: defaultdict(list))
             ratio_points = defaultdict(lambda: defaultdict(list))
             for point in on_axis:
                 x, context = _number(point[axis]), _words(point.setting, others)
-                label = " ".join([point["learner"], *_words(point.setting, learner_keys), *context])
+                own = _words(point.setting, own_keys[point["learner"]])
+                label = " ".join([point["learner"], *own, *context])
                 for row in point.rows:
                     objective_points[label][x].append((row["objectives"] or {}).get("learner", math.nan))
                     ratio_points[label][x].append(row["objective_ratio"])
@@ -758,14 +802,6 @@ def sweep_series(points: list[Point]) -> dict:
                 "seeds": sorted({len(p.rows) for p in on_axis}),
             }
     return series
-
-
-def _learner_keys(points: list[Point]) -> list[str]:
-    """The learner settings that differ among ``points`` of the same learner."""
-    by_learner = defaultdict(list)
-    for point in points:
-        by_learner[point["learner"]].append(point.learner_setting)
-    return sorted({k for settings in by_learner.values() for k in varying_keys(settings)} - {"learner.name"})
 
 
 def _curves(points: dict) -> dict[str, list[tuple[float, float, float]]]:
@@ -847,8 +883,9 @@ def training_figure(points: list[Point], path: Path) -> bool:
     fig, (losses, ratios) = plt.subplots(1, 2, figsize=(12.0, 4.6), dpi=110)
     for index, point in enumerate(drawn):
         color = f"C{index % 10}"
-        name = display_name(point.label.split()[0].split("-")[0])
-        label = " ".join([name, *point.label.split()[1:]]) if len(drawn) > 1 else name
+        name = display_name(point["learner"])
+        words = [*point.learner_label.split()[1:], *point.column.split()]
+        label = " ".join([name, *words]) if len(drawn) > 1 else name
         for key, ax, style in (
             ("train/loss", losses, "-"),
             ("val/loss", losses, "--"),
@@ -943,8 +980,8 @@ def write(
     runs, skipped = select(client, sweeps, experiment, singles)
     if not runs and not skipped:
         return None
-    rows = [row_of(run, client, with_samples=True) for run in runs]
-    points = points_of(rows)
+    points = points_of([row_of(run, client, with_samples=True) for run in runs])
+    rows = [row for point in points for row in point.rows]  # without the runs a rerun replaced
     out.mkdir(parents=True, exist_ok=True)
     header = stamp(rows, command, points)
     title = "Cross-evaluation" if is_cross_evaluation(points) else "Objective ratio by setting"

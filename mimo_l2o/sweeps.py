@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,38 +145,46 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
                 "sweep/mean_objective_ratio": sum(ratios) / len(ratios),
             }
         )
-    points = []
-    if ratios:
-        command = f"mimo-l2o report --sweep {parent_id}"
-        points = report.write(client, [parent_id], None, sweep_dir / "report", command) or []
-    repeated = [p for p in points if p["seeds"] > 1]
-    for point in repeated:  # the sweep's points of several seeds: mean, interval, seeds
-        mean, half, n = point.stat("objective_ratio")
-        name = point_metric(f"{point.learner_label} {point.column}")
-        metrics.update({f"{name}/objective_ratio_mean": mean, f"{name}/seeds": n})
-        if half == half:  # an interval (not NaN)
-            metrics[f"{name}/objective_ratio_ci95"] = half
-    if repeated:
-        lines = ["", "| setting | seeds | test/objective_ratio (mean ± 95 % CI) |", "| --- | --- | --- |"]
-        for point in repeated:
-            mean, half, n = point.stat("objective_ratio")
-            lines.append(f"| {point.learner_label} {point.column} | {n} | {mean:.4f} ± {half:.2g} |")
-        table += "\n".join(lines)
     with store_lock():
         client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
         for key, value in metrics.items():
             client.log_metric(parent_id, key, value)
-    return (
-        f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished\n{table}"
-    )
+    finished = f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished"
+    if not ratios:
+        return f"{finished}\n{table}"
+    command = f"mimo-l2o report --sweep {parent_id}"
+    points = report.write(client, [parent_id], None, sweep_dir / "report", command) or []
+    repeated = [p for p in points if p["seeds"] > 1]
+    if repeated:  # the sweep's points of several seeds: mean, interval, seeds
+        lines = ["", "| setting | seeds | test/objective_ratio (mean ± 95 % CI) |", "| --- | --- | --- |"]
+        point_metrics = {}
+        for point in repeated:
+            mean, half, n = point.stat("objective_ratio")
+            label = f"{point.learner_label} {point.column}"
+            lines.append(f"| {label} | {n} | {mean:.4f} ± {half:.2g} |")
+            name = point_metric(label)
+            point_metrics.update({f"{name}/objective_ratio_mean": mean, f"{name}/seeds": n})
+            if not math.isnan(half):
+                point_metrics[f"{name}/objective_ratio_ci95"] = half
+        table += "\n".join(lines)
+        with store_lock():
+            client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
+            for key, value in point_metrics.items():
+                client.log_metric(parent_id, key, value)
+    return f"{finished}\n{table}"
 
 
 def point_metric(label: str) -> str:
     """``point/<label>``, a metric name of a point's label: MLflow allows no ``=`` (written ``:``), and
-    other characters beyond letters, digits, ``_ - . / :`` and spaces become ``_``."""
+    other characters beyond letters, digits, ``_ - . :`` and spaces become ``_`` (``/`` too: the label
+    is one level of the name)."""
+    import hashlib
     import re
 
-    return "point/" + re.sub(r"[^\w\-. /:]", "_", label.replace("=", ":"))
+    name = re.sub(r"[^\w\-. :]", "_", label.replace("=", ":"))  # no '/': a point is one level
+    if len(name) > 160:  # MLflow's names end at 250 characters: a long label keeps its start and a digest
+        name = f"{name[:150]} {hashlib.sha256(label.encode()).hexdigest()[:8]}"
+    return f"point/{name}"
 
 
 def _task_overrides(config: DictConfig) -> str:

@@ -352,10 +352,8 @@ def test_debug_and_full_runs_are_never_averaged_and_a_setting_matrix_is_no_cross
     t_half = 12.706204736 * 0.025  # t(0.975, 1) · s / √2, s = 0.05 / √2
     header, _, *lines = text.splitlines()
     assert header == "| learner ↓ setting → | miso_tdd data.num_train=4096 | miso_tdd data.num_train=512 |"
-    assert lines == [
-        "| dnn learner.train.max_epochs=2 | not run | 0.500 |",
-        f"| dnn learner.train.max_epochs=6 | 0.925 ± {t_half:.3f} (2 seeds) | not run |",
-    ]
+    # one learner row: its epochs follow the data sizes (a debug preset sets both), each a column
+    assert lines == [f"| dnn | 0.925 ± {t_half:.3f} (2 seeds) | 0.500 |"]
     # a rerun of the same seeds replaces the older run; a record-only key (tracking) is no setting
     rerun = _row("dnn", 12, 3.0, 4.0, {"data.num_train": "512", "learner.train.max_epochs": "2"})
     rerun.values["start_time"], rerun.params["tracking.log_model"] = 10, "False"
@@ -386,3 +384,49 @@ def test_the_training_curves_are_the_mean_over_the_seeds_per_epoch(tmp_path, mon
     np.testing.assert_allclose(lines["DNN (train)"].get_ydata(), [3.0 + 2.0, 2.0 + 2.0])  # offsets' mean 2
     np.testing.assert_allclose(ratios.lines[0].get_ydata(), [0.5, 0.62])
     assert not training_figure(points_of([_row("dnn", 4, 3.0, 4.0)]), tmp_path / "none.png")
+
+
+def test_keys_only_some_runs_have_tell_settings_apart_and_record_keys_do_not():
+    """A renamed option (an older run lacks the new key) is another setting with its own label; the
+    shifts a run was also tested at and the labelling chunk size are no part of a setting."""
+    from mimo_l2o.report import matrix_markdown, points_of
+
+    old = _row("dnn", 8, 2.0, 4.0, {"scenario.extra_loss_db": "30"})
+    new = _row("dnn", 8, 3.0, 4.0, {"scenario.downlink_loss_db": "30", "scenario.uplink_loss_db": "0"})
+    points = points_of([old, new])
+    assert len(points) == 2 and len({p.label for p in points}) == 2
+    assert len({(p.learner_label, p.column) for p in points}) == 2
+    text = matrix_markdown(points, [])
+    assert "0.500" in text and "0.750" in text
+    shifted = _row(
+        "dnn", 8, 3.2, 4.0, {"eval.shifts.scenario.num_users": "[4, 8]", "data.chunk_size": "7"}, seed=1
+    )
+    plain = _row("dnn", 8, 3.0, 4.0, {"data.chunk_size": "10000"})
+    (point,) = points_of([plain, shifted])
+    assert point["seeds"] == 2
+
+
+def test_a_learner_key_the_problem_fixes_stays_out_of_the_curves_and_rows():
+    """Fig. 5(a)'s CSI-Net width 2 N_t K follows K: a two-point K sweep is one curve and one matrix row."""
+    from mimo_l2o.report import cells, points_of
+
+    rows = [_row("model_driven", k, 0.9 * k, float(k), {"learner.csi_width": str(64 * k)}) for k in (4, 8)]
+    entry = _series(rows)[("miso_tdd", "sum_rate", "K")]
+    assert _means(entry["ratio"]) == {"model_driven": [(4.0, 0.9), (8.0, 0.9)]}
+    learners, columns, *_ = cells(points_of(rows), [])
+    assert learners == ["model_driven"] and columns == ["miso_tdd K=4", "miso_tdd K=8"]
+
+
+def test_the_best_baseline_is_the_best_mean_over_the_seeds_and_a_missing_one_is_no_crash():
+    from mimo_l2o.report import cdf_panels, points_of
+
+    first = _row("dnn", 4, 3.4, 4.0, mrt=3.6)  # mrt 0.9, zf 0.8
+    first.values["baseline_ratios"] = {"mrt_bf": 0.9, "zf_bf": 0.8}
+    second = _row("dnn", 4, 3.4, 4.0, mrt=2.8, seed=1)  # mrt 0.7, zf 0.85
+    second.values["baseline_ratios"] = {"mrt_bf": 0.7, "zf_bf": 0.85}
+    first.per_sample = {"learner": np.ones(2), "solver": np.ones(2), "zf_bf": np.ones(2)}
+    second.per_sample = {"learner": np.ones(2), "solver": np.ones(2)}  # an older run: no zf_bf
+    (point,) = points_of([first, second])
+    assert point["best_baseline"] == "zf_bf" and point["best_baseline_ratio"] == pytest.approx(0.825)
+    (panel,) = cdf_panels([point]).values()
+    assert panel["zf_bf (baseline)"].size == 2 and panel["wmmse_bf (solver)"].size == 4
