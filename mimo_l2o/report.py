@@ -527,10 +527,15 @@ def cells(points: list[Point], skipped: list[dict]):
         if scenario not in scenario_of.values():
             scenario_of[scenario] = scenario
 
-    def order(column: str):
+    first = {}
+    for point in points:
+        first.setdefault(point.column, point)
+
+    def order(column: str):  # by scenario, then by the axes' values as numbers (K = 2 before K = 10)
         scenario = scenario_of[column]
         position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
-        return (position, scenario, column)
+        values = [_number(first[column][a]) if column in first else math.nan for a, _, _ in AXES]
+        return (position, scenario, [(math.isnan(v), 0.0 if math.isnan(v) else v) for v in values], column)
 
     columns = sorted(scenario_of, key=order)
     return learners, columns, grid, scenario_of, reasons
@@ -685,7 +690,8 @@ def cdf_panels(points: list[Point]) -> dict[str, dict[str, np.ndarray]]:
         if all(row.per_sample for row in point.rows):
             panels[point.column].append(point)
     out = {}
-    for column, members in sorted(panels.items()):
+    order = cells(points, [])[1]  # the matrix's columns' order: scenario, then the axes as numbers
+    for column, members in sorted(panels.items(), key=lambda item: order.index(item[0])):
         curves = {p.learner_label: np.concatenate([r.per_sample["learner"] for r in p.rows]) for p in members}
         shared = _distinct_seeds(members)
         names = dict.fromkeys(name for r in shared for name in r.per_sample if name != "learner")

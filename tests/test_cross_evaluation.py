@@ -410,11 +410,11 @@ def test_a_learner_key_the_problem_fixes_stays_out_of_the_curves_and_rows():
     """Fig. 5(a)'s CSI-Net width 2 N_t K follows K: a two-point K sweep is one curve and one matrix row."""
     from mimo_l2o.report import cells, points_of
 
-    rows = [_row("model_driven", k, 0.9 * k, float(k), {"learner.csi_width": str(64 * k)}) for k in (4, 8)]
+    rows = [_row("model_driven", k, 0.9 * k, float(k), {"learner.csi_width": str(64 * k)}) for k in (10, 4)]
     entry = _series(rows)[("miso_tdd", "sum_rate", "K")]
-    assert _means(entry["ratio"]) == {"model_driven": [(4.0, 0.9), (8.0, 0.9)]}
-    learners, columns, *_ = cells(points_of(rows), [])
-    assert learners == ["model_driven"] and columns == ["miso_tdd K=4", "miso_tdd K=8"]
+    assert _means(entry["ratio"]) == {"model_driven": [(4.0, 0.9), (10.0, 0.9)]}
+    learners, columns, *_ = cells(points_of(rows), [])  # the columns in K's order as numbers
+    assert learners == ["model_driven"] and columns == ["miso_tdd K=4", "miso_tdd K=10"]
 
 
 def test_the_best_baseline_is_the_best_mean_over_the_seeds_and_a_missing_one_is_no_crash():
