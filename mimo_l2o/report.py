@@ -265,6 +265,8 @@ def row_of(run, client, with_samples: bool) -> Row:
         "best_baseline": best,
         "best_baseline_ratio": baselines.get(best, math.nan),
         "baseline_ratios": baselines,
+        # what the run's uplink pilots were worth: the LS estimate's NMSE [dB] (runs with pilots)
+        "nmse_uplink_ls": metrics.get("test/nmse_uplink_ls", math.nan),
         "time_learner_ms": metrics.get("test/time_learner_ms", math.nan),
         "speedup": metrics.get("test/speedup", math.nan),
         "constraint_violation": metrics.get("test/constraint_violation", math.nan),
@@ -606,6 +608,38 @@ def heatmap(points: list[Point], skipped: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     close(fig)
+
+
+def baselines_markdown(points: list[Point]) -> str:
+    """The baselines section: per problem setting (a matrix column), each heuristic baseline's ratio to
+    the solver on the same test sets (mean ± interval over the data seeds), so that a gap can be read
+    against them (ZF of the uplink as the downlink, ZF of the LS estimate, the true channel's ZF ...)."""
+    columns = defaultdict(list)
+    for point in points:
+        columns[point.column].append(point)
+    table = {}
+    for column in cells(points, [])[1]:
+        if column not in columns:
+            continue
+        runs = _distinct_seeds(columns[column])
+        names = dict.fromkeys(n for r in runs for n in r["baseline_ratios"] or {})
+        table[column] = {
+            n: interval((r["baseline_ratios"] or {}).get(n, math.nan) for r in runs) for n in names
+        }
+        nmse = interval(_number(r["nmse_uplink_ls"]) for r in runs)
+        if nmse[2]:
+            table[column]["uplink LS NMSE [dB]"] = nmse
+    names = list(dict.fromkeys(n for row in table.values() for n in row))
+    if not names:
+        return ""
+    lines = ["", "## Baselines (ratio to the solver on the same test sets)", ""]
+    lines += ["| setting | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for column, row in table.items():
+        shown = [fmt_interval(*row[n][:2]) if n in row else "" for n in names]
+        lines.append(f"| {column} | " + " | ".join(shown) + " |")
+    if any("uplink LS NMSE [dB]" in row for row in table.values()):
+        lines += ["", "`uplink LS NMSE [dB]`: the LS estimate of the uplink pilots (test/nmse_uplink_ls)."]
+    return "\n".join(lines) + "\n"
 
 
 def shift_table(points: list[Point]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
@@ -996,6 +1030,7 @@ def write(
         + matrix_markdown(points, skipped)
         + "\n"
         + markdown(points, skipped, header)
+        + baselines_markdown(points)
         + shifts_markdown(points)
     )
     (out / "report.csv").write_text(csv_text(points))

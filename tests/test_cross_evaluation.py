@@ -430,3 +430,19 @@ def test_the_best_baseline_is_the_best_mean_over_the_seeds_and_a_missing_one_is_
     assert point["best_baseline"] == "zf_bf" and point["best_baseline_ratio"] == pytest.approx(0.825)
     (panel,) = cdf_panels([point]).values()
     assert panel["zf_bf (baseline)"].size == 2 and panel["wmmse_bf (solver)"].size == 4
+
+
+def test_the_baselines_section_gives_each_problem_settings_baselines_over_its_test_sets():
+    from mimo_l2o.report import baselines_markdown, points_of
+
+    rows = []
+    for seed, (zf, up) in enumerate(((0.9, 0.3), (0.8, 0.2), (0.85, 0.25))):
+        for learner in ("dnn", "gnn"):  # two learners on the same test sets: each baseline counted once
+            row = _row(learner, 4, 3.0, 4.0, seed=seed)
+            row.values["baseline_ratios"] = {"zf_bf": zf, "zf_uplink": up}
+            rows.append(row)
+    text = baselines_markdown(points_of(rows))
+    header, _, line = text.strip().splitlines()[-3:]
+    assert header == "| setting | zf_bf | zf_uplink |"
+    half = 4.302652729 * 0.05 / 3**0.5  # t(0.975, 2) · s / √3, s = 0.05
+    assert line == f"| miso_tdd | 0.85 ± {half:.2g} | 0.25 ± {half:.2g} |"
