@@ -643,8 +643,8 @@ def baselines_markdown(points: list[Point]) -> str:
 
 
 def shift_table(points: list[Point]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
-    """``{key: {point label: {value: (mean, half-width, n)}}}`` of the shifted ratios over each point's
-    seeds."""
+    """``{key: {setting: {value: (mean, half-width, n)}}}`` of the shifted ratios over each point's seeds,
+    a setting named by its learner setting and problem setting (unique among the points)."""
     table: dict = defaultdict(dict)
     for point in points:
         values: dict = defaultdict(lambda: defaultdict(list))
@@ -653,7 +653,9 @@ def shift_table(points: list[Point]) -> dict[str, dict[str, dict[str, tuple[floa
                 for value, ratio in pairs:
                     values[key][value].append(ratio)
         for key, by_value in values.items():
-            table[key][point.label] = {v: interval(r) for v, r in by_value.items()}
+            table[key][f"{point.learner_label} {point.column}"] = {
+                v: interval(r) for v, r in by_value.items()
+            }
     return table
 
 
@@ -693,7 +695,7 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
             for label, by_value in curves.items()
         }
         seeds = sorted({n for by_value in curves.values() for _, _, n in by_value.values()})
-        spread = "" if seeds == [1] else f"; mean ± 95 % CI over {_range(seeds)} seeds"
+        spread = "" if seeds == [1] else f"\nmean ± 95 % CI over {_range(seeds)} seeds"
         fig = shift_figure(drawn, key, f"trained once, tested at each {key}{spread}")
         fig.savefig(out / f"shift_{key}.png")
         close(fig)

@@ -129,7 +129,7 @@ def test_the_sweep_curves_and_shift_figures_carry_the_intervals(repeated, monkey
     assert len(drawn) == 1 and drawn[0].axes[0].containers
     shifted = _by_k(children, "test/shift/scenario.p_max/100/objective_ratio")
     for container in drawn[0].axes[0].containers:
-        k = container.get_label().split("K")[-1].split()[0]
+        k = container.get_label().split("K=")[-1].split()[0]  # the setting: "dnn gaussian_ic K=2"
         segment = container.lines[2][0].get_segments()[-1]  # p_max = 100, the larger value
         mean, half = _interval(shifted[k])
         assert segment[1][1] - segment[0][1] == pytest.approx(2 * half)
