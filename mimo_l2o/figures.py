@@ -46,6 +46,13 @@ def close(fig) -> None:
     plt.close(fig)
 
 
+def error_bars(half) -> np.ndarray | None:
+    """``yerr`` for ``errorbar`` from half-widths (NaN: a point without an interval, drawn bare);
+    ``None`` when no point has one."""
+    half = np.asarray(half, dtype=float)
+    return np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
+
+
 def shift_figure(curves: dict[str, list[tuple]], key: str, title: str, trained=None, ax=None):
     """The objective ratio against a shifted scenario key (``eval.shifts``), one curve per scheme (a
     learner; in the report one per point), the trained value marked by a dotted line (Ma et al. 2022,
@@ -56,9 +63,8 @@ def shift_figure(curves: dict[str, list[tuple]], key: str, title: str, trained=N
         ordered = sorted(points, key=lambda p: float(p[0]))
         xs = [float(p[0]) for p in ordered]
         ys = [p[1] for p in ordered]
-        half = np.asarray([p[2] if len(p) > 2 else np.nan for p in ordered], dtype=float)
-        errors = np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
-        ax.errorbar(xs, ys, yerr=errors, capsize=3, marker="o", label=display_name(label))
+        half = [p[2] if len(p) > 2 else np.nan for p in ordered]
+        ax.errorbar(xs, ys, yerr=error_bars(half), capsize=3, marker="o", label=display_name(label))
     if trained is not None:
         ax.axvline(float(trained), color="0.5", linestyle=":", label="trained at")
     ax.set_xlabel(key)

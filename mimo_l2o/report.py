@@ -170,6 +170,11 @@ class Point:
         return interval(_number(r[key]) for r in self.rows)
 
     @property
+    def name(self) -> str:
+        """The point among the report's: its learner setting and its problem setting (unique)."""
+        return f"{self.learner_label} {self.column}"
+
+    @property
     def problem(self) -> dict[str, str]:
         """The setting without the learner's keys: what the solver and the baselines see."""
         return {k: v for k, v in self.setting.items() if not k.startswith("learner.")}
@@ -695,7 +700,7 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
             for label, by_value in curves.items()
         }
         seeds = sorted({n for by_value in curves.values() for _, _, n in by_value.values()})
-        spread = "" if seeds == [1] else f"\nmean ± 95 % CI over {_range(seeds)} seeds"
+        spread = _spread(seeds, "\n")
         fig = shift_figure(drawn, key, f"trained once, tested at each {key}{spread}")
         fig.savefig(out / f"shift_{key}.png")
         close(fig)
@@ -705,6 +710,12 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
 
 def _range(counts: list[int]) -> str:
     return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
+
+
+def _spread(seeds: list[int], lead: str) -> str:
+    """A title's note of the intervals over ``seeds`` (the points' numbers of seeds), after ``lead``;
+    nothing when every point has one seed."""
+    return "" if seeds == [1] else f"{lead}mean ± 95 % CI over {_range(seeds)} seeds"
 
 
 def _distinct_seeds(points: list[Point]) -> list[Row]:
@@ -861,7 +872,7 @@ def sweep_figure(points: list[Point], path: Path) -> bool:
     from matplotlib.ticker import MaxNLocator
 
     from mimo_l2o import registry
-    from mimo_l2o.figures import close, display_name, plt
+    from mimo_l2o.figures import close, display_name, error_bars, plt
 
     series = sweep_series(points)
     if not series:
@@ -887,10 +898,8 @@ def sweep_figure(points: list[Point], path: Path) -> bool:
                     style = {"linestyle": ":", "marker": "^"}
                 else:
                     style = {"linestyle": "-", "marker": "o"}
-                errors = np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
-                ax.errorbar(
-                    x, y, yerr=errors, capsize=3, label=" ".join([display_name(head), rest]).strip(), **style
-                )
+                shown = " ".join([display_name(head), rest]).strip()
+                ax.errorbar(x, y, yerr=error_bars(half), capsize=3, label=shown, **style)
             if quantity == "ratio":
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
                 ax.set_ylabel("objective ratio (÷ solver)")
@@ -898,9 +907,7 @@ def sweep_figure(points: list[Point], path: Path) -> bool:
                 ax.set_xlabel(labels[axis] + (f" ({', '.join(ties)})" if ties else ""))
             else:
                 ax.set_ylabel(f"mean {name}")
-                seeds = quantities["seeds"]
-                spread = "" if seeds == [1] else f"\nmean ± 95 % CI over {_range(seeds)} seeds"
-                ax.set_title(scenario + spread)
+                ax.set_title(scenario + _spread(quantities["seeds"], "\n"))
             if axis in ("K", "M", "L"):  # counts: integer ticks
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(True, alpha=0.3)
@@ -945,7 +952,7 @@ def training_figure(points: list[Point], path: Path) -> bool:
             ax.plot(epochs, mean, style, color=color, label=shown)
             ax.fill_between(epochs, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
     seeds = sorted({len(p.rows) for p in drawn})
-    spread = "" if seeds == [1] else f"; mean ± 95 % CI over {_range(seeds)} seeds"
+    spread = _spread(seeds, "; ")
     losses.set_title(f"training (solid) and validation (dashed) loss{spread}", fontsize="medium")
     ratios.set_title("validation objective ratio (÷ solver)", fontsize="medium")
     for ax in (losses, ratios):

@@ -145,10 +145,14 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
                 "sweep/mean_objective_ratio": sum(ratios) / len(ratios),
             }
         )
-    with store_lock():
-        client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
-        for key, value in metrics.items():
-            client.log_metric(parent_id, key, value)
+
+    def log(table: str, metrics: dict[str, float]) -> None:
+        with store_lock():
+            client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
+            for key, value in metrics.items():
+                client.log_metric(parent_id, key, value)
+
+    log(table, metrics)  # before the report, so that a report that fails loses neither
     finished = f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished"
     if not ratios:
         return f"{finished}\n{table}"
@@ -160,17 +164,13 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
         point_metrics = {}
         for point in repeated:
             mean, half, n = point.stat("objective_ratio")
-            label = f"{point.learner_label} {point.column}"
-            lines.append(f"| {label} | {n} | {mean:.4f} ± {half:.2g} |")
-            name = point_metric(label)
+            lines.append(f"| {point.name} | {n} | {mean:.4f} ± {half:.2g} |")
+            name = point_metric(point.name)
             point_metrics.update({f"{name}/objective_ratio_mean": mean, f"{name}/seeds": n})
             if not math.isnan(half):
                 point_metrics[f"{name}/objective_ratio_ci95"] = half
         table += "\n".join(lines)
-        with store_lock():
-            client.log_text(parent_id, f"# Sweep {sweep_dir.name}\n\n{table}\n", "summary.md")
-            for key, value in point_metrics.items():
-                client.log_metric(parent_id, key, value)
+        log(table, point_metrics)  # the summary again, with its points
     return f"{finished}\n{table}"
 
 
