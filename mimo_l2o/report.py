@@ -685,23 +685,49 @@ def shifts_markdown(points: list[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]], list[int]]]:
+    """Per shifted key, the curves of its figure and the points' numbers of seeds: each point trained once
+    and tested at each value (:func:`shift_table`), and where the report also holds runs trained at
+    several values of the key (an axis of :data:`AXES`), each learner setting's matched curve beside it,
+    ``<its sweep label> (trained at each value)`` (Ma et al. 2022, Figs. 7, 8 and 10: "matched" against
+    "mismatch"). A curve's points are ``(value, mean, half-width)``."""
+    matched: dict[str, dict[str, list[tuple]]] = defaultdict(dict)
+    matched_seeds: dict[str, set[int]] = defaultdict(set)
+    for (_, _, axis), entry in sweep_series(points).items():
+        key = next(k for a, k, _ in AXES if a == axis)
+        for label, curve in entry["ratio"].items():
+            if not label.endswith(("(solver)", "(baseline)")):  # a learner's curve
+                matched[key][f"{label} (trained at each value)"] = curve
+                matched_seeds[key] |= set(entry["seeds"])
+    out = {}
+    for key, curves in shift_table(points).items():
+        drawn = {
+            label: [(_number(v), mean, half) for v, (mean, half, _) in by_value.items()]
+            for label, by_value in curves.items()
+        }
+        seeds = {n for by_value in curves.values() for _, _, n in by_value.values()} | matched_seeds[key]
+        out[key] = ({**drawn, **matched.get(key, {})}, sorted(seeds))
+    return out
+
+
 def shift_figures(points: list[Point], out: Path) -> list[str]:
-    """``shift_<key>.png`` per shifted key: the ratio against the key, one curve per point with its 95 %
-    intervals as error bars (Ma et al. 2022, Fig. 7's mismatch curves); an older report's shift figures
-    are removed. Returns the files written."""
+    """``shift_<key>.png`` per shifted key: the ratio against the key, the curves of :func:`shift_curves`
+    (each point trained once and tested at each value, and the matched curves of the runs trained at
+    each value) with their 95 % intervals as error bars; an older report's shift figures are removed.
+    Returns the files written."""
     from mimo_l2o.figures import close, shift_figure
 
     for old in out.glob("shift_*.png"):
         old.unlink()
     written = []
-    for key, curves in sorted(shift_table(points).items()):
-        drawn = {
-            label: [(_number(v), mean, half) for v, (mean, half, _) in by_value.items()]
-            for label, by_value in curves.items()
-        }
-        seeds = sorted({n for by_value in curves.values() for _, _, n in by_value.values()})
+    for key, (drawn, seeds) in sorted(shift_curves(points).items()):
         spread = _spread(seeds, "\n")
-        fig = shift_figure(drawn, key, f"trained once, tested at each {key}{spread}")
+        trained = (
+            "trained once or at each value"
+            if any(k.endswith("each value)") for k in drawn)
+            else "trained once"
+        )
+        fig = shift_figure(drawn, key, f"{trained}, tested at each {key}{spread}")
         fig.savefig(out / f"shift_{key}.png")
         close(fig)
         written.append(f"shift_{key}.png")

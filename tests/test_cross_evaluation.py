@@ -319,6 +319,31 @@ def test_two_settings_on_two_points_of_the_axis_stay_two_curves():
     }
 
 
+def test_a_shift_figure_has_the_runs_trained_at_each_value_beside_the_run_trained_once():
+    """Ma et al. Fig. 8/10: the model trained at one power, tested at each (its shifts), and the models
+    trained at each power (matched), on two seeds each; the mismatched curve is the shifted ratios' mean,
+    the matched one each point's own test ratio."""
+    from mimo_l2o.report import points_of, shift_curves
+
+    rows = []
+    for seed in (0, 1):
+        for p, learner_value in (("10.0", 8.0), ("100.0", 9.0)):
+            row = _row("dnn", 4, learner_value + seed, 10.0, p_max=p, seed=seed)
+            if p == "10.0":  # the run trained at 10 W is tested at 10 and 100 W
+                shifted = [("10.0", 0.8 + seed / 10), ("100.0", 0.5 + seed / 10)]
+                row.values["shifts"] = {"scenario.p_max": shifted}
+            rows.append(row)
+    curves, seeds = shift_curves(points_of(rows))["scenario.p_max"]
+    assert seeds == [2]
+    assert _means(curves) == {
+        "dnn miso_tdd p_max=10.0": [(10.0, pytest.approx(0.85)), (100.0, pytest.approx(0.55))],
+        "dnn (trained at each value)": [(10.0, pytest.approx(0.85)), (100.0, pytest.approx(0.95))],
+    }
+    # no runs at other values of the key: the shifted curve alone
+    alone, _ = shift_curves(points_of([r for r in rows if r["p_max"] == "10.0"]))["scenario.p_max"]
+    assert list(alone) == ["dnn miso_tdd"]
+
+
 def test_a_k_sweep_gives_a_cdf_panel_per_setting_each_with_its_own_solver():
     from mimo_l2o.report import cdf_panels, points_of
 
