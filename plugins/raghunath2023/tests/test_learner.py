@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mimo_l2o_plugins.raghunath2023.learner import MISSING, GNNConfig, GNNLearner, GNNPolicy, GroupLayout
+from mimo_l2o_plugins.raghunath2023.config import GNNConfig
+from mimo_l2o_plugins.raghunath2023.learner import GNNLearner
+from mimo_l2o_plugins.raghunath2023.nodes import GroupLayout
+from mimo_l2o_plugins.raghunath2023.policy import MISSING, GNNPolicy
 
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.features import NO_GAIN_DB, total_gain_db

@@ -9,24 +9,22 @@ import math
 
 import pytest
 import torch
-from mimo_l2o_plugins.sanguinetti2018.position import (
-    CellFrames,
-    CellLayout,
-    GroupedLinear,
-    GroupedLSTM,
+from mimo_l2o_plugins.sanguinetti2018.config import (
     InputFeatures,
     LSTMSequence,
     PositionLSTMConfig,
-    PositionLSTMLearner,
     PositionMLPConfig,
-    PositionMLPLearner,
     PowerOutput,
     RelativeMSE,
-    label_floor,
-    permute_users,
-    relative_mse,
-    scale_to_sum,
 )
+from mimo_l2o_plugins.sanguinetti2018.layers import GroupedLinear, GroupedLSTM
+from mimo_l2o_plugins.sanguinetti2018.layout import CellLayout
+from mimo_l2o_plugins.sanguinetti2018.loss import label_floor, relative_mse
+from mimo_l2o_plugins.sanguinetti2018.networks import scale_to_sum
+from mimo_l2o_plugins.sanguinetti2018.position import permute_users
+from mimo_l2o_plugins.sanguinetti2018.position_features import CellFrames
+from mimo_l2o_plugins.sanguinetti2018.position_lstm import PositionLSTMLearner
+from mimo_l2o_plugins.sanguinetti2018.position_mlp import PositionMLPLearner
 
 from mimo_l2o.components import Geometry
 from mimo_l2o.errors import ConfigError
