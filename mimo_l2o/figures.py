@@ -42,6 +42,14 @@ def cdf_figure(values: dict[str, Tensor | np.ndarray], xlabel: str, title: str, 
     return fig
 
 
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def close(fig) -> None:
     plt.close(fig)
 
@@ -57,16 +65,27 @@ def shift_figure(curves: dict[str, list[tuple]], key: str, title: str, trained=N
     """The objective ratio against a shifted scenario key (``eval.shifts``), one curve per scheme (a
     learner; in the report one per point), the trained value marked by a dotted line (Ma et al. 2022,
     Fig. 7's "mismatch" curves); on ``ax`` when given. A curve's points are ``(value, ratio)`` or
-    ``(value, mean ratio, half-width)``, the half-width (NaN: none) drawn as an error bar."""
+    ``(value, mean ratio, half-width)``, the half-width (NaN: none) drawn as an error bar; values that are
+    not numbers (a model's name) are one tick each, in alphabetical order."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110) if ax is None else (ax.figure, ax)
+    values = [p[0] for points in curves.values() for p in points] + ([trained] if trained is not None else [])
+    if all(_is_number(v) for v in values):
+        position = float
+    else:  # a key of named values (a correlation model, a mismatch model): one tick per value
+        names = sorted({str(v) for v in values})
+        ax.set_xticks(range(len(names)), names)
+
+        def position(value):
+            return float(names.index(str(value)))
+
     for label, points in curves.items():
-        ordered = sorted(points, key=lambda p: float(p[0]))
-        xs = [float(p[0]) for p in ordered]
+        ordered = sorted(points, key=lambda p: position(p[0]))
+        xs = [position(p[0]) for p in ordered]
         ys = [p[1] for p in ordered]
         half = [p[2] if len(p) > 2 else np.nan for p in ordered]
         ax.errorbar(xs, ys, yerr=error_bars(half), capsize=3, marker="o", label=display_name(label))
     if trained is not None:
-        ax.axvline(float(trained), color="0.5", linestyle=":", label="trained at")
+        ax.axvline(position(trained), color="0.5", linestyle=":", label="trained at")
     ax.set_xlabel(key)
     ax.set_ylabel("objective ratio (learner / solver)")
     ax.set_title(title)

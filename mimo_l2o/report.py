@@ -701,8 +701,11 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
                 matched_seeds[key] |= set(entry["seeds"])
     out = {}
     for key, curves in shift_table(points).items():
-        drawn = {
-            label: [(_number(v), mean, half) for v, (mean, half, _) in by_value.items()]
+        drawn = {  # a value that is no number (a model's name) stays a name: one tick of its own
+            label: [
+                (v if math.isnan(_number(v)) else _number(v), mean, half)
+                for v, (mean, half, _) in by_value.items()
+            ]
             for label, by_value in curves.items()
         }
         seeds = {n for by_value in curves.values() for _, _, n in by_value.values()} | matched_seeds[key]

@@ -159,11 +159,13 @@ def summary_block(run: RunConfig, parts: Parts, tracker: Tracker, metrics, stage
 
 def shifts_line(metrics: dict[str, float]) -> str:
     """``scenario.num_users: 4 0.954, 8 0.926; ...`` from the shifts' metrics, then how many points were
-    not applicable (their reasons in ``shifts.json``)."""
+    not applicable or failed (their reasons in ``shifts.json``)."""
     points = shift_points(metrics)
     line = "; ".join(f"{k}: {', '.join(f'{v} {r:.3f}' for v, r in p)}" for k, p in points.items())
     skipped = int(metrics.get("test/shift/not_applicable", 0))
-    return line + (f"; {skipped} not applicable ({SHIFTS_ARTIFACT})" if skipped else "")
+    failed = int(metrics.get("test/shift/failed", 0))
+    notes = [f"{skipped} not applicable"] * bool(skipped) + [f"{failed} failed"] * bool(failed)
+    return line + (f"; {', '.join(notes)} ({SHIFTS_ARTIFACT})" if notes else "")
 
 
 def run_name(run: RunConfig) -> str:

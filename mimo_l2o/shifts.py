@@ -10,7 +10,9 @@ the reference solver and cached like any test set. Each point logs
 * ``test/shift/<key>/<value>/objective_learner`` and ``.../objective_solver``,
 
 and a figure ``shift_<key>.png`` of the ratio against the key; ``test/shift/not_applicable`` counts the
-points the learner could not be evaluated at. A point the learner cannot read (its
+points the learner could not be evaluated at, ``test/shift/failed`` those an error ended (a defect: its
+one line in ``shifts.json``, the traceback in the log at debug level; the run and its other points
+stand). A point the learner cannot read (its
 input's size is fixed by the trained setting: Sun's DNN under another number of users; or the learner
 refuses the shifted scenario) is *not applicable*, with its reason, in the artifact ``shifts.json``;
 it is not a failure. What the learner knows at deployment, such as the BS's power, it is told through
@@ -144,37 +146,65 @@ def evaluate_shifts(
     records: list[dict[str, Any]] = []
     for shift in shifts:
         record: dict[str, Any] = {"key": shift.key, "value": shift.value}
-        reason = shift.reason
-        data = inputs = None
-        if reason is None:
-            data = make_data(shift.run, shift.parts)
-            inputs = data.inputs("test", learner)
-            reason = learner.shift_refusal(tuple(trained_shape), tuple(inputs.shape[1:]))
-        if reason is not None:
-            record.update(status="not applicable", reason=reason)
-            log.info("shift %s=%s: not applicable (%s)", shift.key, value_text(shift.value), reason)
+        try:
+            point = _evaluate(shift, learner, model, finalize, trained_shape, make_data, device)
+        except (ConfigError, Incompatible) as err:  # the learner cannot read the shifted problem
+            point = str(err)
+        except Exception as err:  # a defect: this point's record says so, the run and its other points stand
+            log.debug("shift %s=%s failed", shift.key, value_text(shift.value), exc_info=True)
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            record.update(status="failed", reason=reason)
+            log.warning("shift %s=%s: failed (%s)", shift.key, value_text(shift.value), reason)
+            records.append(record)
+            metrics["test/shift/failed"] = metrics.get("test/shift/failed", 0.0) + 1
+            continue
+        if isinstance(point, str):
+            record.update(status="not applicable", reason=point)
+            log.info("shift %s=%s: not applicable (%s)", shift.key, value_text(shift.value), point)
             records.append(record)
             metrics["test/shift/not_applicable"] = metrics.get("test/shift/not_applicable", 0.0) + 1
             continue
-        problem = data.problem("test")
-        reference = data.labels("test").to(problem.device)
-        adapted, final = learner.adapt(model, finalize, problem)
-        policy = Policy(adapted, final).to(device).eval()
-        decision, _ = policy_decisions(policy, inputs.to(device), problem)
-        ratio = ObjectiveRatio(data.parts.objective, problem, reference)
-        ours, theirs = ratio.mean(decision), ratio.mean(reference)
-        point = {
-            f"{shift.prefix}/objective_ratio": ours / theirs,
-            f"{shift.prefix}/objective_learner": ours,
-            f"{shift.prefix}/objective_solver": theirs,
-        }
-        metrics.update(point)
+        ours, theirs = point
+        metrics.update(
+            {
+                f"{shift.prefix}/objective_ratio": ours / theirs,
+                f"{shift.prefix}/objective_learner": ours,
+                f"{shift.prefix}/objective_solver": theirs,
+            }
+        )
         record.update(
             status="ok", objective_ratio=ours / theirs, objective_learner=ours, objective_solver=theirs
         )
         log.info("shift %s=%s: objective ratio %.4f", shift.key, value_text(shift.value), ours / theirs)
         records.append(record)
     return metrics, records
+
+
+def _evaluate(
+    shift: Shift,
+    learner: Learner,
+    model: torch.nn.Module,
+    finalize: torch.nn.Module,
+    trained_shape: tuple[int, ...],
+    make_data,
+    device: torch.device,
+) -> tuple[float, float] | str:
+    """One shifted point: the learner's and the solver's mean objective on the shifted test set, or why
+    the learner cannot read it (one line)."""
+    if shift.reason is not None:
+        return shift.reason
+    data = make_data(shift.run, shift.parts)
+    inputs = data.inputs("test", learner)
+    reason = learner.shift_refusal(tuple(trained_shape), tuple(inputs.shape[1:]))
+    if reason is not None:
+        return reason
+    problem = data.problem("test")
+    reference = data.labels("test").to(problem.device)
+    adapted, final = learner.adapt(model, finalize, problem)
+    policy = Policy(adapted, final).to(device).eval()
+    decision, _ = policy_decisions(policy, inputs.to(device), problem)
+    ratio = ObjectiveRatio(data.parts.objective, problem, reference)
+    return ratio.mean(decision), ratio.mean(reference)
 
 
 def shift_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[Any, float]]]:

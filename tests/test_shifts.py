@@ -151,3 +151,45 @@ def run_config():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=["scenario=gaussian_ic", "learner=dnn"])
     return validate(cfg)
+
+
+def test_an_error_in_one_shifted_point_is_recorded_in_one_line_and_the_others_stand(caplog):
+    """A defect inside one point (here the shifted data) is that point's ``failed`` record, one line;
+    a learner that cannot read the shifted problem (a ConfigError) is not applicable; the loop goes on."""
+    from mimo_l2o.shifts import Shift, evaluate_shifts
+
+    def make_data(run, parts):
+        if run == "broken":
+            raise RuntimeError("index 7 is out of bounds\nsecond line")
+        raise ConfigError("learner", "the GNN needs budget groups of equal size, got [2, 3]")
+
+    shifts = [
+        Shift("scenario.num_users", 3, "broken"),
+        Shift("scenario.num_aps", 4, "uneven"),
+        Shift("scenario.num_aps", 6, "known", reason="refused before any work"),
+    ]
+    metrics, records = evaluate_shifts(shifts, None, None, None, (3,), make_data, torch.device("cpu"))
+    assert [(r["status"], r["reason"]) for r in records] == [
+        ("failed", "RuntimeError: index 7 is out of bounds"),
+        ("not applicable", "learner: the GNN needs budget groups of equal size, got [2, 3]"),
+        ("not applicable", "refused before any work"),
+    ]
+    assert metrics == {"test/shift/failed": 1.0, "test/shift/not_applicable": 2.0}
+    assert "Traceback" not in "".join(r.getMessage() for r in caplog.records if r.levelname != "DEBUG")
+
+
+def test_a_shift_over_named_values_draws_one_tick_per_name():
+    """``scenario.correlation: [integral]``: a key whose values are names, drawn at one tick each, the
+    trained value marked on its tick."""
+    from mimo_l2o.figures import close, shift_figure
+
+    fig = shift_figure(
+        {"gnn": [("integral", 0.8), ("closed_form", 0.9)]}, "scenario.correlation", "t", trained="closed_form"
+    )
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["closed_form", "integral"]
+    (curve,) = ax.containers
+    assert list(curve.lines[0].get_xdata()) == [0.0, 1.0] and list(curve.lines[0].get_ydata()) == [0.9, 0.8]
+    (marker,) = [line for line in ax.lines if line.get_label() == "trained at"]
+    assert list(marker.get_xdata()) == [0.0, 0.0]
+    close(fig)

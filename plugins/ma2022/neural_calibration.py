@@ -104,13 +104,22 @@ class NeuralCalibrationLearner(OneCellBeamformer):
     display_name = "NC"
 
     Config = NeuralCalibrationConfig
-    size_free = True  # φ reads one user's channel: any K (and the ZF that follows any M >= K)
+    size_free = True  # φ reads one user's channel: any K (its M antennas are φ's input size)
 
     def __init__(self, config, spec):
         super().__init__(config, spec)
         if config.csi != "perfect":  # the pilots' length and the users' slots are learned: fixed sizes
             self.inputs = (PILOT_FEATURE,)
             self.size_free = False
+
+    def shift_refusal(self, trained: tuple[int, ...], shifted: tuple[int, ...]) -> str | None:
+        """Any number of users; not another number of antennas, φ's input (``[1, K, M, 2]``)."""
+        if self.size_free and trained[-2] != shifted[-2]:
+            return (
+                f"{self.name}'s φ reads each user's {trained[-2]} antennas (its input size): this setting "
+                f"has {shifted[-2]}"
+            )
+        return super().shift_refusal(trained, shifted)
 
     @classmethod
     def refuses_setting(cls, config, scenario) -> tuple[str, str] | None:

@@ -52,7 +52,7 @@ from mimo_l2o_plugins.raghunath2023.policy import GNNPolicy
 from torch import Tensor, nn
 
 from mimo_l2o.errors import require
-from mimo_l2o.features import NO_GAIN_DB
+from mimo_l2o.features import NO_GAIN_DB, total_gain_db
 from mimo_l2o.learner import Learner, LearnerSpec
 
 FEATURE = "problem_gains"
@@ -73,6 +73,7 @@ class GNNLearner(Learner):
     requires_labels = False
     inputs = (FEATURE,)
     paper = "raghunath2023"
+    size_free = True  # no weight depends on the numbers of nodes, slots or users (GNNPolicy.for_problem)
 
     @classmethod
     def published(cls, params: dict[str, str]) -> str | None:
@@ -97,12 +98,13 @@ class GNNLearner(Learner):
         self.generator = torch.Generator().manual_seed(0)
 
     def prepare(self, features: dict[str, Tensor]) -> Tensor:
-        """``problem_gains`` arranged by node (:meth:`GroupLayout.nodes`), float32."""
-        return self.layout.nodes(features[FEATURE]).float()
+        """``problem_gains [B, U, V, 2]``, float32: the policy arranges it by node in its own layout, so
+        that the input's size is the problem's, whatever it is (``size_free``)."""
+        return features[FEATURE].float()
 
     def build_model(self, train_inputs: Tensor, generator: torch.Generator) -> nn.Module:
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        gains = train_inputs[..., 0].double()
+        gains = total_gain_db(train_inputs.double())
         gains = gains[gains > NO_GAIN_DB]  # the gains the nodes have
         with torch.random.fork_rng(devices=[]):  # nn.Linear's initial weights, from the run's seed only
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
@@ -114,6 +116,11 @@ class GNNLearner(Learner):
                 float(gains.std()),
                 objective=self.spec.objective,
             )
+
+    def adapt(self, model: nn.Module, finalize: nn.Module, problem) -> tuple[nn.Module, nn.Module]:
+        """The trained GNN on a problem of another size (``eval.shifts`` over the numbers of APs or users):
+        its layout, budgets and units rebuilt from ``problem``, its projection onto ``problem``'s budgets."""
+        return model.for_problem(problem), problem.feasibility()
 
     @property
     def reports_raw(self) -> bool:

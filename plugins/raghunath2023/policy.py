@@ -3,6 +3,8 @@ distribution, the decision and its optional refinement (:class:`GNNPolicy`)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from mimo_l2o_plugins.raghunath2023.config import Features, GNNConfig, Graph
 from mimo_l2o_plugins.raghunath2023.gnn import GroupGraphNet
@@ -21,11 +23,13 @@ MISSING = -3.0
 
 
 class GNNPolicy(nn.Module):
-    """Each node's gains ``[B, G, U, S, 3]`` (:meth:`GroupLayout.nodes` of ``problem_gains``) → powers
-    ``[B, V]`` in W.
+    """The problem's gains ``[B, U, V, 2]`` (``problem_gains``, dB) → powers ``[B, V]`` in W, read as each
+    node's gains ``[B, G, U, S, 3]`` (:meth:`GroupLayout.nodes`) in the layout of its buffers.
 
     :meth:`bounds` gives ``(a, ℓ)``; ``forward`` the lower bound or, when the buffer ``midpoint`` is
-    set, the midpoint ``a + ℓ/2`` (not yet feasible: the learner's ``finalize`` projects it).
+    set, the midpoint ``a + ℓ/2`` (not yet feasible: the learner's ``finalize`` projects it). No weight
+    depends on the numbers of nodes, slots or users: :meth:`for_problem` gives the same network for a
+    problem of another size (its layout, budgets, shares and weights).
 
     Parameters
     ----------
@@ -74,21 +78,36 @@ class GNNPolicy(nn.Module):
         self.register_buffer("mean", torch.tensor(mean - shift_mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(std - shift_std, dtype=torch.float32))
         self.register_buffer("midpoint", torch.tensor(False))
+        self.power_scale = config.power_scale
+        self._use(layout, template)
+
+    def _use(self, layout: GroupLayout, template: PowerControlProblem) -> None:
+        """(Re)sets the buffers of the problem's size: its layout, budgets, owners, weights and shares."""
+        device = self.mean.device
         for name in ("slots", "owner", "user_slot"):
-            self.register_buffer(name, getattr(layout, name).clone())
-        budget = template.budget[0].float().clone()
+            self.register_buffer(name, getattr(layout, name).clone().to(device))
+        budget = template.budget[0].float().cpu().clone()
         share = even_split(budget, template.group.cpu())  # [V]: each variable's even share
-        self.register_buffer("budget", budget)
-        self.register_buffer("group", template.group.cpu().long().clone())
-        self.register_buffer(
-            "var_owner",
-            torch.zeros(0, dtype=torch.long)
-            if template.owner is None
-            else template.owner.cpu().long().clone(),
-        )
-        self.register_buffer("weights", template.weights[0].float().clone())
-        self.register_buffer("var_share", share)
-        self.register_buffer("unit", config.power_scale * share[layout.slots])  # [G, S]
+        owner = torch.zeros(0, dtype=torch.long) if template.owner is None else template.owner.cpu().long()
+        self.register_buffer("budget", budget.to(device))
+        self.register_buffer("group", template.group.cpu().long().clone().to(device))
+        self.register_buffer("var_owner", owner.clone().to(device))
+        self.register_buffer("weights", template.weights[0].float().cpu().clone().to(device))
+        self.register_buffer("var_share", share.to(device))
+        self.register_buffer("unit", (self.power_scale * share[layout.slots]).to(device))  # [G, S]
+
+    def for_problem(self, problem: PowerControlProblem) -> GNNPolicy:
+        """This policy for ``problem``, of any number of nodes and users of the same family: the trained
+        networks and normalization shared, the buffers of ``problem``'s size (:class:`GroupLayout`; raises
+        :class:`~mimo_l2o.errors.ConfigError` where its groups are uneven)."""
+        policy = copy.copy(self)
+        policy._buffers = dict(self._buffers)  # the copy's own buffers; the modules stay shared
+        policy._use(GroupLayout.of(problem), problem)
+        return policy
+
+    def layout_nodes(self, gains_db: Tensor) -> Tensor:
+        """``problem_gains [B, U, V, 2]`` → each node's gains ``[B, G, U, S, 3]`` (GroupLayout.nodes)."""
+        return GroupLayout(self.slots, self.owner, self.user_slot).nodes(gains_db)
 
     # ---- the graph ---------------------------------------------------------------------------
     def normalized(self, node_db: Tensor) -> Tensor:
@@ -132,9 +151,10 @@ class GNNPolicy(nn.Module):
         return out.index_copy(1, self.slots.flatten(), per_slot.flatten(1))
 
     # ---- the policy --------------------------------------------------------------------------
-    def bounds(self, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """``(a, ℓ)``, each ``[B, V]`` in W; 0 for the slots without a beam."""
-        node_db = nodes[..., 0]
+    def bounds(self, gains_db: Tensor) -> tuple[Tensor, Tensor]:
+        """``(a, ℓ)`` of the problem's gains ``[B, U, V, 2]``, each ``[B, V]`` in W; 0 for the slots
+        without a beam."""
+        node_db = self.layout_nodes(gains_db)[..., 0]
         served = self.served(node_db)
         x = self.node_features(self.normalized(node_db))
         adjacency = self.adjacency(served)
@@ -149,26 +169,23 @@ class GNNPolicy(nn.Module):
         width = self.unit * nn.functional.softplus(out_w) * served
         return self.to_variables(a), self.to_variables(width)
 
-    def forward(self, nodes: Tensor, refine: bool = True) -> Tensor:
+    def forward(self, gains_db: Tensor, refine: bool = True) -> Tensor:
         """The decision: the lower bound or the midpoint, then (``refine_steps > 0`` and ``refine``)
         that many projected gradient steps of the objective from it, made feasible."""
-        a, width = self.bounds(nodes)
+        a, width = self.bounds(gains_db)
         p = torch.where(self.midpoint, a + width / 2, a)
         if not (self.refine_steps and refine):
             return p
-        problem = self.problem(nodes)
+        problem = self.problem(gains_db)
         start = problem.project(p)
         return projected_ascent(
             problem, self.objective, start, self.refine_steps, self.refine_lr, self.refine_final_lr
         )[0]
 
-    def problem(self, nodes: Tensor) -> PowerControlProblem:
-        """The power-control problem the input describes: the gains over the noise (so noise 1: the
-        SINRs are those of the gains and noise in W), gains at the floor removed, the template's
-        budgets, weights and pre-log."""
-        b, g, u, s, _ = nodes.shape
-        flat = nodes[..., 1:].permute(0, 2, 1, 3, 4).reshape(b, u, g * s, 2)
-        gains_db = torch.empty_like(flat).index_copy_(2, self.slots.flatten(), flat)  # [B, U, V, 2]
+    def problem(self, gains_db: Tensor) -> PowerControlProblem:
+        """The power-control problem the input ``[B, U, V, 2]`` describes: the gains over the noise (so
+        noise 1: the SINRs are those of the gains and noise in W), gains at the floor removed, the
+        template's budgets, weights and pre-log."""
         linear = torch.where(gains_db > NO_GAIN_DB, 10 ** (gains_db / 10), 0.0) / self.var_share[:, None]
         b, u = gains_db.shape[:2]
         return PowerControlProblem(

@@ -57,8 +57,9 @@ def setup(request):
     problem = MRT(None)(cellfree_net()).to(dtype=torch.float32)
     learner = learner_for(problem, small(request.param))
     x = learner.prepare({"problem_gains": problem.gains_db()})
-    torch.testing.assert_close(x, nodes(problem))
+    torch.testing.assert_close(x, problem.gains_db().float())  # the problem's gains: any size
     model = learner.build_model(x, gen(1))
+    torch.testing.assert_close(model.layout_nodes(x), nodes(problem))  # arranged by node in the policy
     return learner, model, x, problem
 
 
@@ -149,7 +150,7 @@ def test_the_policys_problem_is_the_precoders(make):
     of cellular problems both are there)."""
     problem = make()
     model = GNNPolicy(small(refine_steps=5), GroupLayout.of(problem), problem[:1], 0.0, 1.0, objective=EE)
-    rebuilt = model.problem(nodes(problem)).to(dtype=torch.float64)
+    rebuilt = model.problem(problem.gains_db().float()).to(dtype=torch.float64)
     p = problem.full_power() * torch.rand(len(problem), problem.num_vars, generator=gen(4))
     torch.testing.assert_close(rebuilt.sinr(p), problem.sinr(p), rtol=1e-5, atol=0)
     torch.testing.assert_close(EE(rebuilt, p), EE(problem, p), rtol=1e-5, atol=0)
@@ -199,7 +200,7 @@ def test_policy_is_equivariant_to_ues_and_aps(setup):
 
     def bounds(channels, serves):
         problem = MRT(None)(type(net)({**net.tensors, "channels": channels, "serves": serves}, net.params))
-        a, width = model.bounds(nodes(problem))
+        a, width = model.bounds(problem.gains_db().float())
         return a.view(-1, K, L), width.view(-1, K, L)  # v = k·L + l
 
     a, width = bounds(net["channels"], net["serves"])
@@ -218,10 +219,10 @@ def test_unserved_pairs_get_no_power_and_shared_users_link_the_aps_that_share_on
     serves = net["serves"]  # [n, L, K]
     assert 0.3 < float(serves.double().mean()) < 0.9  # the threshold leaves some links out
     problem = MRT(None)(net)
-    x = nodes(problem)
+    x = problem.gains_db().float()
     layout = GroupLayout.of(problem)
-    model = GNNPolicy(small(graph="shared_users"), layout, problem[:1], float(x[..., 0].mean()), 10.0)
-    node = x[..., 0]
+    node = nodes(problem)[..., 0]
+    model = GNNPolicy(small(graph="shared_users"), layout, problem[:1], float(node.mean()), 10.0)
     served = model.served(node)
     assert torch.equal(served, serves)
     adjacency = model.adjacency(served)
@@ -300,3 +301,65 @@ def test_refinement_never_lowers_the_energy_efficiency_and_stays_feasible(setup)
     assert float(gain.mean()) > 1.05  # an untrained network's decision is far from a local optimum
     assert float(problem.constraint_violation(better).max()) <= 1e-7
     assert bool((better >= 0).all())
+
+
+def test_one_trained_policy_serves_networks_of_other_sizes(setup):
+    """``for_problem``: the trained networks on a cell-free network of other numbers of APs and UEs give
+    what a policy built for that size with the same weights gives, feasible decisions through the
+    learner's ``adapt``, and leave the trained policy as it was."""
+    learner, model, x, problem = setup
+    with torch.no_grad():
+        before = model(x)
+    weights = {k: v for k, v in model.state_dict().items() if "." in k}  # the networks, not the buffers
+    for aps, users in ((2, 3), (5, 6)):
+        net = CellFree(CellFree.Config(num_aps=aps, num_users=users, num_antennas=2)).sample(8, gen(9))
+        other = MRT(None)(net).to(dtype=torch.float32)
+        y = learner.prepare({"problem_gains": other.gains_db()})
+        assert y.shape[1:] == (users, aps * users, 2)
+        reference = GNNPolicy(
+            learner.config, GroupLayout.of(other), other[:1], float(model.mean), float(model.std)
+        )
+        reference.load_state_dict(weights, strict=False)
+        reference.midpoint.copy_(model.midpoint)
+        adapted, final = learner.adapt(model, learner.finalize(), other)
+        with torch.no_grad():
+            torch.testing.assert_close(adapted(y), reference(y))
+            decision = final(adapted(y))
+        assert decision.shape == (8, aps * users)
+        assert float(other.constraint_violation(decision).max()) <= 1e-6
+        assert float(EE(other, decision).min()) > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), before)
+    assert learner.shift_refusal((K, L * K, 2), (3, 6, 2)) is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: PowerControlProblem.interference_channel(  # links
+            -torch.log(1 - torch.rand(16, n, n, generator=gen(n), dtype=torch.float64)), 0.1, 1.0
+        ),
+        lambda n: cellular_like(16, cells=n, per_cell=2),  # cells
+        lambda n: cellular_like(16, cells=2, per_cell=n),  # users per cell
+    ],
+    ids=["interference_channel", "cells", "users_per_cell"],
+)
+def test_a_policy_trained_at_one_size_reads_the_family_at_others(make):
+    """The interference channel's links and the cellular network's cells and users: the policy trained
+    on one size equals a policy built for another size with the same weights, feasible there."""
+    trained = make(3).to(dtype=torch.float32)
+    learner = learner_for(trained, small(power_scale=1.0), objective=SumRate(None))
+    model = learner.build_model(learner.prepare({"problem_gains": trained.gains_db()}), gen(4)).eval()
+    weights = {k: v for k, v in model.state_dict().items() if "." in k}
+    for n in (2, 5):
+        other = make(n).to(dtype=torch.float32)
+        reference = GNNPolicy(
+            learner.config, GroupLayout.of(other), other[:1], float(model.mean), float(model.std)
+        )
+        reference.load_state_dict(weights, strict=False)
+        adapted, final = learner.adapt(model, learner.finalize(), other)
+        y = learner.prepare({"problem_gains": other.gains_db()})
+        with torch.no_grad():
+            torch.testing.assert_close(adapted(y), reference(y))
+            decision = final(adapted(y))
+        assert float(other.constraint_violation(decision).max()) <= 1e-6
