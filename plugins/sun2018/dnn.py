@@ -176,6 +176,26 @@ def paper_init_(model: nn.Sequential, generator: torch.Generator, bias: float) -
 # Table II (IMAC, by (N, K), at r = 0)
 TABLE_I = {10: 98.33, 20: 92.04, 30: 84.29}
 TABLE_II = {(3, 12): 98.30, (3, 18): 97.45, (3, 24): 96.82, (7, 28): 94.53, (20, 80): 90.36}
+# the IMAC setting of Table II: R = 100 m, users from r = 0 (not the scenario's default r, 0.2 of the
+# hexagon's radius), the authors' path loss (200/d)^3 and 8 dB shadowing
+IMAC_SETTING = {
+    "scenario.cell_radius": 100.0,
+    "scenario.min_distance": 0.0,
+    "scenario.path_loss_exponent": 3.0,
+    "scenario.reference_distance": 200.0,
+    "scenario.shadowing_db": 8.0,
+}
+
+
+def _equal(params: dict[str, str], setting: dict[str, float]) -> bool:
+    """Whether the run's params (strings) hold each key of ``setting`` at its value."""
+    for key, value in setting.items():
+        try:
+            if not math.isclose(float(params.get(key, "nan")), value, rel_tol=1e-9, abs_tol=1e-12):
+                return False
+        except ValueError:  # None, or no number
+            return False
+    return True
 
 
 class DNNLearner(Learner):
@@ -197,15 +217,18 @@ class DNNLearner(Learner):
     @classmethod
     def published(cls, params: dict[str, str]) -> str | None:
         """Tables I and II: the DNN's sum rate ÷ WMMSE's, on the Gaussian IC (by K) and the IMAC (by
-        N and K), for sum-rate runs against WMMSE."""
+        N and K), for sum-rate runs against WMMSE in the paper's setting only (Sec. V: ``P_max`` and the
+        noise 1; the IMAC's R = 100 m, r = 0, the authors' path loss ``(200/d)³`` and 8 dB shadowing)."""
         if (params.get("objective.name"), params.get("solver.name")) != ("sum_rate", "wmmse"):
+            return None
+        if not _equal(params, {"scenario.p_max": 1.0, "scenario.noise_power": 1.0}):
             return None
         users = int(params.get("scenario.num_users", 0))
         scenario = params.get("scenario.name")
         if scenario == "gaussian_ic" and users in TABLE_I:
             return f"{TABLE_I[users]:.2f} % of WMMSE (Table I)"
         cells = int(params.get("scenario.num_cells", 0) or 0)
-        if scenario == "imac" and (cells, users) in TABLE_II:
+        if scenario == "imac" and (cells, users) in TABLE_II and _equal(params, IMAC_SETTING):
             return f"{TABLE_II[cells, users]:.2f} % of WMMSE (Table II, r = 0)"
         return None
 

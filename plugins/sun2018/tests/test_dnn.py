@@ -382,3 +382,42 @@ def test_rmsprop_training_learns_and_restores_the_best_weights():
     # this run stopped early, so the last weights were not the best: restoring mattered
     assert best < len(losses) - 1 and losses[-1] > losses[best]
     assert not model.training
+
+
+def test_the_papers_number_only_for_the_papers_setting():
+    """Tables I and II beside a run only where the run's setting is the paper's: K (and N), the powers,
+    and for the IMAC R = 100 m with users from r = 0, not the scenario's default inner radius."""
+    from mimo_l2o_plugins.sun2018.dnn import DNNLearner
+
+    ic = {
+        "objective.name": "sum_rate",
+        "solver.name": "wmmse",
+        "scenario.name": "gaussian_ic",
+        "scenario.num_users": "20",
+        "scenario.p_max": "1.0",
+        "scenario.noise_power": "1.0",
+    }
+    assert DNNLearner.published(ic) == "92.04 % of WMMSE (Table I)"
+    assert DNNLearner.published({**ic, "scenario.num_users": "12"}) is None  # no such row
+    assert DNNLearner.published({**ic, "scenario.p_max": "10.0"}) is None  # another SNR
+    assert DNNLearner.published({**ic, "solver.name": "equal"}) is None
+    imac = {
+        **ic,
+        "scenario.name": "imac",
+        "scenario.num_cells": "7",
+        "scenario.num_users": "28",
+        "scenario.cell_radius": "100.0",
+        "scenario.min_distance": "0.0",
+        "scenario.path_loss_exponent": "3.0",
+        "scenario.reference_distance": "200.0",
+        "scenario.shadowing_db": "8.0",
+    }
+    assert DNNLearner.published(imac) == "94.53 % of WMMSE (Table II, r = 0)"
+    for key, value in (
+        ("scenario.min_distance", "None"),  # the scenario's default r (23.1 m), not the paper's r = 0
+        ("scenario.min_distance", "50.0"),
+        ("scenario.cell_radius", "200.0"),
+        ("scenario.shadowing_db", "0.0"),
+    ):
+        assert DNNLearner.published({**imac, key: value}) is None, key
+    assert DNNLearner.published({k: v for k, v in imac.items() if k != "scenario.min_distance"}) is None
