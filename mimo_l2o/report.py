@@ -691,14 +691,7 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
     several values of the key (an axis of :data:`AXES`), each learner setting's matched curve beside it,
     ``<its sweep label> (trained at each value)`` (Ma et al. 2022, Figs. 7, 8 and 10: "matched" against
     "mismatch"). A curve's points are ``(value, mean, half-width)``."""
-    matched: dict[str, dict[str, list[tuple]]] = defaultdict(dict)
-    matched_seeds: dict[str, set[int]] = defaultdict(set)
-    for (_, _, axis), entry in sweep_series(points).items():
-        key = next(k for a, k, _ in AXES if a == axis)
-        for label, curve in entry["ratio"].items():
-            if not label.endswith(("(solver)", "(baseline)")):  # a learner's curve
-                matched[key][f"{label} (trained at each value)"] = curve
-                matched_seeds[key] |= set(entry["seeds"])
+    series = sweep_series(points)
     out = {}
     for key, curves in shift_table(points).items():
         drawn = {  # a value that is no number (a model's name) stays a name: one tick of its own
@@ -708,8 +701,20 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
             ]
             for label, by_value in curves.items()
         }
-        seeds = {n for by_value in curves.values() for _, _, n in by_value.values()} | matched_seeds[key]
-        out[key] = ({**drawn, **matched.get(key, {})}, sorted(seeds))
+        seeds = {n for by_value in curves.values() for _, _, n in by_value.values()}
+        # the matched curves of the shifted points' own scenarios and objectives
+        shifted = {
+            (p["scenario"], p["objective"]) for p in points if any(key in (r["shifts"] or {}) for r in p.rows)
+        }
+        for (scenario, objective, axis), entry in series.items():
+            if (scenario, objective) not in shifted or next(k for a, k, _ in AXES if a == axis) != key:
+                continue
+            where = f" {scenario} {objective}" if len(shifted) > 1 else ""
+            for label, curve in entry["ratio"].items():
+                if not label.endswith(("(solver)", "(baseline)")):  # a learner's curve
+                    drawn[f"{label}{where} (trained at each value)"] = curve
+                    seeds |= set(entry["seeds"])
+        out[key] = (drawn, sorted(seeds))
     return out
 
 

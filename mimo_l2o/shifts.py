@@ -35,7 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mimo_l2o.config import RunConfig, check_finite
-from mimo_l2o.errors import ConfigError, Incompatible
+from mimo_l2o.errors import ConfigError, Incompatible, short
 from mimo_l2o.evaluation import ObjectiveRatio, policy_decisions
 from mimo_l2o.learner import Learner, Policy
 
@@ -148,11 +148,12 @@ def evaluate_shifts(
         record: dict[str, Any] = {"key": shift.key, "value": shift.value}
         try:
             point = _evaluate(shift, learner, model, finalize, trained_shape, make_data, device)
-        except (ConfigError, Incompatible) as err:  # the learner cannot read the shifted problem
-            point = str(err)
+        except (ConfigError, Incompatible) as err:  # the shifted setting cannot be read or built
+            point = short(str(err))
         except Exception as err:  # a defect: this point's record says so, the run and its other points stand
             log.debug("shift %s=%s failed", shift.key, value_text(shift.value), exc_info=True)
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            reason = short(f"{type(err).__name__}: {first}")
             record.update(status="failed", reason=reason)
             log.warning("shift %s=%s: failed (%s)", shift.key, value_text(shift.value), reason)
             records.append(record)

@@ -339,6 +339,17 @@ def test_a_shift_figure_has_the_runs_trained_at_each_value_beside_the_run_traine
         "dnn miso_tdd p_max=10.0": [(10.0, pytest.approx(0.85)), (100.0, pytest.approx(0.55))],
         "dnn (trained at each value)": [(10.0, pytest.approx(0.85)), (100.0, pytest.approx(0.95))],
     }
+    # runs of another scenario trained at each value: not drawn in this scenario's figure
+    other = []
+    for p, value in (("10.0", 2.0), ("100.0", 3.0)):
+        row = _row("dnn", 4, value, 10.0, p_max=p)
+        row.values["scenario"] = row.params["scenario.name"] = "miso_fdd"
+        other.append(row)
+    curves, _ = shift_curves(points_of(rows + other))["scenario.p_max"]
+    matched = {label: curve for label, curve in _means(curves).items() if "each value" in label}
+    assert matched == {
+        "dnn (trained at each value)": [(10.0, pytest.approx(0.85)), (100.0, pytest.approx(0.95))]
+    }
     # no runs at other values of the key: the shifted curve alone
     alone, _ = shift_curves(points_of([r for r in rows if r["p_max"] == "10.0"]))["scenario.p_max"]
     assert list(alone) == ["dnn miso_tdd"]

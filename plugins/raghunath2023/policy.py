@@ -58,7 +58,6 @@ class GNNPolicy(nn.Module):
         self.refine_steps = config.refine_steps
         self.refine_lr, self.refine_final_lr = config.refine_lr, config.refine_final_lr
         self.objective = objective
-        self.prelog = float(template.prelog)
         require(
             not self.refine_steps or objective is not None, "refine_steps", "refining needs the objective"
         )
@@ -82,7 +81,9 @@ class GNNPolicy(nn.Module):
         self._use(layout, template)
 
     def _use(self, layout: GroupLayout, template: PowerControlProblem) -> None:
-        """(Re)sets the buffers of the problem's size: its layout, budgets, owners, weights and shares."""
+        """(Re)sets what depends on the problem's size: its layout, budgets, owners, weights, shares and
+        pre-log (in massive MIMO ``(τ_c − K)/τ_c``)."""
+        self.prelog = float(template.prelog)
         device = self.mean.device
         for name in ("slots", "owner", "user_slot"):
             self.register_buffer(name, getattr(layout, name).clone().to(device))

@@ -363,3 +363,17 @@ def test_a_policy_trained_at_one_size_reads_the_family_at_others(make):
             torch.testing.assert_close(adapted(y), reference(y))
             decision = final(adapted(y))
         assert float(other.constraint_violation(decision).max()) <= 1e-6
+
+
+def test_the_refinement_after_a_shift_climbs_the_shifted_problems_objective():
+    """``for_problem`` also takes the problem's pre-log (massive MIMO's ``(τ_c − K)/τ_c`` follows K): the
+    refined policy rebuilds the shifted problem, not the trained one."""
+    trained = cellular_like(cells=2, per_cell=2).to(dtype=torch.float32)
+    trained.prelog = 0.9
+    other = cellular_like(cells=2, per_cell=3).to(dtype=torch.float32)
+    other.prelog = 0.7
+    model = GNNPolicy(small(refine_steps=3), GroupLayout.of(trained), trained[:1], 0.0, 1.0, objective=EE)
+    rebuilt = model.for_problem(other).problem(other.gains_db().float())
+    assert rebuilt.prelog == pytest.approx(0.7) and model.problem(trained.gains_db().float()).prelog == 0.9
+    p = other.full_power().float()
+    torch.testing.assert_close(EE(rebuilt, p), EE(other, p).float(), rtol=1e-5, atol=0)
