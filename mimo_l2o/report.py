@@ -386,8 +386,34 @@ def _learner_keys(points: list[Point]) -> dict[str, list[str]]:
             problem = tuple(sorted(point.problem.items()))
             for key in keys:
                 per_problem[key][problem].add(point.setting.get(key, "unset"))
-        out[learner] = [k for k in keys if any(len(v) > 1 for v in per_problem[k].values())]
+        kept = [k for k in keys if any(len(v) > 1 for v in per_problem[k].values())]
+        for key in list(kept):  # a key that follows the problem among otherwise equal settings, if it can go
+            others = [k for k in kept if k != key]
+            if _follows_problem(members, key, others) and _tells_apart(members, others):
+                kept = others
+        out[learner] = kept
     return out
+
+
+def _follows_problem(points: list[Point], key: str, others: list[str]) -> bool:
+    """Whether ``key`` takes several values among points equal in ``others`` (a width of ``2 N_t K``
+    beside another network's fixed width: the K sweep gives it a value per K)."""
+    values = defaultdict(set)
+    for point in points:
+        values[tuple(point.setting.get(k, "unset") for k in others)].add(point.setting.get(key, "unset"))
+    return any(len(v) > 1 for v in values.values())
+
+
+def _tells_apart(points: list[Point], keys: list[str]) -> bool:
+    """Whether ``keys`` tell apart every two learner settings of one problem setting."""
+    seen: dict = {}
+    for point in points:
+        problem = tuple(sorted(point.problem.items()))
+        label = (problem, tuple(point.setting.get(k, "unset") for k in keys))
+        setting = tuple(sorted(point.learner_setting.items()))
+        if seen.setdefault(label, setting) != setting:
+            return False
+    return True
 
 
 def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:

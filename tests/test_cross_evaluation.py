@@ -451,6 +451,33 @@ def test_a_learner_key_the_problem_fixes_stays_out_of_the_curves_and_rows():
     assert _means(entry["ratio"]) == {"model_driven": [(4.0, 0.9), (10.0, 0.9)]}
     learners, columns, *_ = cells(points_of(rows), [])  # the columns in K's order as numbers
     assert learners == ["model_driven"] and columns == ["miso_tdd K=4", "miso_tdd K=10"]
+    # beside another network of a fixed width at K = 10 (Sec. VII-A's against VII-B's): the width still
+    # goes, the keys that tell the two networks apart stay, one row each
+    rows = [
+        _row("model_driven", k, 0.9 * k, float(k), {"learner.csi_width": str(64 * k), **VII_B})
+        for k in (4, 10)
+    ]
+    rows.append(_row("model_driven", 10, 8.0, 10.0, {"learner.csi_width": "0", **VII_A}))
+    learners, columns, *_ = cells(points_of(rows), [])
+    assert sorted(learners) == [
+        "model_driven learner.csi_layers=3 learner.power_net=cnn",
+        "model_driven learner.csi_layers=4 learner.power_net=fc",
+    ]
+    curves = _means(_series(rows)[("miso_tdd", "sum_rate", "K")]["ratio"])
+    assert curves == {
+        "model_driven learner.csi_layers=3 learner.power_net=cnn": [(4.0, 0.9), (10.0, 0.9)],
+        "model_driven learner.csi_layers=4 learner.power_net=fc": [(10.0, 0.8)],
+    }
+    # two settings that only the width tells apart at one K keep the width
+    rows = [_row("model_driven", 4, v, 4.0, {"learner.csi_width": w}) for v, w in ((3.0, "64"), (2.0, "0"))]
+    assert sorted(cells(points_of(rows), [])[0]) == [
+        "model_driven learner.csi_width=0",
+        "model_driven learner.csi_width=64",
+    ]
+
+
+VII_A = {"learner.csi_layers": "4", "learner.power_net": "fc"}
+VII_B = {"learner.csi_layers": "3", "learner.power_net": "cnn"}
 
 
 def test_the_best_baseline_is_the_best_mean_over_the_seeds_and_a_missing_one_is_no_crash():
