@@ -733,7 +733,7 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
             (p["scenario"], p["objective"]) for p in points if any(key in (r["shifts"] or {}) for r in p.rows)
         }
         for (scenario, objective, axis), entry in series.items():
-            if (scenario, objective) not in shifted or next(k for a, k, _ in AXES if a == axis) != key:
+            if (scenario, objective) not in shifted or SHORT.get(key) != axis:
                 continue
             where = f" {scenario} {objective}" if len(shifted) > 1 else ""
             for label, curve in entry["ratio"].items():

@@ -144,26 +144,43 @@ def evaluate_shifts(
     :class:`~mimo_l2o.data.Data` of a shifted run (its test split is the only one used)."""
     metrics: dict[str, float] = {}
     records: list[dict[str, Any]] = []
+
+    def evaluate(shift: Shift) -> tuple[float, float] | str:
+        """The learner's and the solver's mean objective on the shifted test set, or why the learner
+        cannot read it (one line)."""
+        if shift.reason is not None:
+            return shift.reason
+        data = make_data(shift.run, shift.parts)
+        inputs = data.inputs("test", learner)
+        reason = learner.shift_refusal(tuple(trained_shape), tuple(inputs.shape[1:]))
+        if reason is not None:
+            return reason
+        problem = data.problem("test")
+        reference = data.labels("test").to(problem.device)
+        adapted, final = learner.adapt(model, finalize, problem)
+        policy = Policy(adapted, final).to(device).eval()
+        decision, _ = policy_decisions(policy, inputs.to(device), problem)
+        ratio = ObjectiveRatio(data.parts.objective, problem, reference)
+        return ratio.mean(decision), ratio.mean(reference)
+
     for shift in shifts:
         record: dict[str, Any] = {"key": shift.key, "value": shift.value}
+        status = "not applicable"
         try:
-            point = _evaluate(shift, learner, model, finalize, trained_shape, make_data, device)
+            point = evaluate(shift)
         except (ConfigError, Incompatible) as err:  # the shifted setting cannot be read or built
             point = short(str(err))
         except Exception as err:  # a defect: this point's record says so, the run and its other points stand
             log.debug("shift %s=%s failed", shift.key, value_text(shift.value), exc_info=True)
             first = next((line for line in str(err).splitlines() if line.strip()), "")
-            reason = short(f"{type(err).__name__}: {first}")
-            record.update(status="failed", reason=reason)
-            log.warning("shift %s=%s: failed (%s)", shift.key, value_text(shift.value), reason)
-            records.append(record)
-            metrics["test/shift/failed"] = metrics.get("test/shift/failed", 0.0) + 1
-            continue
+            point, status = short(f"{type(err).__name__}: {first}"), "failed"
         if isinstance(point, str):
-            record.update(status="not applicable", reason=point)
-            log.info("shift %s=%s: not applicable (%s)", shift.key, value_text(shift.value), point)
+            record.update(status=status, reason=point)
+            say = log.warning if status == "failed" else log.info
+            say("shift %s=%s: %s (%s)", shift.key, value_text(shift.value), status, point)
             records.append(record)
-            metrics["test/shift/not_applicable"] = metrics.get("test/shift/not_applicable", 0.0) + 1
+            counter = f"test/shift/{status.replace(' ', '_')}"  # test/shift/failed, .../not_applicable
+            metrics[counter] = metrics.get(counter, 0.0) + 1
             continue
         ours, theirs = point
         metrics.update(
@@ -179,33 +196,6 @@ def evaluate_shifts(
         log.info("shift %s=%s: objective ratio %.4f", shift.key, value_text(shift.value), ours / theirs)
         records.append(record)
     return metrics, records
-
-
-def _evaluate(
-    shift: Shift,
-    learner: Learner,
-    model: torch.nn.Module,
-    finalize: torch.nn.Module,
-    trained_shape: tuple[int, ...],
-    make_data,
-    device: torch.device,
-) -> tuple[float, float] | str:
-    """One shifted point: the learner's and the solver's mean objective on the shifted test set, or why
-    the learner cannot read it (one line)."""
-    if shift.reason is not None:
-        return shift.reason
-    data = make_data(shift.run, shift.parts)
-    inputs = data.inputs("test", learner)
-    reason = learner.shift_refusal(tuple(trained_shape), tuple(inputs.shape[1:]))
-    if reason is not None:
-        return reason
-    problem = data.problem("test")
-    reference = data.labels("test").to(problem.device)
-    adapted, final = learner.adapt(model, finalize, problem)
-    policy = Policy(adapted, final).to(device).eval()
-    decision, _ = policy_decisions(policy, inputs.to(device), problem)
-    ratio = ObjectiveRatio(data.parts.objective, problem, reference)
-    return ratio.mean(decision), ratio.mean(reference)
 
 
 def shift_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[Any, float]]]:
