@@ -61,18 +61,28 @@ def error_bars(half) -> np.ndarray | None:
     return np.where(np.isnan(half), 0.0, half) if np.isfinite(half).any() else None
 
 
+def value_order(value) -> tuple:
+    """A sort key for axis values and their texts: by number, a joint shift's ``10x5`` by its numbers in
+    turn (``5x5 < 5x10 < 10x5``), names after the numbers in alphabetical order."""
+    try:
+        return (0, tuple(float(part) for part in str(value).split("x")))
+    except ValueError:
+        return (1, str(value))
+
+
 def shift_figure(curves: dict[str, list[tuple]], key: str, title: str, trained=None, ax=None):
     """The objective ratio against a shifted scenario key (``eval.shifts``), one curve per scheme (a
     learner; in the report one per point), the trained value marked by a dotted line (Ma et al. 2022,
     Fig. 7's "mismatch" curves); on ``ax`` when given. A curve's points are ``(value, ratio)`` or
     ``(value, mean ratio, half-width)``, the half-width (NaN: none) drawn as an error bar; values that are
-    not numbers (a model's name) are one tick each, in alphabetical order."""
+    not numbers (a model's name, a joint shift's ``5x10``) are one tick each, in the order of
+    :func:`value_order`."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110) if ax is None else (ax.figure, ax)
     values = [p[0] for points in curves.values() for p in points] + ([trained] if trained is not None else [])
     if all(_is_number(v) for v in values):
         position = float
-    else:  # a key of named values (a correlation model, a mismatch model): one tick per value
-        names = sorted({str(v) for v in values})
+    else:  # named values (a correlation model; a joint shift's 5x10): one tick each, in order
+        names = sorted({str(v) for v in values}, key=value_order)
         ax.set_xticks(range(len(names)), names)
 
         def position(value):

@@ -106,6 +106,7 @@ AXES = (  # the report's column, the config key that sets it, the axis' label (e
     ("P_UL", "scenario.pilot_power_dbm", "pilot power P_UL [dBm]"),
 )
 SHORT = {key: column for column, key, _ in AXES}
+JOINT = "_x_"  # keys shifted together, as metric names join them (mimo_l2o.shifts.TEXT_JOIN)
 # the per-epoch metrics of training_curves.png: the losses (one panel) and the validation ratio
 HISTORY = ("train/loss", "val/loss", "val/objective_ratio")
 
@@ -419,9 +420,10 @@ def _tells_apart(points: list[Point], keys: list[str]) -> bool:
 def shifts_of(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
     """A run's generalization shifts (``test/shift/<key>/<value>/objective_ratio``) as ``{key: [(value,
     ratio), ...]}``, sorted by the value."""
+    from mimo_l2o.figures import value_order
     from mimo_l2o.shifts import shift_points
 
-    return {k: sorted(v, key=lambda p: _number(p[0])) for k, v in shift_points(metrics).items()}
+    return {k: sorted(v, key=lambda p: value_order(p[0])) for k, v in shift_points(metrics).items()}
 
 
 def skipped_of(client, parent_id: str) -> list[dict]:
@@ -692,12 +694,14 @@ def shift_table(points: list[Point]) -> dict[str, dict[str, dict[str, tuple[floa
 
 def shifts_markdown(points: list[Point]) -> str:
     """The shifts section of the report: per shifted key, a row per point with its ratio at each value."""
+    from mimo_l2o.figures import value_order
+
     table = shift_table(points)
     if not table:
         return ""
     lines = ["", "## Generalization shifts (eval.shifts: trained once, tested at each value)", ""]
     for key in sorted(table):
-        values = sorted({v for by_value in table[key].values() for v in by_value}, key=_number)
+        values = sorted({v for by_value in table[key].values() for v in by_value}, key=value_order)
         lines += [f"`{key}`:", "", "| run | " + " | ".join(values) + " |"]
         lines.append("| --- |" + " --- |" * len(values))
         for label, by_value in table[key].items():
@@ -732,6 +736,8 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
         shifted = {
             (p["scenario"], p["objective"]) for p in points if any(key in (r["shifts"] or {}) for r in p.rows)
         }
+        if JOINT in key:  # keys shifted together: the runs trained at each joint value
+            drawn.update(_matched_joint(points, key, shifted, seeds))
         for (scenario, objective, axis), entry in series.items():
             if (scenario, objective) not in shifted or SHORT.get(key) != axis:
                 continue
@@ -742,6 +748,31 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
                     seeds |= set(entry["seeds"])
         out[key] = (drawn, sorted(seeds))
     return out
+
+
+def _matched_joint(points: list[Point], key: str, shifted: set, seeds: set[int]) -> dict[str, list[tuple]]:
+    """The matched curves of a joint shift (``scenario.num_aps_x_num_users``): per learner, the test ratio
+    of its runs in the shifted points' scenarios and objectives at each joint value they were trained at
+    (``15x15``), ``(value, mean, half-width)`` over the seeds; their numbers of seeds join ``seeds``."""
+    from mimo_l2o.shifts import joint_keys, value_text
+
+    keys = joint_keys(key)
+    ratios: dict = defaultdict(lambda: defaultdict(list))
+    for point in points:
+        if (point["scenario"], point["objective"]) not in shifted:
+            continue
+        for row in point.rows:
+            trained = [_number(row.params.get(k)) for k in keys]
+            if not any(math.isnan(v) for v in trained):
+                ratios[point["learner"]][value_text(trained)].append(row["objective_ratio"])
+    curves = {}
+    for learner, by_value in ratios.items():
+        if len(by_value) > 1:  # one trained setting is no curve
+            curves[f"{learner} (trained at each value)"] = [
+                (value, *interval(r)[:2]) for value, r in by_value.items()
+            ]
+            seeds |= {len(r) for r in by_value.values()}
+    return curves
 
 
 def shift_figures(points: list[Point], out: Path) -> list[str]:

@@ -9,14 +9,17 @@ the reference solver and cached like any test set. Each point logs
 * ``test/shift/<key>/<value>/objective_ratio`` (MLflow names allow no ``=``),
 * ``test/shift/<key>/<value>/objective_learner`` and ``.../objective_solver``,
 
-and a figure ``shift_<key>.png`` of the ratio against the key; ``test/shift/not_applicable`` counts the
-points the learner could not be evaluated at, ``test/shift/failed`` those an error ended (a defect: its
-one line in ``shifts.json``, the traceback in the log at debug level; the run and its other points
-stand). A point the learner cannot read (its
-input's size is fixed by the trained setting: Sun's DNN under another number of users; or the learner
-refuses the shifted scenario) is *not applicable*, with its reason, in the artifact ``shifts.json``;
-it is not a failure. What the learner knows at deployment, such as the BS's power, it is told through
-:meth:`~mimo_l2o.learner.Learner.adapt`; the decisions are then made feasible for the shifted problem.
+and a figure ``shift_<key>.png`` of the ratio against the key. Keys joined by ``+`` shift together, each
+value a list of one value per key: ``'eval.shifts={scenario.num_aps+scenario.num_users: [[10, 10], [15,
+15]]}'`` tests a cell-free model at 10 APs x 10 UEs and 15 x 15 (in metric names
+``scenario.num_aps_x_num_users/15x15``, since MLflow allows no ``+``). ``test/shift/not_applicable``
+counts the points the learner could not be evaluated at, ``test/shift/failed`` those an error ended (a
+defect: its one line in ``shifts.json``, the traceback in the log at debug level; the run and its other
+points stand). A point the learner cannot read (its input's size is fixed by the trained setting: Sun's
+DNN under another number of users; or the learner refuses the shifted scenario) is *not applicable*, with
+its reason, in the artifact ``shifts.json``; it is not a failure. What the learner knows at deployment,
+such as the BS's power, it is told through :meth:`~mimo_l2o.learner.Learner.adapt`; the decisions are
+then made feasible for the shifted problem.
 
 :func:`plan` checks every key and value before any work (bad input: one line naming
 ``eval.shifts.<key>``).
@@ -43,6 +46,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "scenario."
 FIXED = ("name", "seed")  # keys a shift may not change: another scenario, another test set
+JOIN = "+"  # keys shifted together: scenario.num_aps+scenario.num_users, each value [L, K]
+TEXT_JOIN = "_x_"  # the same in metric names and files: scenario.num_aps_x_num_users
 
 
 @dataclass
@@ -62,14 +67,30 @@ class Shift:
 
 
 def value_text(value: Any) -> str:
-    """A shifted value as it appears in metric names and figures (``8``, ``-10``, ``0.5``)."""
+    """A shifted value as it appears in metric names and figures (``8``, ``-10``, ``0.5``; a joint
+    value ``[15, 15]`` as ``15x15``)."""
+    if isinstance(value, list | tuple):
+        return "x".join(value_text(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
+def key_text(key: str) -> str:
+    """A shifted key as it appears in metric names and files: ``scenario.num_aps+scenario.num_users`` →
+    ``scenario.num_aps_x_num_users``; a single key as it is."""
+    first, *rest = key.split(JOIN)
+    return TEXT_JOIN.join([first, *(r.removeprefix(PREFIX) for r in rest)])
+
+
+def joint_keys(text: str) -> list[str]:
+    """The config keys of a key's text (:func:`key_text`): ``[scenario.num_aps, scenario.num_users]``."""
+    first, *rest = text.split(TEXT_JOIN)
+    return [first, *(PREFIX + r for r in rest)]
+
+
 def metric_prefix(key: str, value: Any) -> str:
-    return f"test/shift/{key}/{value_text(value)}"
+    return f"test/shift/{key_text(key)}/{value_text(value)}"
 
 
 def shift_points(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
@@ -96,16 +117,18 @@ def plan(run: RunConfig, build_parts) -> list[Shift]:
         )
     for key, values in (run.eval.shifts or {}).items():
         where = f"eval.shifts.{key}"
-        name = key[len(PREFIX) :] if key.startswith(PREFIX) else None
-        if name is None or name not in known:
-            allowed = ", ".join(PREFIX + k for k in sorted(known - set(FIXED)))
-            raise ConfigError(where, f"not a key of scenario={run.scenario.name}; allowed: {allowed}")
-        if name in FIXED:
-            raise ConfigError(where, f"cannot shift: {key} would make another scenario or test set")
+        names = [_shiftable(run, part, where, known) for part in key.split(JOIN)]
+        if len(set(names)) < len(names):
+            raise ConfigError(where, "names a key twice")
         if not isinstance(values, list | tuple) or not values:
             raise ConfigError(where, f"must be a non-empty list of values, got {values!r}")
         for value in values:
-            scenario = _shifted_scenario(run.scenario, name, value, where)
+            if len(names) > 1 and (not isinstance(value, list | tuple) or len(value) != len(names)):
+                raise ConfigError(
+                    where, f"{value!r}: must be a list of {len(names)} values, one per key joined by {JOIN}"
+                )
+            changes = dict(zip(names, value if len(names) > 1 else [value], strict=True))
+            scenario = _shifted_scenario(run.scenario, changes, value, where)
             shifted = dataclasses.replace(run, scenario=scenario)
             try:
                 shifts.append(Shift(key, value, shifted, build_parts(shifted)))
@@ -114,12 +137,28 @@ def plan(run: RunConfig, build_parts) -> list[Shift]:
     return shifts
 
 
-def _shifted_scenario(config: Any, name: str, value: Any, where: str) -> Any:
-    """A copy of the scenario ``config`` with ``name`` set to ``value``, validated by its schema (its
-    derived keys, ``p_max`` from ``p_max_dbm``, follow)."""
+def _shiftable(run: RunConfig, key: str, where: str, known: set[str]) -> str:
+    """The scenario field a shifted ``key`` names, or :class:`ConfigError` for ``where``."""
+    name = key[len(PREFIX) :] if key.startswith(PREFIX) else None
+    if name is None or name not in known:
+        allowed = ", ".join(PREFIX + k for k in sorted(known - set(FIXED)))
+        raise ConfigError(
+            where,
+            f"{key} is not a key of scenario={run.scenario.name}; allowed: {allowed} "
+            f"(several joined by {JOIN})",
+        )
+    if name in FIXED:
+        raise ConfigError(where, f"cannot shift: {key} would make another scenario or test set")
+    return name
+
+
+def _shifted_scenario(config: Any, changes: dict[str, Any], value: Any, where: str) -> Any:
+    """A copy of the scenario ``config`` with the fields of ``changes`` set, validated by its schema (its
+    derived keys, ``p_max`` from ``p_max_dbm``, follow); ``value`` names the point in the error."""
     node = OmegaConf.structured(copy.deepcopy(config))
     try:
-        node[name] = value
+        for name, changed in changes.items():
+            node[name] = changed
         shifted = OmegaConf.to_object(node)
         check_finite(shifted)
     except ConfigError as err:
@@ -200,9 +239,10 @@ def evaluate_shifts(
 
 def shift_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[Any, float]]]:
     """The evaluated points of each key, ``{key: [(value, ratio), ...]}`` in the order given (not
-    applicable points left out)."""
+    applicable points left out; a joint value as its text, ``15x15``)."""
     curves: dict[str, list[tuple[Any, float]]] = {}
     for r in records:
         if r["status"] == "ok" and math.isfinite(r["objective_ratio"]):
-            curves.setdefault(r["key"], []).append((r["value"], r["objective_ratio"]))
+            value = value_text(r["value"]) if JOIN in r["key"] else r["value"]
+            curves.setdefault(r["key"], []).append((value, r["objective_ratio"]))
     return curves

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -132,7 +133,8 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        # a character MLflow allows in no name (eval.shifts' joint key's +) becomes _
+        items = [Param(re.sub(r"[^/\w.\- ]", "_", k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         client = _mlflow().MlflowClient()
         for start in range(0, len(items), 100):
             with store_lock():

@@ -85,3 +85,19 @@ def test_refined_policy_reports_the_networks_ratio_and_is_no_worse(tmp_path):
     assert metrics["test/objective_ratio"] >= metrics["test/objective_ratio_raw"] - 1e-6
     _, _, ours, _ = _learner_objective(env, overrides, run)  # the pickled policy, refinement included
     assert float(ours.mean()) == pytest.approx(metrics["test/objective_learner"], rel=1e-5)
+
+
+def test_a_joint_shift_tests_the_gnn_at_other_numbers_of_aps_and_users_at_once(tmp_path):
+    """``scenario.num_aps+scenario.num_users``: the trained size reproduces the run's own test ratio, the
+    others give a ratio each against SCA on their own test sets, and the figure is logged."""
+    sizes = "eval.shifts={scenario.num_aps+scenario.num_users: [[3, 4], [2, 3], [4, 5]]}"
+    _, _, client, run = _run(tmp_path, sizes)
+    m = run.data.metrics
+    key = "test/shift/scenario.num_aps_x_num_users"
+    assert m[f"{key}/3x4/objective_ratio"] == pytest.approx(m["test/objective_ratio"], rel=1e-6)
+    for size in ("2x3", "4x5"):
+        assert 0.0 < m[f"{key}/{size}/objective_ratio"] <= 1.0 + 1e-3
+        assert m[f"{key}/{size}/objective_solver"] != pytest.approx(m["test/objective_solver"])
+    assert "test/shift/failed" not in m and "test/shift/not_applicable" not in m
+    figures = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "shift_scenario.num_aps_x_num_users.png" in figures

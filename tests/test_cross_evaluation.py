@@ -355,6 +355,34 @@ def test_a_shift_figure_has_the_runs_trained_at_each_value_beside_the_run_traine
     assert list(alone) == ["dnn miso_tdd"]
 
 
+def test_a_joint_shift_figure_has_the_runs_trained_at_each_joint_value_in_size_order():
+    """Raghunath et al.'s scaling: a model trained at 5 APs x 10 UEs tested at 10 x 10 and 15 x 15 (keys
+    shifted together), beside the models trained at each size (matched by both keys' params)."""
+    from mimo_l2o.report import points_of, shift_curves
+
+    rows = []
+    for seed in (0, 1):
+        for (aps, users), value in (((5, 10), 9.0), ((10, 10), 8.0), ((15, 15), 7.0)):
+            row = _row("gnn", users, value + seed / 2, 10.0, {"scenario.num_aps": str(aps)}, seed=seed)
+            if aps == 5:
+                shifted = [("5x10", 0.9), ("10x10", 0.7 + seed / 10), ("15x15", 0.6)]
+                row.values["shifts"] = {"scenario.num_aps_x_num_users": shifted}
+            rows.append(row)
+    curves, seeds = shift_curves(points_of(rows))["scenario.num_aps_x_num_users"]
+    assert seeds == [2]
+    means = _means(curves)
+    matched = means.pop("gnn (trained at each value)")
+    assert sorted(matched) == sorted(
+        [("5x10", pytest.approx(0.925)), ("10x10", pytest.approx(0.825)), ("15x15", pytest.approx(0.725))]
+    )
+    ((label, once),) = means.items()
+    assert label.startswith("gnn") and once == [
+        ("5x10", 0.9),
+        ("10x10", pytest.approx(0.75)),
+        ("15x15", 0.6),
+    ]
+
+
 def test_a_k_sweep_gives_a_cdf_panel_per_setting_each_with_its_own_solver():
     from mimo_l2o.report import cdf_panels, points_of
 

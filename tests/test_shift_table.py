@@ -20,6 +20,7 @@ import pytest
 
 from mimo_l2o import registry
 from mimo_l2o.errors import ConfigError
+from mimo_l2o.scenarios.cellfree import GRIDS
 from mimo_l2o.scenarios.miso import DELAY_PHASE, MISMATCH, PILOT_ESTIMATORS
 from mimo_l2o.shifts import FIXED, _shifted_scenario
 from tests.conftest import app_run
@@ -52,7 +53,12 @@ UNSET = {
     "association_db": -90.0,
     "min_distance": 10.0,
 }
-CHOICES = {"mismatch": MISMATCH, "pilot_estimator": PILOT_ESTIMATORS, "delay_phase": DELAY_PHASE}
+CHOICES = {
+    "mismatch": MISMATCH,
+    "pilot_estimator": PILOT_ESTIMATORS,
+    "delay_phase": DELAY_PHASE,
+    "ap_grid": GRIDS,
+}
 TINY = [
     "data.num_train=200",
     "data.num_val=100",
@@ -96,7 +102,7 @@ def table(scenario: str, sizes: dict) -> tuple[dict, dict]:
         errors = []
         for value in candidates(field.name, getattr(config, field.name), config):
             try:
-                _shifted_scenario(config, field.name, value, where)
+                _shifted_scenario(config, {field.name: value}, value, where)
             except ConfigError as err:
                 errors.append(str(err))
                 continue

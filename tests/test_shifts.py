@@ -128,6 +128,16 @@ def test_neural_calibration_is_told_the_shifted_power():
         ({"scenario.num_users": []}, ["eval.shifts.scenario.num_users", "non-empty list"]),
         ({"scenario.num_users": [0]}, ["eval.shifts.scenario.num_users", "0:", ">= 1"]),
         ({"scenario.snr_db": [float("nan")]}, ["eval.shifts.scenario.snr_db", "finite"]),
+        (
+            {"scenario.num_users+scenario.p_max": [[3, 1.0], [4]]},
+            ["eval.shifts.scenario.num_users+scenario.p_max", "[4]", "list of 2 values"],
+        ),
+        (
+            {"scenario.num_users+scenario.p_max": [[0, 1.0]]},
+            ["eval.shifts.scenario.num_users+scenario.p_max", "[0, 1.0]", ">= 1"],
+        ),
+        ({"scenario.num_users+scenario.num_users": [[3, 3]]}, ["names a key twice"]),
+        ({"scenario.num_users+scenario.nosuch": [[3, 3]]}, ["scenario.nosuch is not a key", "joined by +"]),
     ],
 )
 def test_bad_shifts_name_the_key_before_any_work(shifts, needles, run_config):
@@ -178,6 +188,21 @@ def test_an_error_in_one_shifted_point_is_recorded_in_one_line_and_the_others_st
     assert "Traceback" not in "".join(r.getMessage() for r in caplog.records if r.levelname != "DEBUG")
 
 
+def test_keys_shifted_together_change_both_and_name_their_metrics_without_a_plus(run_config):
+    from mimo_l2o.shifts import joint_keys, key_text, value_text
+
+    run_config.eval.shifts = {"scenario.num_users+scenario.p_max": [[3, 2.0], [6, 10.0]]}
+    shifts = plan(run_config, build_parts)
+    assert [(s.run.scenario.num_users, s.run.scenario.p_max) for s in shifts] == [(3, 2.0), (6, 10.0)]
+    assert [s.prefix for s in shifts] == [
+        "test/shift/scenario.num_users_x_p_max/3x2",
+        "test/shift/scenario.num_users_x_p_max/6x10",
+    ]
+    joint = "scenario.num_users+scenario.p_max"
+    assert joint_keys(key_text(joint)) == ["scenario.num_users", "scenario.p_max"]
+    assert key_text("scenario.p_max") == "scenario.p_max" and value_text([15, 15.0]) == "15x15"
+
+
 def test_a_shift_over_named_values_draws_one_tick_per_name():
     """``scenario.correlation: [integral]``: a key whose values are names, drawn at one tick each, the
     trained value marked on its tick."""
@@ -192,4 +217,8 @@ def test_a_shift_over_named_values_draws_one_tick_per_name():
     assert list(curve.lines[0].get_xdata()) == [0.0, 1.0] and list(curve.lines[0].get_ydata()) == [0.9, 0.8]
     (marker,) = [line for line in ax.lines if line.get_label() == "trained at"]
     assert list(marker.get_xdata()) == [0.0, 0.0]
+    close(fig)
+    # a joint shift's sizes in the order of their numbers, not of their text
+    fig = shift_figure({"gnn": [("15x15", 0.7), ("10x5", 0.8), ("5x10", 0.9)]}, "k", "t", trained="5x10")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["5x10", "10x5", "15x15"]
     close(fig)

