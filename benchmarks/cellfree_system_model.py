@@ -48,6 +48,7 @@ SENSITIVITY = {  # name: scenario overrides, each against the defaults
     "noise +10 dB": {"noise_power": 10 ** (-76 / 10) * 1e-3},
     "noise -10 dB": {"noise_power": 10 ** (-96 / 10) * 1e-3},
     "ap_height=0": {"ap_height": 0.0},
+    "num_antennas=1 (no array gain)": {"num_antennas": 1},
     "side=200 m": {"side": 200.0},
 }
 
@@ -58,10 +59,14 @@ def networks(config: CellFree.Config, samples: int):
 
 
 def commit() -> str:
+    """The commit, ``-dirty`` when tracked files differ from it."""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+        dirty = "-dirty" if git("status", "--porcelain", "-uno") else ""
+        return git("rev-parse", "--short=12", "HEAD") + dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

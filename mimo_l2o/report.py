@@ -792,7 +792,8 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
             if any(k.endswith("each value)") for k in drawn)
             else "trained once"
         )
-        fig = shift_figure(drawn, key, f"{trained}, tested at each {key}{spread}")
+        label = key.replace(JOINT, " x ")  # keys shifted together: scenario.num_aps x num_users
+        fig = shift_figure(drawn, label, f"{trained},\ntested at each {label}{spread}")
         fig.savefig(out / f"shift_{key}.png")
         close(fig)
         written.append(f"shift_{key}.png")

@@ -737,3 +737,24 @@ def test_imac_cells_with_a_budget_per_user():
     r = torch.linalg.vector_norm(x.view(8, 6, 1, 2).double() - bs, dim=-1)  # [n, users, BS]
     own_first = frames[0].view(8, 3, 2, 3, 2)  # frame of cell 0: cells and BSs in index order
     torch.testing.assert_close(own_first[..., 0].flatten(1), r.log().float().flatten(1), rtol=1e-5, atol=1e-5)
+
+
+def test_the_paper_option_is_table_iv_trained_on_the_labels():
+    """``learner=position_lstm/paper``: the literal Table IV network and training (per cell, coordinates,
+    ReLU powers, the labels' relative MSE without a floor, no pilot renaming or averaging)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.plugins import Plugins
+
+    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+    from mimo_l2o.config import register_configs, validate
+
+    Plugins.instance().register(PluginSearchPath)
+    register_configs()
+    overrides = ["scenario=cellular", "precoder=mr", "objective=max_min", "learner=position_lstm/paper"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        config = validate(compose("config", overrides=overrides)).learner
+    assert isinstance(config, PositionLSTMConfig)
+    for key, value in {**PAPER_LSTM, "permute_users": False, "relative_floor": 0.0}.items():
+        assert getattr(config, key) == value, key
+    model = PositionLSTMLearner(config, spec(L, K)).build_model(positions(8, 0), gen(0))
+    assert sum(p.numel() for p in model.parameters()) == L * 509829  # Table IV's total, per cell
