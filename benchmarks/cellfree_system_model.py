@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -34,6 +33,7 @@ from mimo_l2o.data import generator
 from mimo_l2o.objectives.energy_efficiency import EnergyEfficiency, EnergyEfficiencyConfig
 from mimo_l2o.points import fmt_interval, interval
 from mimo_l2o.precoders.mrt import MRT
+from mimo_l2o.provenance import commit
 from mimo_l2o.scenarios.cellfree import CellFree
 from mimo_l2o.solvers.ee_sca import EESCA, EESCAConfig
 from mimo_l2o.solvers.energy_efficiency import ProjectedGradient, ProjectedGradientConfig
@@ -56,19 +56,6 @@ SENSITIVITY = {  # name: scenario overrides, each against the defaults
 def networks(config: CellFree.Config, samples: int):
     """The MRT problem of the first ``samples`` networks of the run's test set."""
     return MRT(None)(CellFree(config).sample(samples, generator(config.seed, "network", "test")))
-
-
-def commit() -> str:
-    """The commit, ``-dirty`` when tracked files differ from it."""
-    try:
-
-        def git(*args: str) -> str:
-            return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
-
-        dirty = "-dirty" if git("status", "--porcelain", "-uno") else ""
-        return git("rev-parse", "--short=12", "HEAD") + dirty
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:

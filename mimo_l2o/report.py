@@ -106,7 +106,6 @@ AXES = (  # the report's column, the config key that sets it, the axis' label (e
     ("P_UL", "scenario.pilot_power_dbm", "pilot power P_UL [dBm]"),
 )
 SHORT = {key: column for column, key, _ in AXES}
-JOINT = "_x_"  # keys shifted together, as metric names join them (mimo_l2o.shifts.TEXT_JOIN)
 # the per-epoch metrics of training_curves.png: the losses (one panel) and the validation ratio
 HISTORY = ("train/loss", "val/loss", "val/objective_ratio")
 
@@ -721,6 +720,8 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
     several values of the key (an axis of :data:`AXES`), each learner setting's matched curve beside it,
     ``<its sweep label> (trained at each value)`` (Ma et al. 2022, Figs. 7, 8 and 10: "matched" against
     "mismatch"). A curve's points are ``(value, mean, half-width)``."""
+    from mimo_l2o.shifts import TEXT_JOIN
+
     series = sweep_series(points)
     out = {}
     for key, curves in shift_table(points).items():
@@ -736,7 +737,7 @@ def shift_curves(points: list[Point]) -> dict[str, tuple[dict[str, list[tuple]],
         shifted = {
             (p["scenario"], p["objective"]) for p in points if any(key in (r["shifts"] or {}) for r in p.rows)
         }
-        if JOINT in key:  # keys shifted together: the runs trained at each joint value
+        if TEXT_JOIN in key:  # keys shifted together: the runs trained at each joint value
             drawn.update(_matched_joint(points, key, shifted, seeds))
         for (scenario, objective, axis), entry in series.items():
             if (scenario, objective) not in shifted or SHORT.get(key) != axis:
@@ -781,6 +782,7 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
     each value) with their 95 % intervals as error bars; an older report's shift figures are removed.
     Returns the files written."""
     from mimo_l2o.figures import close, shift_figure
+    from mimo_l2o.shifts import TEXT_JOIN
 
     for old in out.glob("shift_*.png"):
         old.unlink()
@@ -792,7 +794,7 @@ def shift_figures(points: list[Point], out: Path) -> list[str]:
             if any(k.endswith("each value)") for k in drawn)
             else "trained once"
         )
-        label = key.replace(JOINT, " x ")  # keys shifted together: scenario.num_aps x num_users
+        label = key.replace(TEXT_JOIN, " x ")  # keys shifted together: scenario.num_aps x num_users
         fig = shift_figure(drawn, label, f"{trained},\ntested at each {label}{spread}")
         fig.savefig(out / f"shift_{key}.png")
         close(fig)

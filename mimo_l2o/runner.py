@@ -38,17 +38,7 @@ from mimo_l2o.figures import cdf_figure, close, display_name, shift_figure
 from mimo_l2o.learner import Learner, Policy
 from mimo_l2o.parts import Parts, build_parts
 from mimo_l2o.preflight import preflight
-from mimo_l2o.shifts import (
-    JOIN,
-    PREFIX,
-    Shift,
-    evaluate_shifts,
-    key_text,
-    plan,
-    shift_curves,
-    shift_points,
-    value_text,
-)
+from mimo_l2o.shifts import Shift, evaluate_shifts, key_text, plan, shift_curves, shift_points, trained_value
 from mimo_l2o.solvers.beamformers import uplink_zf
 from mimo_l2o.tracking import (
     MAX_RUN_NAME,
@@ -507,8 +497,7 @@ def figure_title(run: RunConfig, extra: str) -> str:
 def _log_shift_figures(run: RunConfig, tracker: Tracker, records: list[dict], learner: str) -> None:
     """``shift_<key>.png``: the objective ratio against each shifted key, the trained value marked."""
     for key, points in shift_curves(records).items():
-        trained = [getattr(run.scenario, k.removeprefix(PREFIX)) for k in key.split(JOIN)]
-        trained = value_text(trained) if len(trained) > 1 else trained[0]
+        trained = trained_value(run.scenario, key)
         fig = shift_figure({learner: points}, key, figure_title(run, "trained here; no retraining"), trained)
         tracker.log_figure(fig, f"shift_{key_text(key)}.png")
         close(fig)

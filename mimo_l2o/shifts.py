@@ -89,6 +89,13 @@ def joint_keys(text: str) -> list[str]:
     return [first, *(PREFIX + r for r in rest)]
 
 
+def trained_value(scenario: Any, key: str) -> Any:
+    """The value a shifted ``key`` had in training, in the form :func:`shift_curves` gives its values (a
+    joint key's as its text, ``5x10``)."""
+    values = [getattr(scenario, k.removeprefix(PREFIX)) for k in key.split(JOIN)]
+    return value_text(values) if len(values) > 1 else values[0]
+
+
 def metric_prefix(key: str, value: Any) -> str:
     return f"test/shift/{key_text(key)}/{value_text(value)}"
 
