@@ -374,7 +374,7 @@ def check_tracking(experiment: str) -> None:
             break
         except Exception as err:  # a database that refuses the connection, a corrupt SQLite file
             if attempt == STORE_ATTEMPTS - 1:  # (once may be another process creating the store)
-                raise ConfigError(key, f"{uri}: the store cannot be read ({type(err).__name__})") from None
+                raise ConfigError(key, f"{uri}: the store cannot be read ({_store_error(err)})") from None
             time.sleep(1.0)
     if found is not None and found.lifecycle_stage == "deleted":
         raise ConfigError(
@@ -382,6 +382,19 @@ def check_tracking(experiment: str) -> None:
             f"experiment '{experiment}' is deleted in {uri}; restore it (mlflow experiments restore) "
             "or choose another name",
         )
+
+
+def _store_error(err: Exception) -> str:
+    """The reason a store cannot be read, in one line: a schema of another mlflow version says what
+    to do, anything else gives its type and first sentence."""
+    text = " ".join(str(err).split())
+    if re.search(r"found version \w+, but expected \w+", text):
+        return (
+            f"written by another mlflow than this {_mlflow().__version__}: use that version, or back it up "
+            "and run `mlflow db upgrade` with the newer one"
+        )
+    first = text.split(". ")[0][:200]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 SKIPPED_DIR = "skipped"

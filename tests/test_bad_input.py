@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import time
@@ -763,3 +764,26 @@ def test_learner_input_the_scenario_cannot_provide(workdir):
     _check(
         proc, ["learner=needs_positions", "user_positions_nowhere", "scenario=gaussian_ic"], workdir, ["site"]
     )
+
+
+def test_a_store_of_another_mlflow_version(workdir, capsys):
+    """A store whose schema another mlflow wrote (a colleague's newer one upgraded it) is named as
+    such with what to do, instead of the bare exception type."""
+    import mlflow
+
+    # another process creates the store at this version's schema (this one would keep its engine)
+    make = "import mlflow; mlflow.MlflowClient().search_experiments()"
+    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True)
+    with sqlite3.connect(workdir / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'f00dfeed0001'")
+    code, err = run_main(TINY, workdir, capsys)
+    needles = ["MLFLOW_TRACKING_URI", "another mlflow", mlflow.__version__, "mlflow db upgrade"]
+    _check_line(code, err, needles, workdir)
+
+
+def test_a_store_that_is_not_a_database(workdir, capsys):
+    (workdir / "mlflow.db").write_text("not sqlite\n" * 100)
+    code, err = run_main(TINY, workdir, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert "MLFLOW_TRACKING_URI" in lines[0] and "cannot be read" in lines[0] and "not a database" in lines[0]
