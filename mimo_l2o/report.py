@@ -44,6 +44,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from collections import defaultdict
@@ -191,6 +192,13 @@ def _number(value) -> float:
         return math.nan
 
 
+def natural(text: str) -> tuple:
+    """A sort key for a label that reads its numbers as numbers: ``num_aps=5`` before ``num_aps=10``,
+    ``num_train=512`` before ``num_train=4096`` (text order would put them the other way)."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", text)
+    return tuple((0, float(part), "") if i % 2 else (1, 0.0, part) for i, part in enumerate(parts))
+
+
 def _mlflow():
     import mlflow
 
@@ -326,7 +334,7 @@ def points_of(rows: list[Row]) -> list[Point]:
         scenario = point["scenario"]
         position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
         power = _number(point["p_max"])
-        return (position, scenario, point["learner"], _number(point["K"]), power, point.label)
+        return (position, scenario, point["learner"], _number(point["K"]), power, natural(point.label))
 
     return sorted(points, key=key)
 
@@ -569,7 +577,8 @@ def cells(points: list[Point], skipped: list[dict]):
         scenario = scenario_of[column]
         position = SCENARIO_ORDER.index(scenario) if scenario in SCENARIO_ORDER else len(SCENARIO_ORDER)
         values = [_number(first[column][a]) if column in first else math.nan for a, _, _ in AXES]
-        return (position, scenario, [(math.isnan(v), 0.0 if math.isnan(v) else v) for v in values], column)
+        numbers = [(math.isnan(v), 0.0 if math.isnan(v) else v) for v in values]
+        return (position, scenario, numbers, natural(column))
 
     columns = sorted(scenario_of, key=order)
     return learners, columns, grid, scenario_of, reasons

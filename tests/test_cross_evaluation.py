@@ -410,14 +410,15 @@ def test_debug_and_full_runs_are_never_averaged_and_a_setting_matrix_is_no_cross
         _row("dnn", 12, 3.8, 4.0, {"data.num_train": "4096", "learner.train.max_epochs": "6"}, seed=1),
     ]
     points = points_of(rows)
-    assert sorted(len(p.rows) for p in points) == [1, 2]
+    assert [(p.setting["data.num_train"], len(p.rows)) for p in points] == [("512", 1), ("4096", 2)]
     assert not is_cross_evaluation(points)
     text = matrix_markdown(points, [])
     t_half = 12.706204736 * 0.025  # t(0.975, 1) · s / √2, s = 0.05 / √2
     header, _, *lines = text.splitlines()
-    assert header == "| learner ↓ setting → | miso_tdd data.num_train=4096 | miso_tdd data.num_train=512 |"
+    # the columns in the numbers' order (512 before 4096), not the text's
+    assert header == "| learner ↓ setting → | miso_tdd data.num_train=512 | miso_tdd data.num_train=4096 |"
     # one learner row: its epochs follow the data sizes (a debug preset sets both), each a column
-    assert lines == [f"| dnn | 0.925 ± {t_half:.3f} (2 seeds) | 0.500 |"]
+    assert lines == [f"| dnn | 0.500 | 0.925 ± {t_half:.3f} (2 seeds) |"]
     # a rerun of the same seeds replaces the older run; a record-only key (tracking) is no setting
     rerun = _row("dnn", 12, 3.0, 4.0, {"data.num_train": "512", "learner.train.max_epochs": "2"})
     rerun.values["start_time"], rerun.params["tracking.log_model"] = 10, "False"
