@@ -13,12 +13,14 @@ from torch import Tensor  # noqa: E402
 
 def display_name(scheme: str) -> str:
     """A scheme's name as the papers print it in their legends: the learner's or the solver's
-    ``display_name`` (``wmmse`` → ``WMMSE``, ``dnn`` → ``DNN``); other names unchanged."""
+    ``display_name`` (``wmmse`` → ``WMMSE``, ``dnn`` → ``DNN``), a learner's option after it
+    (``position_lstm/paper`` → ``LSTM (positions) paper``); other names unchanged."""
     from mimo_l2o import registry
 
+    head, _, option = scheme.partition("/")
     for reg in (registry.LEARNERS, registry.SOLVERS):
-        if scheme in reg.names():
-            return reg.get(scheme).display_name or scheme
+        if head in reg.names():
+            return " ".join([reg.get(head).display_name or head, option]).strip()
     return scheme
 
 

@@ -71,6 +71,13 @@ def job_overrides() -> list[str]:
     return list(hydra_cfg.overrides.task) if hydra_cfg else []
 
 
+def group_choice(group: str) -> str | None:
+    """The option the job chose from a config group (``position_lstm/paper`` for
+    ``learner=position_lstm/paper``), ``None`` outside Hydra."""
+    hydra_cfg = _hydra_config()
+    return hydra_cfg.runtime.choices.get(group) if hydra_cfg else None
+
+
 def parallel_job_threads() -> int:
     """Threads per job when a sweep runs jobs in parallel processes (joblib), so that the jobs share
     the cores instead of oversubscribing them; 0 (torch's default) otherwise."""

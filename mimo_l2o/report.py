@@ -261,6 +261,8 @@ def row_of(run, client, with_samples: bool) -> Row:
     values = {
         "paper": tags.get("paper", ""),
         "learner": tags.get("learner", ""),
+        # the learner's option in its config group (position_lstm/paper); older runs: the learner
+        "learner_preset": tags.get("learner_preset") or tags.get("learner", ""),
         "run": run_label(run, client),
         "scenario": tags.get("scenario", ""),
         "precoder": tags.get("precoder", ""),
@@ -359,8 +361,11 @@ def label_points(points: list[Point]) -> None:
         problem = _words(point.setting, problem_keys[point["scenario"]])
         own = _words(point.setting, learner_keys[point["learner"]])
         point.column = " ".join([point["scenario"], *problem])
-        point.learner_label = " ".join([point["learner"], *own])
+        point.learner_label = " ".join([point["learner_preset"] or point["learner"], *own])
         name = [w for w in str(point.rows[0]["run"]).split() if w.split("=", 1)[0] not in SEED_KEYS]
+        preset = point["learner_preset"] or point["learner"]
+        if name and name[0].startswith(f"{point['learner']}-"):  # a name from before the option was in it
+            name[0] = preset + name[0].removeprefix(point["learner"])
         # the settings the name does not show (a key the name already gives, as K in -K8, stays out)
         shown = {w.split("=", 1)[0] for w in name} | {"scenario.num_users"}
         extra = [
@@ -395,6 +400,9 @@ def _learner_keys(points: list[Point]) -> dict[str, list[str]]:
             for key in keys:
                 per_problem[key][problem].add(point.setting.get(key, "unset"))
         kept = [k for k in keys if any(len(v) > 1 for v in per_problem[k].values())]
+        presets = group(members, lambda p: p["learner_preset"] or p["learner"])
+        if len(presets) > 1:  # the option's name (position_lstm/paper) stands for the keys it fixes
+            kept = [k for k in kept if any(len({p.setting.get(k) for p in same}) > 1 for same in presets)]
         for key in list(kept):  # a key that follows the problem among otherwise equal settings, if it can go
             others = [k for k in kept if k != key]
             if _follows_problem(members, key, others) and _tells_apart(members, others):
@@ -1035,7 +1043,7 @@ def training_figure(points: list[Point], path: Path) -> bool:
     fig, (losses, ratios) = plt.subplots(1, 2, figsize=(12.0, 4.6), dpi=110)
     for index, point in enumerate(drawn):
         color = f"C{index % 10}"
-        name = display_name(point["learner"])
+        name = display_name(point.learner_label.split()[0])  # the learner, or its option (x/paper)
         words = [*point.learner_label.split()[1:], *point.column.split()]
         label = " ".join([name, *words]) if len(drawn) > 1 else name
         for key, ax, style in (

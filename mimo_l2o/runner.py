@@ -78,6 +78,8 @@ def run_experiment(cfg: DictConfig) -> float:
     tags = {
         "paper": run.paper or parts.learner_cls.paper,
         "learner": run.learner.name,
+        # the learner's option in its config group when it is a variant (position_lstm/paper)
+        "learner_preset": learner_preset(run),
         "scenario": run.scenario.name,
         "precoder": run.precoder.name,
         "objective": run.objective.name,
@@ -168,11 +170,19 @@ def shifts_line(metrics: dict[str, float]) -> str:
     return line + (f"; {', '.join(notes)} ({SHIFTS_ARTIFACT})" if notes else "")
 
 
+def learner_preset(run: RunConfig) -> str:
+    """The learner's option in its config group (``position_lstm/paper``), or its name where the
+    option is the learner itself or unknown (outside Hydra, an experiment preset's own learner)."""
+    choice = jobs.group_choice("learner")
+    return choice if choice and choice.split("/")[0] == run.learner.name else run.learner.name
+
+
 def run_name(run: RunConfig) -> str:
-    """``learner-scenario-K<users>``, then the values of the keys the run's sweep varies beyond those
-    (``dnn-gaussian_ic-K4 scenario.p_max=2``), so that sibling runs have different names."""
+    """``learner-scenario-K<users>`` (the learner as its option, ``position_lstm/paper``), then the
+    values of the keys the run's sweep varies beyond those (``dnn-gaussian_ic-K4 scenario.p_max=2``), so
+    that sibling runs have different names."""
     named = {"learner", "scenario", "scenario.num_users"}
-    base = f"{run.learner.name}-{run.scenario.name}-K{run.scenario.num_users}"
+    base = f"{learner_preset(run)}-{run.scenario.name}-K{run.scenario.num_users}"
     swept = [o for o in swept_overrides() if o.split("=", 1)[0] not in named]
     return short(" ".join([base, *swept]), MAX_RUN_NAME, word=MAX_RUN_NAME)
 

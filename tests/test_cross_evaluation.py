@@ -538,3 +538,45 @@ def test_the_baselines_section_gives_each_problem_settings_baselines_over_its_te
     assert header == "| setting | zf_bf | zf_uplink |"
     half = 4.302652729 * 0.05 / 3**0.5  # t(0.975, 2) · s / √3, s = 0.05
     assert line == f"| miso_tdd | 0.85 ± {half:.2g} | 0.25 ± {half:.2g} |"
+
+
+def test_a_learner_option_names_its_points_instead_of_the_keys_it_fixes(tmp_path, monkeypatch):
+    """``learner=position_lstm/paper`` beside ``learner=position_lstm``: the option's name labels its
+    points (rows, curves, legends); only keys that vary within an option stay in the labels."""
+    from mimo_l2o.report import points_of
+
+    paper = {"learner.output": "relu", "learner.shared": "False", "learner.train_on": "labels"}
+    ours = {"learner.output": "log", "learner.shared": "True", "learner.train_on": "objective"}
+    rows = [
+        _row("dnn", 4, 1.0, 10.0, {**paper, "learner.lr": "0.001"}),
+        _row("dnn", 4, 9.0, 10.0, {**ours, "learner.lr": "0.001"}),
+        _row("dnn", 4, 8.0, 10.0, {**ours, "learner.lr": "0.01"}),
+    ]
+    rows[0].values["learner_preset"] = "dnn/paper"  # the tag the runner sets; an older run has none
+    labels = {p.learner_label: p["objective_ratio"] for p in points_of(rows)}
+    assert labels == {
+        "dnn/paper learner.lr=0.001": 0.1,
+        "dnn learner.lr=0.001": 0.9,
+        "dnn learner.lr=0.01": 0.8,
+    }
+    # the run's label: its name with the option (a name from before the option was in it)
+    names = sorted(p.label for p in points_of(rows))
+    assert names == [
+        "dnn-miso_tdd-K4 learner.lr=0.001",
+        "dnn-miso_tdd-K4 learner.lr=0.01",
+        "dnn/paper-miso_tdd-K4 learner.lr=0.001",
+    ]
+    # the training curves' legend: the option after the learner's printed name
+    from mimo_l2o import figures
+    from mimo_l2o.report import training_figure
+
+    for row in rows:
+        row.history = {"train/loss": {1: 2.0, 2: 1.0}}
+    drawn = []
+    monkeypatch.setattr(figures, "close", drawn.append)
+    assert training_figure(points_of(rows), tmp_path / "training_curves.png")
+    assert sorted(line.get_label() for line in drawn[0].axes[0].lines) == [
+        "DNN learner.lr=0.001 miso_tdd (train)",
+        "DNN learner.lr=0.01 miso_tdd (train)",
+        "DNN paper learner.lr=0.001 miso_tdd (train)",
+    ]

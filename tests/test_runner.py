@@ -295,6 +295,13 @@ def test_run_name_adds_the_swept_values_and_stays_within_mlflow_limits(monkeypat
     name = runner.run_name(run)
     assert len(name) == runner.MAX_RUN_NAME and name.endswith("…")
     assert name.startswith("dnn-gaussian_ic-K4 learner.hidden=[200,200")
+    # a learner's variant in its config group (learner=dnn/paper) names the run; another group's
+    # option of another learner (none of this one's variants) does not
+    monkeypatch.setattr(runner, "swept_overrides", lambda: [])
+    monkeypatch.setattr(runner.jobs, "group_choice", lambda group: {"learner": "dnn/paper"}[group])
+    assert (runner.learner_preset(run), runner.run_name(run)) == ("dnn/paper", "dnn/paper-gaussian_ic-K4")
+    monkeypatch.setattr(runner.jobs, "group_choice", lambda group: "gnn")
+    assert (runner.learner_preset(run), runner.run_name(run)) == ("dnn", "dnn-gaussian_ic-K4")
 
 
 def test_labels_of_a_solver_with_random_starts_are_keyed_by_the_chunk_size(tmp_path):
@@ -359,10 +366,12 @@ def test_figure_titles_and_legends_name_what_a_paper_prints():
         == "cellular, mr: M=16, K=5, p_max=0.1 W (20 dBm); 10 test samples"
     )
     assert figure_title(_run_config(), "x") == "gaussian_ic: K=10, p_max=1; x"
-    assert [display_name(n) for n in ("wmmse", "dnn", "max_power", "ee_sca", "gnn")] == [
+    assert [display_name(n) for n in ("wmmse", "dnn", "max_power", "ee_sca", "gnn", "dnn/paper", "x/y")] == [
         "WMMSE",
         "DNN",
         "Max power",
         "SCA",
         "GNN",
+        "DNN paper",  # a learner's option (learner=dnn/paper) after the learner's name
+        "x/y",
     ]
