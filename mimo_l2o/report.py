@@ -341,8 +341,17 @@ def points_of(rows: list[Row]) -> list[Point]:
     return sorted(points, key=key)
 
 
+def _short(key: str) -> str:
+    """A key as a label shows it: an axis by its column (``K``), a part's name by its group as the
+    command line chooses it (``precoder.name`` → ``precoder``), any other key whole."""
+    if key in SHORT:
+        return SHORT[key]
+    group, _, leaf = key.partition(".")
+    return group if leaf == "name" else key
+
+
 def _words(setting: dict[str, str], keys) -> list[str]:
-    return [f"{SHORT.get(k, k)}={setting.get(k, 'unset')}" for k in keys]
+    return [f"{_short(k)}={setting.get(k, 'unset')}" for k in keys]
 
 
 def label_points(points: list[Point]) -> None:
@@ -368,11 +377,9 @@ def label_points(points: list[Point]) -> None:
             name[0] = preset + name[0].removeprefix(point["learner"])
         # the settings the name does not show (a key the name already gives, as K in -K8, stays out)
         shown = {w.split("=", 1)[0] for w in name} | {"scenario.num_users"}
-        extra = [
-            f"{k}={point.setting.get(k, 'unset')}"
-            for k in (*learner_keys[point["learner"]], *problem_keys[point["scenario"]])
-            if k not in shown
-        ]
+        shown |= {f"{k}.name" for k in shown}  # precoder=mr in the name shows precoder.name
+        keys = (*learner_keys[point["learner"]], *problem_keys[point["scenario"]])
+        extra = _words(point.setting, [k for k in keys if k not in shown])
         point.label = " ".join([*name, *extra])
     for attribute in ("label", "learner_label"):  # the last resort: the run id tells them apart
         seen = defaultdict(list)

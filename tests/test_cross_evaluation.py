@@ -580,3 +580,17 @@ def test_a_learner_option_names_its_points_instead_of_the_keys_it_fixes(tmp_path
         "DNN learner.lr=0.01 miso_tdd (train)",
         "DNN paper learner.lr=0.001 miso_tdd (train)",
     ]
+
+
+def test_a_parts_name_is_shown_as_its_group_once():
+    """``precoder=mr`` swept: the column reads ``precoder=mr`` as typed, and a run whose name already
+    shows it does not repeat it as ``precoder.name=mr``."""
+    from mimo_l2o.report import points_of
+
+    rows = [_row("dnn", 4, 1.0, 2.0, {"precoder.name": name}) for name in ("mr", "mmmse")]
+    for row in rows:
+        row.values["run"] = f"dnn-miso_tdd-K4 precoder={row.params['precoder.name']}"
+    points = points_of(rows)
+    assert sorted(p.column for p in points) == ["miso_tdd precoder=mmmse", "miso_tdd precoder=mr"]
+    labels = sorted(p.label for p in points)
+    assert labels == ["dnn-miso_tdd-K4 precoder=mmmse", "dnn-miso_tdd-K4 precoder=mr"]
