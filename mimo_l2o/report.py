@@ -918,8 +918,10 @@ def sweep_series(points: list[Point]) -> dict:
     the solver has none). A learner's curve is labelled by its learner setting and the problem settings
     the points vary besides the axis, the solver's ``<solver> (solver)`` and a baseline's
     ``<name> (baseline)`` by those problem settings; the solver and the baselines count each test set
-    once. A key that follows the axis (:func:`_tied`) is no curve of its own; the axes among them are
-    listed under ``"tied"`` (``M`` or ``M = K``). ``"seeds"``: the numbers of seeds of the points."""
+    once. Where the learner's paper published a ratio for a point, the ratio curves have it as
+    ``<learner> (paper)``. A key that follows the axis (:func:`_tied`) is no curve of its own; the axes
+    among them are listed under ``"tied"`` (``M`` or ``M = K``). ``"seeds"``: the numbers of seeds of
+    the points."""
     groups = defaultdict(list)
     for point in points:
         groups[(point["scenario"], point["objective"])].append(point)
@@ -941,10 +943,14 @@ def sweep_series(points: list[Point]) -> dict:
             for point in on_axis:
                 x, context = _number(point[axis]), _words(point.setting, others)
                 own = _words(point.setting, own_keys[point["learner"]])
-                label = " ".join([point["learner"], *own, *context])
+                learner = point["learner_preset"] or point["learner"]
+                label = " ".join([learner, *own, *context])
                 for row in point.rows:
                     objective_points[label][x].append((row["objectives"] or {}).get("learner", math.nan))
                     ratio_points[label][x].append(row["objective_ratio"])
+                paper = published_ratio(point["published"])
+                if paper is not None:  # the paper's number at this point, once however many settings
+                    ratio_points[" ".join([f"{point['learner']} (paper)", *context])][x] = [paper]
 
             def place(p: Point, axis=axis, others=others):
                 return _number(p[axis]), tuple(_words(p.setting, others))
@@ -975,6 +981,16 @@ def sweep_series(points: list[Point]) -> dict:
     return series
 
 
+def published_ratio(text: str | None) -> float | None:
+    """The ratio to the solver in a paper's number as ``Learner.published`` words it, where it is one:
+    ``98.33 % of WMMSE (Table I)`` → 0.9833, ``1.113x SCA (...)`` → 1.113; ``None`` for other numbers (an
+    MSE) and none."""
+    match = re.match(r"\s*(\d+(?:\.\d+)?)\s*(%|x)\s+(?:of\s+)?[A-Za-z]", text or "")
+    if not match:
+        return None
+    return float(match[1]) / (100.0 if match[2] == "%" else 1.0)
+
+
 def _curves(points: dict) -> dict[str, list[tuple[float, float, float]]]:
     return {
         label: [(x, *interval(values)[:2]) for x, values in sorted(by_x.items())]
@@ -985,8 +1001,8 @@ def _curves(points: dict) -> dict[str, list[tuple[float, float, float]]]:
 def sweep_figure(points: list[Point], path: Path) -> bool:
     """``sweep_curves.png``: a column per :func:`sweep_series` entry, the mean objective above and the
     ratio to the solver below, with the 95 % intervals over the seeds as error bars; the learners'
-    curves solid, the solver's dashed black, the baselines' dotted. ``False`` (and no file) when no
-    axis varies."""
+    curves solid, the solver's dashed black, the baselines' dotted, the paper's published ratios
+    (:func:`published_ratio`) black stars. ``False`` (and no file) when no axis varies."""
     from matplotlib.ticker import MaxNLocator
 
     from mimo_l2o import registry
@@ -1010,7 +1026,9 @@ def sweep_figure(points: list[Point], path: Path) -> bool:
             for label, curve in quantities[quantity].items():
                 x, y, half = (np.asarray(v, dtype=float) for v in zip(*curve, strict=True))
                 head, _, rest = label.partition(" ")
-                if "(solver)" in label:
+                if "(paper)" in label:  # the paper's published ratios: stars, no line
+                    style = {"color": "black", "linestyle": "none", "marker": "*", "markersize": 11}
+                elif "(solver)" in label:
                     style = {"color": "black", "linestyle": "--", "marker": "s"}
                 elif "(baseline)" in label:
                     style = {"linestyle": ":", "marker": "^"}

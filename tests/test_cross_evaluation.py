@@ -594,3 +594,24 @@ def test_a_parts_name_is_shown_as_its_group_once():
     assert sorted(p.column for p in points) == ["miso_tdd precoder=mmmse", "miso_tdd precoder=mr"]
     labels = sorted(p.label for p in points)
     assert labels == ["dnn-miso_tdd-K4 precoder=mmmse", "dnn-miso_tdd-K4 precoder=mr"]
+
+
+def test_the_papers_published_ratios_are_a_curve_of_the_ratio_panel():
+    """Sun et al.'s Table I beside the DNN's ratios: a ``dnn (paper)`` curve at the points the paper
+    published, read from ``Learner.published``'s words; a number that is no ratio is no point."""
+    from mimo_l2o.report import published_ratio
+
+    assert published_ratio("98.33 % of WMMSE (Table I)") == pytest.approx(0.9833)
+    assert published_ratio("1.113x SCA (5.93 vs 5.33 Mbit/J, Table II)") == pytest.approx(1.113)
+    assert published_ratio("MSE of SEs 0.007 (Sec. V)") is None
+    assert published_ratio("") is None and published_ratio(None) is None
+    rows = [_row("dnn", k, 8.0, 10.0, seed=seed) for k in (2, 4, 6) for seed in (0, 1)]
+    for row in rows:
+        row.values["published"] = {2: "98.33 % of WMMSE (Table I)", 4: "92.04 % of WMMSE (Table I)"}.get(
+            int(row.values["K"]), ""
+        )
+    ratio = _series(rows)[("miso_tdd", "sum_rate", "K")]["ratio"]
+    paper = ratio["dnn (paper)"]
+    assert [(x, round(y, 4)) for x, y, _ in paper] == [(2.0, 0.9833), (4.0, 0.9204)]
+    assert all(np.isnan(half) for _, _, half in paper)  # one published number, no interval
+    assert [(x, y) for x, y, _ in ratio["dnn"]] == [(2.0, 0.8), (4.0, 0.8), (6.0, 0.8)]
