@@ -47,6 +47,8 @@ SENSITIVITY = {  # name: scenario overrides, each against the defaults
     "association_db=-80": {"association_db": -80.0},
     "noise +10 dB": {"noise_power": 10 ** (-76 / 10) * 1e-3},
     "noise -10 dB": {"noise_power": 10 ** (-96 / 10) * 1e-3},
+    "noise +20 dB": {"noise_power": 10 ** (-66 / 10) * 1e-3},
+    "noise -60 dB (interference-limited)": {"noise_power": 10 ** (-146 / 10) * 1e-3},
     "ap_height=0": {"ap_height": 0.0},
     "num_antennas=1 (no array gain)": {"num_antennas": 1},
     "side=200 m": {"side": 200.0},
