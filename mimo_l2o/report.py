@@ -1094,7 +1094,8 @@ def training_figure(points: list[Point], path: Path) -> bool:
     for ax in (losses, ratios):
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="x-small")
+        if ax.lines:  # runs without a validation ratio leave that panel empty
+            ax.legend(fontsize="x-small")
     losses.set_ylabel("loss (the learner's own)")
     fig.tight_layout()
     fig.savefig(path)
