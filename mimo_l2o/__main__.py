@@ -60,6 +60,19 @@ class PluginSearchPath(SearchPathPlugin):
             search_path.append(provider="mimo_l2o-plugin", path=f"file://{conf}")
 
 
+def composed(*overrides: str):
+    """The validated run config (``RunConfig``) that ``python -m mimo_l2o <overrides>`` composes, the
+    plugins' config folders included, without running anything (tests, notebooks)."""
+    from hydra import compose, initialize_config_dir
+
+    from mimo_l2o.config import register_configs, validate
+
+    Plugins.instance().register(PluginSearchPath)
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return validate(compose("config", overrides=list(overrides)))
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float:
     from mimo_l2o.runner import run_experiment

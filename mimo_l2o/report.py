@@ -151,6 +151,8 @@ class Point:
             return " ".join(r["run_id"] for r in self.rows)
         if key == "best_baseline":
             return self.best_baseline()[0]
+        if key == "learner_preset":  # the learner's option (position_lstm/paper); older runs: the learner
+            return self.rows[0]["learner_preset"] or self.rows[0]["learner"]
         if key in MEANS:
             return self.stat(key)[0]
         return self.rows[0][key]
@@ -261,8 +263,8 @@ def row_of(run, client, with_samples: bool) -> Row:
     values = {
         "paper": tags.get("paper", ""),
         "learner": tags.get("learner", ""),
-        # the learner's option in its config group (position_lstm/paper); older runs: the learner
-        "learner_preset": tags.get("learner_preset") or tags.get("learner", ""),
+        # the learner's option in its config group (position_lstm/paper); older runs have none
+        "learner_preset": tags.get("learner_preset", ""),
         "run": run_label(run, client),
         "scenario": tags.get("scenario", ""),
         "precoder": tags.get("precoder", ""),
@@ -370,11 +372,10 @@ def label_points(points: list[Point]) -> None:
         problem = _words(point.setting, problem_keys[point["scenario"]])
         own = _words(point.setting, learner_keys[point["learner"]])
         point.column = " ".join([point["scenario"], *problem])
-        point.learner_label = " ".join([point["learner_preset"] or point["learner"], *own])
+        point.learner_label = " ".join([point["learner_preset"], *own])
         name = [w for w in str(point.rows[0]["run"]).split() if w.split("=", 1)[0] not in SEED_KEYS]
-        preset = point["learner_preset"] or point["learner"]
         if name and name[0].startswith(f"{point['learner']}-"):  # a name from before the option was in it
-            name[0] = preset + name[0].removeprefix(point["learner"])
+            name[0] = point["learner_preset"] + name[0].removeprefix(point["learner"])
         # the settings the name does not show (a key the name already gives, as K in -K8, stays out)
         shown = {w.split("=", 1)[0] for w in name} | {"scenario.num_users"}
         shown |= {f"{k}.name" for k in shown}  # precoder=mr in the name shows precoder.name
@@ -407,7 +408,7 @@ def _learner_keys(points: list[Point]) -> dict[str, list[str]]:
             for key in keys:
                 per_problem[key][problem].add(point.setting.get(key, "unset"))
         kept = [k for k in keys if any(len(v) > 1 for v in per_problem[k].values())]
-        presets = group(members, lambda p: p["learner_preset"] or p["learner"])
+        presets = group(members, lambda p: p["learner_preset"])
         if len(presets) > 1:  # the option's name (position_lstm/paper) stands for the keys it fixes
             kept = [k for k in kept if any(len({p.setting.get(k) for p in same}) > 1 for same in presets)]
         for key in list(kept):  # a key that follows the problem among otherwise equal settings, if it can go
@@ -943,8 +944,7 @@ def sweep_series(points: list[Point]) -> dict:
             for point in on_axis:
                 x, context = _number(point[axis]), _words(point.setting, others)
                 own = _words(point.setting, own_keys[point["learner"]])
-                learner = point["learner_preset"] or point["learner"]
-                label = " ".join([learner, *own, *context])
+                label = " ".join([point["learner_preset"], *own, *context])
                 for row in point.rows:
                     objective_points[label][x].append((row["objectives"] or {}).get("learner", math.nan))
                     ratio_points[label][x].append(row["objective_ratio"])

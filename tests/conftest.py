@@ -116,21 +116,14 @@ def assert_contract_metrics(client, run, extra=(), baselines=("equal", "random")
 def rebuild_data(env: dict[str, str], overrides: list[str]):
     """The run's config, parts and cached data (CPU) as an app run with ``env`` and ``overrides`` left
     them: ``(run config, parts, Data)``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.plugins import Plugins
-
-    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+    from mimo_l2o.__main__ import composed
     from mimo_l2o.cache import Cache
-    from mimo_l2o.config import register_configs, validate
     from mimo_l2o.data import Data
     from mimo_l2o.parts import build_parts
 
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
     os.environ["MIMO_L2O_CACHE_DIR"] = env["MIMO_L2O_CACHE_DIR"]
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            run = validate(compose("config", overrides=list(overrides)))
+        run = composed(*overrides)
     finally:
         del os.environ["MIMO_L2O_CACHE_DIR"]
     parts = build_parts(run)

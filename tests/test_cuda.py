@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_runner import _run_config
+from mimo_l2o.__main__ import composed
 
 pytestmark = [
     pytest.mark.cuda,
@@ -19,7 +19,7 @@ def _data(*overrides):
     from mimo_l2o.data import Data
     from mimo_l2o.parts import build_parts
 
-    run = _run_config(
+    run = composed(
         "data.num_train=64", "data.num_val=32", "data.num_test=32", "learner.train.batch_size=16", *overrides
     )
     parts = build_parts(run)

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.plugins import Plugins
 
 from mimo_l2o import features
-from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
+from mimo_l2o.__main__ import composed
 from mimo_l2o.cache import Cache
-from mimo_l2o.config import register_configs, validate
 from mimo_l2o.data import Data, generator
 from mimo_l2o.errors import ConfigError
 from mimo_l2o.learner import Learner, LearnerConfig
@@ -21,18 +18,11 @@ from mimo_l2o.registry import LEARNERS
 from mimo_l2o.solvers.wmmse import wmmse
 
 
-def _run_config(*overrides):
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return validate(compose("config", overrides=list(overrides)))
-
-
 @pytest.mark.parametrize("scenario", ["gaussian_ic", "imac"])
 def test_sampling_does_not_depend_on_the_chunk_size(tmp_path, scenario):
     nets = []
     for chunk in (7, 1000):
-        run = _run_config(
+        run = composed(
             f"scenario={scenario}",
             "data.num_train=50",
             f"data.chunk_size={chunk}",
@@ -47,7 +37,7 @@ def test_sampling_does_not_depend_on_the_chunk_size(tmp_path, scenario):
 
 
 def test_splits_are_distinct_and_labels_are_the_solvers(tmp_path):
-    run = _run_config(
+    run = composed(
         "data.num_train=64",
         "data.num_val=64",
         "data.num_test=64",
@@ -70,7 +60,7 @@ def test_learner_input_the_scenario_lacks_is_refused():
     LEARNERS._classes["position_test"] = PositionLearner
     PositionLearner.name = "position_test"
     try:
-        run = _run_config()
+        run = composed()
         run.learner.name = "position_test"
         with pytest.raises(ConfigError) as err:
             build_parts(run)
@@ -98,9 +88,7 @@ def test_problems_of_an_expensive_precoder_are_cached(tmp_path):
             calls.append(len(network))
             return super().__call__(network)
 
-    run = _run_config(
-        "data.num_train=40", "data.num_val=30", "data.chunk_size=16", "learner.train.batch_size=8"
-    )
+    run = composed("data.num_train=40", "data.num_val=30", "data.chunk_size=16", "learner.train.batch_size=8")
     parts = build_parts(run)
     parts.precoder = CountingPrecoder(run.precoder)
     data = Data(run, parts, Cache(tmp_path), torch.device("cpu"), progress=False)
@@ -143,7 +131,7 @@ def test_per_user_metrics_against_a_hand_computation():
 def test_cellular_problems_are_cached_and_features_are_positions(tmp_path):
     """The cellular scenario stores positions, gains and angles (no correlation matrices); the
     Monte-Carlo problems are built once per chunk and cached; the learner input is the positions."""
-    run = _run_config(
+    run = composed(
         "scenario=cellular",
         "scenario.num_antennas=4",
         "precoder.num_realizations=5",
@@ -235,7 +223,7 @@ def test_parts_of_another_family_are_refused_and_baselines_come_from_the_family(
         cls.name = "beam_test"
 
     def config(*overrides):
-        run = _run_config(*overrides)
+        run = composed(*overrides)
         run.scenario.name = run.precoder.name = "beam_test"
         return run
 
@@ -267,7 +255,7 @@ def test_parts_of_another_family_are_refused_and_baselines_come_from_the_family(
 def test_a_labeller_other_than_the_reference_labels_the_training_set(tmp_path):
     """``data.label_solver``: supervised learners train on its decisions, the metrics' reference stays
     the solver's; both are cached under their own keys."""
-    run = _run_config(
+    run = composed(
         "data.num_train=16", "data.num_val=8", "data.label_solver=ee_pga", "learner.train.batch_size=8"
     )
     parts = build_parts(run)
@@ -284,7 +272,7 @@ def test_a_labeller_other_than_the_reference_labels_the_training_set(tmp_path):
 def test_run_name_adds_the_swept_values_and_stays_within_mlflow_limits(monkeypatch):
     from mimo_l2o import runner
 
-    run = _run_config("scenario.num_users=4")
+    run = composed("scenario.num_users=4")
     monkeypatch.setattr(runner, "swept_overrides", lambda: [])
     assert runner.run_name(run) == "dnn-gaussian_ic-K4"
     # keys already in the base name are not repeated
@@ -310,7 +298,7 @@ def test_labels_of_a_solver_with_random_starts_are_keyed_by_the_chunk_size(tmp_p
     deterministic solver's labels are shared across chunkings and equal."""
     labels, keys = {}, {}
     for chunk in (8, 16):
-        run = _run_config(
+        run = composed(
             "data.num_train=16",
             "data.num_val=8",
             "data.label_solver=ee_pga",
@@ -335,7 +323,7 @@ def test_a_power_sweep_samples_the_networks_once(tmp_path, scenario):
     (one entry for both powers), while the problems and labels follow each run's own values."""
     made = {}
     for p_max in (1.0, 4.0):
-        run = _run_config(
+        run = composed(
             f"scenario={scenario}",
             f"scenario.p_max={p_max}",
             "data.num_train=16",
@@ -360,12 +348,12 @@ def test_figure_titles_and_legends_name_what_a_paper_prints():
     from mimo_l2o.figures import display_name
     from mimo_l2o.runner import figure_title
 
-    run = _run_config("scenario=cellular", "precoder=mr", "scenario.num_antennas=16", "scenario.p_max_dbm=20")
+    run = composed("scenario=cellular", "precoder=mr", "scenario.num_antennas=16", "scenario.p_max_dbm=20")
     assert (
         figure_title(run, "10 test samples")
         == "cellular, mr: M=16, K=5, p_max=0.1 W (20 dBm); 10 test samples"
     )
-    assert figure_title(_run_config(), "x") == "gaussian_ic: K=10, p_max=1; x"
+    assert figure_title(composed(), "x") == "gaussian_ic: K=10, p_max=1; x"
     assert [display_name(n) for n in ("wmmse", "dnn", "max_power", "ee_sca", "gnn", "dnn/paper", "x/y")] == [
         "WMMSE",
         "DNN",

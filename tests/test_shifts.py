@@ -150,17 +150,9 @@ def test_bad_shifts_name_the_key_before_any_work(shifts, needles, run_config):
 
 @pytest.fixture
 def run_config():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.plugins import Plugins
+    from mimo_l2o.__main__ import composed
 
-    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
-    from mimo_l2o.config import register_configs, validate
-
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["scenario=gaussian_ic", "learner=dnn"])
-    return validate(cfg)
+    return composed("scenario=gaussian_ic", "learner=dnn")
 
 
 def test_an_error_in_one_shifted_point_is_recorded_in_one_line_and_the_others_stand(caplog):

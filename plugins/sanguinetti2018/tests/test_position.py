@@ -742,17 +742,10 @@ def test_imac_cells_with_a_budget_per_user():
 def test_the_paper_option_is_table_iv_trained_on_the_labels():
     """``learner=position_lstm/paper``: the literal Table IV network and training (per cell, coordinates,
     ReLU powers, the labels' relative MSE without a floor, no pilot renaming or averaging)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.plugins import Plugins
+    from mimo_l2o.__main__ import composed
 
-    from mimo_l2o.__main__ import CONF_DIR, PluginSearchPath
-    from mimo_l2o.config import register_configs, validate
-
-    Plugins.instance().register(PluginSearchPath)
-    register_configs()
     overrides = ["scenario=cellular", "precoder=mr", "objective=max_min", "learner=position_lstm/paper"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        config = validate(compose("config", overrides=overrides)).learner
+    config = composed(*overrides).learner
     assert isinstance(config, PositionLSTMConfig)
     for key, value in {**PAPER_LSTM, "permute_users": False, "relative_floor": 0.0}.items():
         assert getattr(config, key) == value, key
