@@ -1,6 +1,7 @@
 """Package discovery (the rest of the build is in pyproject.toml): every package and config folder under
 ``mimo_l2o/``, ``conf/`` (installed as ``mimo_l2o.conf``) and ``plugins/`` (installed as
-``mimo_l2o_plugins``), found on disk, so that adding a plugin or a config group needs no hand-kept list;
+``mimo_l2o_plugins``), found on disk, and the Slurm launcher in Hydra's plugin namespace
+(``hydra_plugins.mimo_l2o_slurm``), so that adding a plugin or a config group needs no hand-kept list;
 plugin tests are not installed."""
 
 from setuptools import find_namespace_packages, setup
@@ -16,4 +17,5 @@ setup(
     packages=under("mimo_l2o", "mimo_l2o")
     + under("conf", "mimo_l2o.conf")
     + under("plugins", "mimo_l2o_plugins")
+    + ["hydra_plugins.mimo_l2o_slurm"]
 )

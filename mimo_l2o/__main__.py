@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig
 
-from mimo_l2o.errors import ConfigError, RunFailure, one_line, short
+from mimo_l2o.errors import MAX_LINE, ConfigError, RunFailure, one_line, short
 from mimo_l2o.registry import LEARNER_ENTRY_POINTS
 
 
@@ -75,6 +75,7 @@ def composed(*overrides: str):
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> float:
+    from mimo_l2o.jobs import job_number
     from mimo_l2o.runner import run_experiment
 
     try:
@@ -86,6 +87,13 @@ def _app(cfg: DictConfig) -> float:
         discard_output_dir()
         print(f"error: {short(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunFailure as err:
+        if job_number() is not None:  # in a sweep, the job fails and the sweep reports it
+            raise
+        # a single run's expected failure (divergence, a full disk, a lost tracking server): its run
+        # is closed FAILED; one line, without Hydra's "Error executing job" before it, its paths whole
+        print(f"error: {short(str(err), word=MAX_LINE)}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _check_keys(args: list[str]) -> None:
@@ -118,7 +126,7 @@ def main() -> None:
             print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
             sys.exit(130)
         if isinstance(err, RunFailure):  # an expected failure (divergence): its run ended FAILED
-            print(f"error: {short(str(err))}", file=sys.stderr)
+            print(f"error: {short(str(err), word=MAX_LINE)}", file=sys.stderr)
             sys.exit(1)
         message = one_line(err)
         if message is None:

@@ -16,22 +16,26 @@ again. Files are created with the permissions the umask allows (``0666 & ~umask`
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
+
+from mimo_l2o.errors import RunFailure
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +67,57 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace`` onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class DiskFull(RunFailure):
+    """A write that found no space left: one line naming the folder, the space the file needs and the
+    space free (nothing half-written is left: the write was to a temporary file, now removed)."""
+
+    def __init__(self, folder: Path, name: str, needed: int):
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        super().__init__(
+            f"{folder}: no space left on the device (writing {name} needs about {_megabytes(needed)}, "
+            f"{_megabytes(free)} free); free some space or choose another folder"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
+
+
+def _nbytes(obj: Any) -> int:
+    """The bytes of the tensors in ``obj`` (dicts, lists and dataclasses of tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _no_space(error: BaseException) -> bool:
+    """``error`` (or one it came from) is a write that found the disk full: ENOSPC, or torch's zip
+    writer's report of a short write."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(error, RuntimeError) and (
+            "unexpected pos" in str(error) or "failed writing" in str(error)
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, size: int = 0) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace`` onto ``path``;
+    :class:`DiskFull` when the disk is full (``size``: the bytes the file needs, for its message)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        if _no_space(error):
+            raise DiskFull(path.parent, path.name, size) from None
+        raise
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
@@ -74,14 +125,16 @@ def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True)
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if _no_space(error):
+            raise DiskFull(path.parent, path.name, size) from None
         raise
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    _atomic_write(path, lambda f: torch.save(obj, f), size=_nbytes(obj))
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
@@ -130,6 +183,72 @@ def _discard(path: Path) -> None:
     _digest_path(path).unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sharded labelling: shard ``index`` (from 0) of ``count``."""
+
+    index: int
+    count: int
+
+    def share(self, chunks: list) -> list:
+        """The shard's contiguous share of ``chunks`` (sizes differ by at most one)."""
+        n = len(chunks)
+        return chunks[self.index * n // self.count : (self.index + 1) * n // self.count]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    index: int
+    start: int
+    stop: int
+    folder: Path
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.start:012d}-{self.stop:012d}.pt"
+
+
+def _span(chunks: list) -> str:
+    """``3-5`` (1-based chunk numbers), ``4``, or ``none``."""
+    if not chunks:
+        return "none"
+    first, last = chunks[0].index + 1, chunks[-1].index + 1
+    return str(first) if first == last else f"{first}-{last}"
+
+
+CHECK_ROWS = 4  # rows of an entry recomputed when it is checked on reading
+CHECK_TOLERANCE = 1e-3  # recomputed rows may differ by this much, relative to the entry's largest value
+
+
+def _same(cached: Any, fresh: Any, exact: bool) -> bool:
+    """``cached`` and ``fresh`` (tensors, numbers, nested dicts and lists) agree: exactly, or each
+    tensor within :data:`CHECK_TOLERANCE` of its largest magnitude (other machines and batch sizes
+    round differently; a wrong entry differs by far more)."""
+    if isinstance(cached, dict) and isinstance(fresh, dict):
+        return cached.keys() == fresh.keys() and all(_same(cached[k], fresh[k], exact) for k in cached)
+    if isinstance(cached, list | tuple) and isinstance(fresh, list | tuple):
+        return len(cached) == len(fresh) and all(
+            _same(a, b, exact) for a, b in zip(cached, fresh, strict=True)
+        )
+    if isinstance(cached, torch.Tensor) and isinstance(fresh, torch.Tensor):
+        if cached.shape != fresh.shape or cached.dtype != fresh.dtype:
+            return False
+        if exact or not (cached.is_floating_point() or cached.is_complex()):
+            return torch.equal(cached, fresh)
+        scale = max(float(fresh.abs().max()) if fresh.numel() else 0.0, 1e-30)
+        return bool(torch.allclose(cached, fresh, rtol=CHECK_TOLERANCE, atol=CHECK_TOLERANCE * scale))
+    return cached == fresh
+
+
+def _owner(path: Path) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (KeyError, OSError, ImportError):
+        return "another user"
+
+
 def _named(what: str, key: str) -> str:
     """``what`` with the entry's short key, for the log: ``labels val (1,000 samples, wmmse) [3f2a9c1b]``."""
     return f"{what} [{key[:8]}]"
@@ -142,10 +261,14 @@ class Cache:
     ----------
     root : Path
         Cache folder (created on first write).
+    check : str
+        When a read entry is checked against a recomputation of some of its rows (:meth:`_checked`):
+        ``auto`` (entries another user owns), ``always`` or ``never``.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, check: str = "never"):
         self.root = Path(root).expanduser()
+        self.check = check
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{key}.pt"
@@ -160,6 +283,12 @@ class Cache:
         what = _named(what or stage, key)
         with self._lock(path):
             cached = self._reuse(what, path)
+            if cached is not None and self._checking(path):
+                fresh = compute()  # an unchunked stage is cheap (sampling): its whole value is the check
+                if _same(cached, fresh, exact=True):
+                    return cached, key
+                self._refuse(what, path, "its values differ from a recomputation")
+                cached = None
             if cached is not None:
                 return cached, key
             log.info("%s: computing", what)
@@ -167,6 +296,42 @@ class Cache:
             self._store_spec(stage, key, spec)
             save_entry(value, path)
         return value, key
+
+    # ---- checks against tampering and silent bugs ----------------------------------------------
+    def _checking(self, path: Path) -> bool:
+        """Whether a read of the entry at ``path`` is checked: ``check`` ``always``, or ``auto`` and
+        another user owns the file (a group member's entry in a shared folder)."""
+        if self.check == "always":
+            return True
+        return self.check == "auto" and path.stat().st_uid != os.getuid()
+
+    def _refuse(self, what: str, path: Path, why: str) -> None:
+        owner = _owner(path)
+        log.warning(
+            "%s: the cached entry (written by %s) is refused: %s; computing it again", what, owner, why
+        )
+        try:
+            _discard(path)
+        except OSError:  # another user's file in a folder we may not write: it stays, unused
+            pass
+
+    def _rows_agree(self, what, value, num_samples, chunk_size, compute_chunk, row_wise) -> bool:
+        """:data:`CHECK_ROWS` random rows of ``value`` recomputed (each alone when ``row_wise``, else the
+        chunk that holds one of them, as the stage was computed) agree with the entry."""
+        chooser = random.SystemRandom()
+        if row_wise:
+            rows = sorted(chooser.sample(range(num_samples), min(CHECK_ROWS, num_samples)))
+            spans = [(i, i + 1) for i in rows]
+        else:
+            start = chooser.randrange(0, num_samples, chunk_size)
+            spans = [(start, min(start + chunk_size, num_samples))]
+        for start, stop in spans:
+            fresh = compute_chunk(start, stop)
+            if not _same({k: v[start:stop] for k, v in value.items()}, fresh, exact=False):
+                log.warning("%s: rows %d-%d recomputed differ from the cached entry", what, start, stop)
+                return False
+        log.info("%s: %d recomputed rows agree with the cached entry", what, sum(b - a for a, b in spans))
+        return True
 
     @staticmethod
     def _verified(what: str, path: Path) -> Any | None:
@@ -201,59 +366,152 @@ class Cache:
         compute_chunk: Callable[[int, int], dict[str, torch.Tensor]],
         progress: bool = False,
         what: str | None = None,
-    ) -> tuple[dict[str, torch.Tensor], str]:
+        shard: Shard | None = None,
+        row_wise: bool = True,
+    ) -> tuple[dict[str, torch.Tensor] | None, str]:
         """Compute ``compute_chunk(start, stop)`` over ``[0, num_samples)`` chunk by chunk.
 
-        Finished chunks are written to ``root/<stage>/<key>.chunks/`` as they complete; a
-        rerun after a kill loads them and computes only the rest. When all are done they are
-        concatenated (along the first dimension) into the entry and the chunk folder removed.
-        The chunk size is not part of the key (the caller puts it in ``spec`` when the result
-        depends on it). ``what`` names the entry in the log; without a progress bar every chunk
-        logs a line when it is done.
+        Finished chunks are written to ``root/<stage>/<key>.chunks/`` as they complete, each under a
+        lock of its own, so that several processes (the jobs of a sharded labelling, a training run
+        started beside them) fill one entry together and never compute a chunk twice: a chunk another
+        process is computing is left to it and waited for at the end. A rerun after a kill loads the
+        chunks written and computes only the rest. When all are done they are concatenated (along the
+        first dimension) into the entry, by whichever process finds them complete, and the chunk folder
+        is removed. The chunk size is not part of the key (the caller puts it in ``spec`` when the
+        result depends on it). ``what`` names the entry in the log; without a progress bar every chunk
+        logs a line when it is computed.
+
+        With ``shard`` (this process is shard ``index`` of ``count``) only the shard's contiguous share
+        of the chunks is computed and nothing is waited for: the entry is returned when this shard
+        completed it, else ``None``; the log says which chunks the shard took and how many remain.
+        ``row_wise``: ``compute_chunk(i, i + 1)`` gives row ``i`` (no draw depends on the chunk), so a
+        check of a read entry recomputes single rows, not a chunk.
         """
         key = cache_key(spec)
         path = self.path(stage, key)
         what = _named(what or stage, key)
         with self._lock(path):
-            return self._chunked(
-                what, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress
-            ), key
-
-    def _chunked(self, what, stage, spec, key, path, num_samples, chunk_size, compute_chunk, progress):
-        cached = self._reuse(what, path)
+            cached = self._reuse(what, path)
+            if cached is not None and self._checking(path):
+                if not self._rows_agree(what, cached, num_samples, chunk_size, compute_chunk, row_wise):
+                    self._refuse(what, path, "recomputed rows differ from it")
+                    cached = None
         if cached is not None:
-            return cached
-        chunk_dir = path.with_suffix(".chunks")
+            return cached, key
+        folder = path.with_suffix(".chunks")
         chunks = [
-            (s, e, chunk_dir / f"{s:012d}-{e:012d}.pt")
-            for s, e in ((s, min(s + chunk_size, num_samples)) for s in range(0, num_samples, chunk_size))
+            _Chunk(i, s, min(s + chunk_size, num_samples), folder)
+            for i, s in enumerate(range(0, num_samples, chunk_size))
         ]
-        done = {}  # the chunks a killed run left behind, each verified like an entry
-        for s, e, chunk_path in chunks:
-            part = self._verified(f"{what}: chunk {s}-{e}", chunk_path)
-            if part is not None:
-                done[chunk_path] = part
-        if done:
-            log.info("%s: resuming from %d of %d chunks already written", what, len(done), len(chunks))
-        else:
-            log.info("%s: %d chunks", what, len(chunks))
         self._store_spec(stage, key, spec)
-        parts = []
-        bar = tqdm(chunks, desc=what.split(" (")[0], unit="chunk", disable=not progress, leave=False)
-        for i, (start, stop, chunk_path) in enumerate(bar):
-            part = done.pop(chunk_path, None)
-            if part is None:
-                began = time.perf_counter()
-                part = compute_chunk(start, stop)
-                save_entry(part, chunk_path)
-                if not progress:
-                    seconds = time.perf_counter() - began
-                    log.info("%s: chunk %d/%d done in %.1f s", what, i + 1, len(chunks), seconds)
-            parts.append(part)
-        value = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        save_entry(value, path)
-        shutil.rmtree(chunk_dir, ignore_errors=True)
+        mine = chunks if shard is None else shard.share(chunks)
+        found = sum(c.path.exists() for c in mine)
+        if found:
+            log.info("%s: %d of %d chunks already written", what, found, len(mine))
+        elif shard is None:
+            log.info("%s: %d chunks", what, len(chunks))
+        parts: dict[int, dict[str, torch.Tensor]] = {}
+        busy, computed = [], 0
+        bar = tqdm(mine, desc=what.split(" (")[0], unit="chunk", disable=not progress, leave=False)
+        for chunk in bar:
+            status, part = self._fill(what, path, chunk, len(chunks), compute_chunk, progress, blocking=False)
+            if status == "entry":  # another process assembled the entry meanwhile
+                return self._verified(what, path), key
+            computed += status == "computed"
+            if status == "busy":
+                busy.append(chunk)
+            elif shard is None:  # a shard does not hold its chunks: another process may assemble them
+                parts[chunk.index] = part
+        if shard is not None:
+            remaining = sum(not c.path.exists() for c in chunks)
+            log.info(
+                "%s: shard %d of %d took chunks %s of %d (%d computed here, %d left to another process); "
+                "%d of %d chunks remain in all",
+                what, shard.index + 1, shard.count, _span(mine), len(chunks), computed, len(busy),
+                remaining, len(chunks),
+            )  # fmt: skip
+            if remaining:
+                return None, key
+        else:
+            for chunk in busy:  # computed by another process: wait for it, then load it
+                status, part = self._fill(what, path, chunk, len(chunks), compute_chunk, progress, True)
+                if status == "entry":
+                    return self._verified(what, path), key
+                parts[chunk.index] = part
+        return self._assemble(what, path, chunks, parts), key
+
+    def _fill(self, what, path, chunk, total, compute_chunk, progress, blocking):
+        """Under the chunk's lock: ``("entry", None)`` when the whole entry exists by now, else the
+        chunk, loaded (``"present"``) or computed and written (``"computed"``); ``("busy", None)`` when
+        ``blocking`` is false and another process holds the lock."""
+        chunk.folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(chunk.path.with_suffix(".lock")))
+        try:
+            lock.acquire(timeout=-1 if blocking else 0)
+        except Timeout:
+            return "busy", None
+        try:
+            if path.exists():
+                return "entry", None
+            part = self._verified(f"{what}: chunk {chunk.start}-{chunk.stop}", chunk.path)
+            if part is not None:
+                return "present", part
+            began = time.perf_counter()
+            # contiguous, as the assembled entry is: a reader of the chunk (a shard's next stage) must
+            # compute on the same memory layout as a reader of the entry, or its floats may differ
+            part = {k: v.contiguous() for k, v in compute_chunk(chunk.start, chunk.stop).items()}
+            save_entry(part, chunk.path)
+            if not progress:
+                seconds = time.perf_counter() - began
+                log.info("%s: chunk %d/%d computed in %.1f s", what, chunk.index + 1, total, seconds)
+            return "computed", part
+        finally:
+            lock.release()
+
+    def _assemble(self, what, path, chunks, parts) -> dict[str, torch.Tensor]:
+        """The entry from its chunks (those in ``parts`` already loaded), written once, under the entry's
+        lock; the chunk folder is removed."""
+        with self._lock(path):
+            value = self._verified(what, path)
+            if value is not None:  # another process assembled it first
+                return value
+            for chunk in chunks:
+                if chunk.index not in parts:
+                    part = self._verified(f"{what}: chunk {chunk.start}-{chunk.stop}", chunk.path)
+                    if part is None:
+                        raise RuntimeError(f"{what}: chunk {chunk.start}-{chunk.stop} is missing at assembly")
+                    parts[chunk.index] = part
+            ordered = [parts[c.index] for c in chunks]
+            value = {k: torch.cat([p[k] for p in ordered]) for k in ordered[0]}
+            save_entry(value, path)
+            shutil.rmtree(chunks[0].folder, ignore_errors=True)
         return value
+
+    def chunk(
+        self,
+        stage: str,
+        spec: dict[str, Any],
+        start: int,
+        stop: int,
+        compute_chunk: Callable[[int, int], dict[str, torch.Tensor]],
+        what: str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Rows ``[start, stop)`` of a chunked entry (one of its chunks): a slice of the entry when it is
+        assembled, else the chunk, loaded or computed and written under the chunk's lock (a shard's
+        labels read the problems chunk of the same rows)."""
+        key = cache_key(spec)
+        path = self.path(stage, key)
+        what = _named(what or stage, key)
+        for _ in range(2):  # the entry may be assembled between the two looks
+            status, part = self._fill(
+                what, path, _Chunk(0, start, stop, path.with_suffix(".chunks")), 0, compute_chunk, True, True
+            )
+            if status != "entry":
+                return part
+            value = self._verified(what, path)
+            if value is not None:
+                return {k: v[start:stop] for k, v in value.items()}
+        raise RuntimeError(f"{what}: rows {start}-{stop} could not be read")
 
     def _store_spec(self, stage: str, key: str, spec: dict[str, Any]) -> None:
         text = json.dumps(_plain(spec), sort_keys=True, indent=1)

@@ -25,7 +25,16 @@ from mimo_l2o.errors import ConfigError, require
 
 GROUPS = ("scenario", "precoder", "objective", "solver", "learner")
 # run keys that do not change what training computes: a run may resume another that differed in them
-NOT_TRAINING = ("resume", "device", "num_threads", "progress", "log_every", "max_memory_gb", "cache_dir")
+NOT_TRAINING = (
+    "resume",
+    "device",
+    "num_threads",
+    "progress",
+    "log_every",
+    "max_memory_gb",
+    "cache_dir",
+    "cache_check",
+)
 
 
 @dataclass
@@ -42,6 +51,11 @@ class DataConfig:
         The solver whose decisions supervised learners train on, with its default config; ``null``:
         the reference solver (``solver``). A fast labeller for a slow reference: the cell-free scenario
         trains on the batched ``ee_pga`` and compares with SCA.
+    shards, shard : int
+        Sharded labelling: with ``shard`` set, the job labels only its share (shard ``shard``, from 0,
+        of ``shards`` contiguous shares of the chunks) of every dataset the run needs, and ends without
+        training; ``-m data.shards=4 'data.shard=range(4)'`` labels as four jobs. ``null``: a normal run,
+        which reuses the chunks written and computes only those missing.
     """
 
     num_train: int = 200_000
@@ -49,6 +63,8 @@ class DataConfig:
     num_test: int = 10_000
     chunk_size: int = 10_000
     label_solver: str | None = None
+    shards: int = 1
+    shard: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("num_train", "num_val", "num_test", "chunk_size"):
@@ -56,6 +72,13 @@ class DataConfig:
             require(value >= 1, f"data.{key}", f"must be an integer >= 1, got {value}")
         if self.label_solver is not None:
             _check_solver_names("data.label_solver", [self.label_solver])
+        require(self.shards >= 1, "data.shards", f"must be an integer >= 1, got {self.shards}")
+        if self.shard is not None:
+            require(
+                0 <= self.shard < self.shards,
+                "data.shard",
+                f"must be in 0..{self.shards - 1} (data.shards={self.shards}), got {self.shard}",
+            )
 
 
 def _check_solver_names(key: str, names: list[str]) -> None:
@@ -140,6 +163,10 @@ class RunConfig:
     cache_dir : str
         Where sampled datasets and labels are cached, keyed by the config that determines them
         (``$MIMO_L2O_CACHE_DIR``, else ``.cache/mimo_l2o`` in the working directory).
+    cache_check : str
+        Recompute a random sample of a cached entry's rows when reading it, and refuse (recompute) the
+        entry when they differ: ``auto`` for entries another user wrote, ``always``, ``never``
+        (:mod:`mimo_l2o.cache`; the SHA-256 beside an entry catches corruption, not a wrong entry).
     paper : str or None
         Paper the run reproduces (a tag), set by ``experiment/`` presets; ``null``: the learner's paper.
     progress : bool or None
@@ -169,6 +196,7 @@ class RunConfig:
     seed: int = 0
     num_threads: int = 0
     cache_dir: str = "${oc.env:MIMO_L2O_CACHE_DIR,.cache/mimo_l2o}"
+    cache_check: str = "auto"
     paper: str | None = None
     progress: bool | None = None
     log_every: int = 1
@@ -184,9 +212,12 @@ def register_configs() -> None:
     # resolved once per run or sweep and copied into every job's config, like Hydra's ${now:}
     OmegaConf.register_new_resolver("mimo_l2o.pid", os.getpid, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("mimo_l2o.mul", lambda *factors: math.prod(factors), replace=True)
+    from mimo_l2o import cluster
+
     registry.load_all()
     cs = ConfigStore.instance()
     cs.store(name="mimo_l2o_schema", node=RunConfig)
+    cluster.register()  # hydra/launcher=slurm, with the slurm extra
     for group, reg in registry.all_registries().items():
         for name in reg.names():
             cs.store(group=f"schema/{group}", name=name, node=reg.get(name).Config)
@@ -268,6 +299,12 @@ def validate(cfg: DictConfig) -> RunConfig:
         f"must be at most 4 × the {cores} cores of this machine (0: torch's default), got {run.num_threads}",
     )
     resolve_device(run.device)
+    choices = ("auto", "always", "never")
+    require(
+        run.cache_check in choices,
+        "cache_check",
+        f"must be one of {', '.join(choices)}, got '{run.cache_check}'",
+    )
     return run
 
 

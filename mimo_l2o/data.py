@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mimo_l2o import features
-from mimo_l2o.cache import Cache
+from mimo_l2o.cache import Cache, Shard
 from mimo_l2o.components import Network, Solver
 from mimo_l2o.config import RunConfig, flatten
 from mimo_l2o.learner import Learner, LearnerSpec
@@ -61,14 +61,20 @@ class Data:
     """Sampled networks, problems and solver labels of every split, through the cache.
 
     ``keys`` collects the cache key of every entry the run used (``network.train``, ``labels.val``, ...).
+    In a sharded labelling (``data.shard``) the chunked stages compute only the shard's chunks and
+    return ``None`` for an entry other shards have yet to complete; ``incomplete`` names those.
     """
 
     def __init__(self, run: RunConfig, parts: Parts, cache: Cache, device: torch.device, progress: bool):
         self.run, self.parts, self.cache, self.device, self.progress = run, parts, cache, device, progress
+        d = run.data
+        self.shard = None if d.shard is None else Shard(d.shard, d.shards)
+        self.incomplete: list[str] = []
         self.keys: dict[str, str] = {}
         self.sizes = {"train": run.data.num_train, "val": run.data.num_val, "test": run.data.num_test}
         self._networks: dict[str, Network] = {}
         self._problems: dict[str, Problem] = {}
+        self._sharded: set[str] = set()  # splits whose problems a shard left incomplete
 
     # ---- sample ------------------------------------------------------------------------------
     def network_spec(self, split: str) -> dict[str, Any]:
@@ -126,25 +132,49 @@ class Data:
         """
         if self.parts.precoder.expensive:
             problems = self._cached_problems(split)
+            if problems is None:  # a shard before the entry is complete: its own chunk is on disk
+                return self._problem_template(split).with_batched_tensors(self._problem_chunk(split, index))
             return (problems if index is None else problems[index]).to(self.device)
         net = self.network(split)
         if index is not None:
             net = net.select(index)
         return self.parts.precoder(net.to(self.device, torch.float64))
 
-    def _cached_problems(self, split: str) -> Problem:
+    def _problem_spec(self, split: str) -> dict[str, Any]:
+        return {
+            "stage": "problem",
+            **self._derived_spec(split),
+            "precoder": self.run.precoder,
+            "precoder_version": self.parts.precoder.version,
+        }
+
+    def _problem_template(self, split: str) -> Problem:
+        net = self.network(split).select(slice(0, 1))
+        return self.parts.precoder(net.to(dtype=torch.float64))
+
+    def _problem_rows(self, split: str, start: int, stop: int) -> dict[str, Tensor]:
+        """Rows ``[start, stop)`` of a split's problems as tensors (CPU), computed from the networks."""
+        net = self.network(split).select(slice(start, stop))
+        problem = self.parts.precoder(net.to(self.device, torch.float64))
+        return {k: v.cpu() for k, v in problem.batched_tensors().items()}
+
+    def _problem_chunk(self, split: str, index: slice) -> dict[str, Tensor]:
+        """Chunk ``index`` of a split's cached problems (a shard's, before the entry is complete), on
+        the run's device: read, or computed when no process has written it."""
+        stage, spec = f"problems/{self.parts.precoder.name}", self._problem_spec(split)
+        rows = lambda a, b: self._problem_rows(split, a, b)  # noqa: E731
+        part = self.cache.chunk(stage, spec, index.start, index.stop, rows)
+        return {k: v.to(self.device) for k, v in part.items()}
+
+    def _cached_problems(self, split: str) -> Problem | None:
+        if split in self._sharded:
+            return None
         if split not in self._problems:
             precoder, net = self.parts.precoder, self.network(split)
-            spec = {
-                "stage": "problem",
-                **self._derived_spec(split),
-                "precoder": self.run.precoder,
-                "precoder_version": precoder.version,
-            }
+            spec = self._problem_spec(split)
 
             def chunk(start: int, stop: int) -> dict[str, Tensor]:
-                problem = precoder(net.select(slice(start, stop)).to(self.device, torch.float64))
-                return {k: v.cpu() for k, v in problem.batched_tensors().items()}
+                return self._problem_rows(split, start, stop)
 
             what = f"problems {split} ({len(net):,} samples, {precoder.name})"
             value, key = self.cache.chunked(
@@ -155,16 +185,21 @@ class Data:
                 chunk,
                 self.progress,
                 what,
+                self.shard,
             )
             self.keys[f"problem.{split}"] = key
-            template = precoder(net.select(slice(0, 1)).to(dtype=torch.float64))
-            self._problems[split] = template.with_batched_tensors(value)
+            if value is None:
+                self.incomplete.append(what)
+                self._sharded.add(split)
+                return None
+            self._problems[split] = self._problem_template(split).with_batched_tensors(value)
         return self._problems[split]
 
     # ---- label -------------------------------------------------------------------------------
-    def labels(self, split: str, solver: Solver | None = None) -> Tensor:
+    def labels(self, split: str, solver: Solver | None = None) -> Tensor | None:
         """Stage *label*: ``solver``'s decisions for a split (the reference solver's by default), in the
-        problem's decision dtype at float64 (CPU), chunked and resumable."""
+        problem's decision dtype at float64 (CPU), chunked and resumable; ``None`` in a shard before the
+        entry is complete."""
         solver = solver or self.parts.solver
         n = self.sizes[split]
         self.network(split)
@@ -188,15 +223,36 @@ class Data:
 
         what = f"labels {split} ({n:,} samples, {solver.name})"
         value, key = self.cache.chunked(
-            f"labels/{solver.name}", spec, n, self.run.data.chunk_size, chunk, self.progress, what
+            f"labels/{solver.name}",
+            spec,
+            n,
+            self.run.data.chunk_size,
+            chunk,
+            self.progress,
+            what,
+            self.shard,
+            row_wise=not solver.stochastic,  # random starts drawn per chunk: a check recomputes a chunk
         )
         tag = "labels" if solver is self.parts.solver else f"labels.{solver.name}"
         self.keys[f"{tag}.{split}"] = key
+        if value is None:
+            self.incomplete.append(what)
+            return None
         return value["decision"]
 
-    def training_labels(self, split: str) -> Tensor:
+    def training_labels(self, split: str) -> Tensor | None:
         """The labeller's decisions (``data.label_solver``, else the reference's) for a split."""
         return self.labels(split, self.parts.labeller)
+
+    def label_all(self) -> tuple[dict[str, Tensor | None], dict[str, Tensor | None]]:
+        """Stages *sample* and *label* for every split: the reference's decisions on the validation and
+        test sets, and the labeller's on the training and validation sets for supervised learners."""
+        for split in SPLITS:
+            self.network(split)
+        reference = {split: self.labels(split) for split in ("val", "test")}
+        supervised = self.parts.learner_cls.requires_labels
+        targets = {split: self.training_labels(split) for split in ("train", "val")} if supervised else {}
+        return reference, targets
 
     # ---- learner inputs ----------------------------------------------------------------------
     def learner_inputs(self, learner: Learner, network: Network, problem) -> Tensor:

@@ -1,11 +1,14 @@
 """What a run needs to know of the Hydra job it runs in: its output folder, its share of the cores
-under a parallel launcher, and that a terminated job unwinds like Ctrl-C."""
+under a parallel launcher, and that a terminated job unwinds like Ctrl-C (once a tracking write under
+way has finished)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -80,7 +83,11 @@ def group_choice(group: str) -> str | None:
 
 def parallel_job_threads() -> int:
     """Threads per job when a sweep runs jobs in parallel processes (joblib), so that the jobs share
-    the cores instead of oversubscribing them; 0 (torch's default) otherwise."""
+    the cores instead of oversubscribing them; in a Slurm job, the CPUs it was given
+    (``SLURM_CPUS_PER_TASK``; torch would count the node's); 0 (torch's default) otherwise."""
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
+        return int(slurm_cpus)
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or "Joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
         return 0
@@ -90,8 +97,30 @@ def parallel_job_threads() -> int:
     return max(1, cores // max(1, min(n_jobs, cores)))
 
 
+# SIGTERM while a tracking write is under way waits for the write (a write to SQLite cut short leaves
+# the database locked and the run RUNNING): the depth of nested deferring blocks, the pending signal
+_deferred: dict[str, int | None] = {"depth": 0, "pending": None}
+
+
 def _terminate(signum, frame) -> None:
+    if _deferred["depth"]:
+        _deferred["pending"] = signum
+        return
     raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
+@contextlib.contextmanager
+def deferred_termination() -> Iterator[None]:
+    """SIGTERM that arrives inside the block is acted on when the block ends (its write done)."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        signum = _deferred["pending"]
+        if not _deferred["depth"] and signum is not None:
+            _deferred["pending"] = None
+            raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 def unwind_on_sigterm() -> None:

@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +23,10 @@ import torch
 from omegaconf import DictConfig
 
 import mimo_l2o
-from mimo_l2o import features, jobs, provenance
+from mimo_l2o import cluster, features, jobs, provenance
 from mimo_l2o.cache import Cache
 from mimo_l2o.config import NOT_TRAINING, RunConfig, flatten, resolve_device, validate
-from mimo_l2o.data import SPLITS, Data, generator
+from mimo_l2o.data import Data, generator
 from mimo_l2o.errors import ConfigError, Incompatible, short
 from mimo_l2o.evaluation import (
     Evaluation,
@@ -91,23 +92,62 @@ def run_experiment(cfg: DictConfig) -> float:
         "mimo_l2o.commit": provenance.commit(),
         "mimo_l2o.machine": provenance.machine(str(device)),
     }
-    resume = _resume_state(run)
+    if run.data.shard is not None:
+        return _label_shard(run, parts, device, progress, tags, parent)
     checkpoint = jobs.output_dir() / "checkpoints" / "best.pt"
-    tags["mimo_l2o.checkpoint"] = str(checkpoint.with_name(LAST_CHECKPOINT).resolve())
+    # a requeued Slurm job (time limit, preemption) continues its own run from its last epoch
+    reopen = cluster.requeued_run(jobs.output_dir())
+    last = checkpoint.with_name(LAST_CHECKPOINT)
+    resume = _resume_state(run, str(last) if reopen and last.exists() else run.resume)
+    tags["mimo_l2o.checkpoint"] = str(last.resolve())
     if run.resume:
         tags["mimo_l2o.resumed_from"] = run.resume
+    if cluster.slurm_job():
+        tags["mimo_l2o.slurm_job"] = cluster.slurm_job()
+        tags["mimo_l2o.slurm_restarts"] = os.environ.get("SLURM_RESTART_COUNT", "0")
     began = time.perf_counter()
-    with Tracker(run.tracking.experiment, run_name(run), tags, parent) as tracker:
+    with Tracker(run.tracking.experiment, run_name(run), tags, parent, reopen) as tracker:
+        if cluster.slurm_job():  # where a requeued start of this job finds its run
+            (jobs.output_dir() / cluster.RUN_ID_FILE).write_text(tracker.run_id)
         tracker.files = {**jobs.run_files(), "checkpoints/best.pt": checkpoint}
         tracker.log_params(flatten(run))
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         (checkpoint.parent / "config.json").write_text(json.dumps(_training_config(run)))
         with _console(progress):
             metrics, stages = _run(
-                run, parts, Cache(run.cache_dir), device, progress, tracker, checkpoint, resume, shifts
+                run,
+                parts,
+                Cache(run.cache_dir, run.cache_check),
+                device,
+                progress,
+                tracker,
+                checkpoint,
+                resume,
+                shifts,
             )
     print(summary_block(run, parts, tracker, metrics, stages, time.perf_counter() - began), flush=True)
     return metrics["test/objective_ratio"]
+
+
+def _label_shard(run: RunConfig, parts: Parts, device, progress: bool, tags: dict, parent) -> float:
+    """A sharded labelling's job (``data.shard``): its share of the chunks of every dataset the run
+    needs, recorded as a run of its own (``label 2/4 <name>``, tag ``mimo_l2o.stage=label``); no
+    training. Returns NaN (no ratio)."""
+    d = run.data
+    name = short(f"label {d.shard + 1}/{d.shards} {run_name(run)}", MAX_RUN_NAME, word=MAX_RUN_NAME)
+    began = time.perf_counter()
+    with Tracker(run.tracking.experiment, name, {**tags, "mimo_l2o.stage": "label"}, parent) as tracker:
+        tracker.files = jobs.run_files()
+        tracker.log_params(flatten(run))
+        with _console(progress):
+            data = Data(run, parts, Cache(run.cache_dir, run.cache_check), device, progress)
+            data.label_all()
+        seconds = time.perf_counter() - began
+        tracker.set_tags({f"cache.{k}": v for k, v in data.keys.items()})
+        tracker.log_metrics({"label/seconds": seconds, "label/entries_incomplete": len(data.incomplete)})
+    waiting = f"{len(data.incomplete)} datasets wait for other shards" if data.incomplete else "all complete"
+    print(f"label shard {d.shard + 1} of {d.shards} done in {seconds:.1f} s: {waiting}", flush=True)
+    return math.nan
 
 
 @contextlib.contextmanager
@@ -212,21 +252,21 @@ def _training_config(run: RunConfig) -> dict:
     return json.loads(json.dumps(kept, default=str))
 
 
-def _resume_state(run: RunConfig) -> dict | None:
-    """The checkpoint ``resume`` names (a run id or a path), checked against this run's config before
-    any work; ``None`` without ``resume``."""
-    if not run.resume:
+def _resume_state(run: RunConfig, resume: str | None) -> dict | None:
+    """The checkpoint ``resume`` names (a run id or a path; ``run.resume`` or a requeued job's own),
+    checked against this run's config before any work; ``None`` without one."""
+    if not resume:
         return None
-    path = Path(run.resume)
+    path = Path(resume)
     if not path.exists():
         from mimo_l2o.tracking import checkpoint_of
 
-        found = checkpoint_of(run.resume)
+        found = checkpoint_of(resume)
         if found is None:
-            raise ConfigError("resume", f"'{run.resume}' is neither a checkpoint file nor a run with one")
+            raise ConfigError("resume", f"'{resume}' is neither a checkpoint file nor a run with one")
         path = Path(found)
         if not path.exists():
-            raise ConfigError("resume", f"run {run.resume} wrote no checkpoint yet ({path} is missing)")
+            raise ConfigError("resume", f"run {resume} wrote no checkpoint yet ({path} is missing)")
     try:
         state = load_checkpoint(path)
     except Exception as err:
@@ -270,10 +310,7 @@ def _run(
 
     # sample + label: the reference's decisions on the validation and test sets, the labeller's on
     # the training and validation sets for supervised learners
-    for split in SPLITS:
-        data.network(split)
-    reference = {split: data.labels(split) for split in ("val", "test")}
-    targets = {split: data.training_labels(split) for split in ("train", "val")} if supervised else {}
+    reference, targets = data.label_all()
     lap("data")
     tracker.set_tags({f"cache.{k}": v for k, v in data.keys.items()})
     cache_dir = str(Path(run.cache_dir).resolve())

@@ -27,7 +27,7 @@ from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from mimo_l2o.errors import ConfigError, require
+from mimo_l2o.errors import ConfigError, RunFailure, require
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,71 @@ def _mlflow():
     return mlflow
 
 
+# Every request to a tracking server has a bounded time and retry budget (MLflow's own defaults, 7
+# retries with exponential backoff and a 120 s timeout, keep a job whose server died blocked for many
+# minutes): a server that is gone is reported within seconds, one that hangs within about a minute.
+# The environment wins where it sets them.
+HTTP_BUDGET = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+for _key, _value in HTTP_BUDGET.items():
+    os.environ.setdefault(_key, _value)
+
+
+class TrackingLost(RunFailure):
+    """The tracking server stopped answering during a run: the run ends at once (its record cannot be
+    kept), its training state stays in its folder for ``resume=``."""
+
+    def __init__(self, uri: str, error: Exception):
+        super().__init__(uri)
+        self.uri, self.reason, self.run_id = uri, _no_answer(error), None
+
+    def __str__(self) -> str:
+        again = f"; resume={self.run_id} continues from the last epoch once it is back" if self.run_id else ""
+        return f"the tracking server {self.uri} stopped answering ({self.reason}){again}"
+
+
+def _no_answer(error: Exception) -> str:
+    """What a request that got no answer met, in a few words (MLflow's own message is a paragraph)."""
+    text = str(error)
+    for phrase in ("Connection refused", "Read timed out", "Connection reset", "Name or service not known"):
+        if phrase in text:
+            return phrase.lower() + " after the retries"
+    return f"{type(error).__name__} after the retries"
+
+
+def _unreachable(error: Exception) -> bool:
+    """A request that never reached a server or got no answer (refused, reset, timed out, 5xx after
+    the retries), as opposed to a request the server refused."""
+    import requests
+
+    if isinstance(error, requests.RequestException | ConnectionError | TimeoutError):
+        return True
+    text = str(error)
+    return "Max retries exceeded" in text or "Connection refused" in text or "Read timed out" in text
+
+
 @contextlib.contextmanager
 def store_lock() -> Iterator[None]:
-    """Serialise writes when the tracking store is a local SQLite file."""
+    """Around every write to the store: serialised by a file lock when the store is a local SQLite file,
+    with SIGTERM held until the write is done (a write cut short leaves the database locked); a server
+    that does not answer raises :class:`TrackingLost`."""
+    from mimo_l2o.jobs import deferred_termination
+
     uri = _mlflow().get_tracking_uri()
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
-        with FileLock(str(db) + ".lock"):
+        with FileLock(str(db) + ".lock"), deferred_termination():
             yield
+    elif uri.startswith(("http://", "https://")):
+        try:
+            yield
+        except Exception as error:
+            if _unreachable(error):
+                raise TrackingLost(uri, error) from error
+            raise
     else:
         yield
 
@@ -81,21 +138,35 @@ class Tracker:
         Tags (paper, learner, scenario, sweep id, ...).
     parent_run_id : str, optional
         The sweep's parent run.
+    reopen : str, optional
+        An existing run to continue (a requeued Slurm job's) instead of creating one.
     """
 
     def __init__(
-        self, experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None = None
+        self,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        reopen: str | None = None,
     ):
         self.experiment = experiment
         self.run_name = run_name
         self.tags = tags
         self.parent_run_id = parent_run_id
+        self.reopen = reopen
         self.run_id: str | None = None
         self.files: dict[str, Path] = {}  # logged when the run ends, however it ends (the config, the log)
 
     def __enter__(self) -> Tracker:
-        self.run_id = create_run(self.experiment, self.run_name, self._all_tags())
-        log.info("MLflow run %s (%s) in %s", self.run_id, self.run_name, _mlflow().get_tracking_uri())
+        if self.reopen:
+            self.run_id = reopen_run(self.reopen, self._all_tags())
+            log.info(
+                "MLflow run %s (%s) reopened in %s", self.run_id, self.run_name, _mlflow().get_tracking_uri()
+            )
+        else:
+            self.run_id = create_run(self.experiment, self.run_name, self._all_tags())
+            log.info("MLflow run %s (%s) in %s", self.run_id, self.run_name, _mlflow().get_tracking_uri())
         return self
 
     def _all_tags(self) -> dict[str, str]:
@@ -105,18 +176,29 @@ class Tracker:
         return tags
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        from mimo_l2o.jobs import deferred_termination
+
+        if isinstance(exc, TrackingLost):  # nothing more reaches the server; the next run closes this one
+            exc.run_id = self.run_id
+            return False
         client = _mlflow().MlflowClient()
-        try:
-            self.log_files(self.files)
-        except Exception as error:  # the record of the outcome matters more than these files
-            log.warning("could not log %s: %s", ", ".join(self.files), error)
-        with store_lock():
-            if exc is None:
-                client.set_terminated(self.run_id, "FINISHED")
-            else:
-                reason = f"{exc_type.__name__}: {exc}"[:MAX_PARAM_LENGTH]
-                client.set_tag(self.run_id, "failure_reason", reason)
-                client.set_terminated(self.run_id, "KILLED" if exc_type is KeyboardInterrupt else "FAILED")
+        with deferred_termination():  # SIGTERM now waits until the run is closed
+            try:
+                self.log_files(self.files)
+            except TrackingLost as lost:
+                lost.run_id = self.run_id
+                raise
+            except Exception as error:  # the record of the outcome matters more than these files
+                log.warning("could not log %s: %s", ", ".join(self.files), error)
+            with store_lock():
+                if exc is None:
+                    client.set_terminated(self.run_id, "FINISHED")
+                else:
+                    # Ctrl-C, SIGTERM, a Slurm requeue (submitit exits): KILLED; an error: FAILED
+                    killed = issubclass(exc_type, KeyboardInterrupt | SystemExit)
+                    reason = f"{exc_type.__name__}: {exc}"[:MAX_PARAM_LENGTH]
+                    client.set_tag(self.run_id, "failure_reason", reason)
+                    client.set_terminated(self.run_id, "KILLED" if killed else "FAILED")
         return False
 
     def address(self) -> str:
@@ -308,6 +390,21 @@ def create_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
             experiment_id, run_name=run_name, tags=context_tags({**tags, **process_tags()})
         )
     return run.info.run_id
+
+
+def reopen_run(run_id: str, tags: dict[str, str]) -> str:
+    """Set ``run_id`` RUNNING again for this process (a requeued job continuing its run), with ``tags``
+    and the process tags, its failure reason removed; returns it."""
+    from mlflow.entities import RunTag
+
+    client = _mlflow().MlflowClient()
+    with store_lock():
+        client.update_run(run_id, status="RUNNING")
+        if "failure_reason" in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, "failure_reason")
+        merged = {**tags, **process_tags()}
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in merged.items()], synchronous=True)
+    return run_id
 
 
 def open_parent(experiment: str, run_name: str, tags: dict[str, str]) -> str:

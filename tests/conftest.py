@@ -143,3 +143,150 @@ def logged_test_decisions(env: dict[str, str], overrides: list[str], run):
     with torch.no_grad():
         p = problem.project(policy(data.inputs("test", learner)).double())
     return parts, data, problem, p
+
+
+def free_port(pair: bool = False) -> int:
+    """A free TCP port (and, with ``pair``, the one after it free too)."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not pair or port >= 65535:
+            return port
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+# ---------------------------------------------------------------------------------------------
+# A local Slurm cluster (scripts/local_slurm.sh) for the tests marked ``slurm``
+# ---------------------------------------------------------------------------------------------
+def slurm_missing() -> str | None:
+    """Why the local Slurm cluster cannot start here, or ``None``."""
+    import shutil
+
+    missing = [b for b in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(b) is None]
+    if missing:
+        return f"Slurm is not installed ({', '.join(missing)} missing; .ci/run installs slurm-wlm and munge)"
+    if os.geteuid() != 0:
+        return "the local Slurm cluster runs its daemons as root"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node Slurm cluster for the session: ``{"SLURM_CONF": ...}`` to add to a job's environment
+    (skips the test where Slurm is not installed or this is not root)."""
+    reason = slurm_missing()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    script = REPO / "scripts" / "local_slurm.sh"
+    port = free_port(pair=True)  # its own (each xdist worker may start one)
+    env = {**os.environ, "SLURM_LOCAL_PORT": str(port)}
+    started = subprocess.run([script, "start", folder], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    conf = str(folder / "slurm.conf")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf  # for squeue/scancel from the tests themselves
+    yield {"SLURM_CONF": conf}
+    subprocess.run([script, "stop", folder], capture_output=True, timeout=60)
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
+# ---------------------------------------------------------------------------------------------
+# A PostgreSQL-backed MLflow tracking server (scripts/tracking_server.sh)
+# ---------------------------------------------------------------------------------------------
+def postgres_missing() -> str | None:
+    """Why the tracking server on PostgreSQL cannot start here, or ``None``."""
+    import glob
+    import importlib.util
+    import pwd
+
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return "PostgreSQL is not installed (.ci/run installs Debian's postgresql)"
+    if importlib.util.find_spec("psycopg") is None:
+        return "psycopg is not installed (the server extra: pip install -e '.[server]')"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "no postgres user to run the database as (root cannot)"
+    return None
+
+
+class TrackingServer:
+    """``scripts/tracking_server.sh`` on loopback ports of its own, with its data in ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port, self.pgport = free_port(), free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def _script(self, action: str) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            "PYTHON": sys.executable,
+            "TRACKING_PORT": str(self.port),
+            "PGPORT": str(self.pgport),
+        }
+        script = REPO / "scripts" / "tracking_server.sh"
+        return subprocess.run(
+            [script, action, self.folder], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    def start(self) -> None:
+        started = self._script("start")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"export MLFLOW_TRACKING_URI={self.uri}"
+
+    def stop(self) -> None:
+        self._script("stop")
+
+
+@pytest.fixture
+def tracking_server():
+    """A running tracking server on PostgreSQL (skips the test where PostgreSQL is not installed), its
+    data in a folder the database's user can reach (pytest's are root's own)."""
+    import shutil
+    import tempfile
+
+    reason = postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="mimo-l2o-tracking-"))
+    folder.chmod(0o755)
+    server = TrackingServer(folder)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# The outcome of every test that needs a local cluster or server, by name, at the end of the run (CI's
+# log shows that they ran and passed, not only that nothing failed).
+_SERVICE_TESTS: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "slurm" in report.keywords or "tracking_server" in report.nodeid:
+        if report.when == "call" or report.outcome != "passed":
+            reason = (
+                f" ({report.longrepr[2]})" if report.skipped and isinstance(report.longrepr, tuple) else ""
+            )
+            _SERVICE_TESTS[report.nodeid] = f"{report.outcome.upper()}{reason}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SERVICE_TESTS:
+        terminalreporter.section("tests against a local Slurm cluster and tracking server")
+        for nodeid, outcome in sorted(_SERVICE_TESTS.items()):
+            terminalreporter.line(f"{outcome} {nodeid}")

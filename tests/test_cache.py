@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mimo_l2o import cache as cache_module
-from mimo_l2o.cache import Cache, atomic_save, cache_key
+from mimo_l2o.cache import Cache, Shard, atomic_save, cache_key
 from mimo_l2o.data import derive_seed, generator
 
 
@@ -216,7 +216,8 @@ def test_chunked_resumes_after_a_failure(tmp_path):
     with pytest.raises(RuntimeError, match="killed during chunk"):
         Cache(tmp_path).chunked("labels", SPEC, N, 5, first)
     assert first.calls == [(0, 5), (5, 10)]
-    assert sorted(p.name for p in chunk_dir.iterdir()) == [
+    # (and each chunk's lock file beside it)
+    assert sorted(p.name for p in chunk_dir.iterdir() if p.suffix != ".lock") == [
         "000000000000-000000000005.pt",
         "000000000000-000000000005.pt.sha256",
         "000000000005-000000000010.pt",
@@ -426,3 +427,152 @@ def test_derive_seed_deterministic_distinct_and_63_bit():
     a = torch.rand(4, generator=generator(7, "network", "train"))
     assert torch.equal(a, torch.rand(4, generator=generator(7, "network", "train")))
     assert not torch.equal(a, torch.rand(4, generator=generator(7, "network", "val")))
+
+
+# ---------------------------------------------------------------------------------------------
+# sharded labelling: disjoint shares, chunk locks, assembly by whoever completes the entry
+# ---------------------------------------------------------------------------------------------
+def test_shards_are_disjoint_contiguous_and_cover_every_chunk():
+    chunks = list(range(10))
+    shares = [Shard(i, 4).share(chunks) for i in range(4)]
+    assert sum(shares, []) == chunks  # in order, each chunk once
+    assert sorted(len(s) for s in shares) == [2, 2, 3, 3]
+    assert Shard(0, 1).share(chunks) == chunks
+    assert [Shard(i, 12).share(chunks) for i in range(12)].count([]) == 2  # more shards than chunks
+
+
+def test_sharded_entry_equals_the_unsharded_one_byte_for_byte(tmp_path, caplog):
+    caplog.set_level("INFO", logger="mimo_l2o.cache")
+    one = Counter()
+    Cache(tmp_path / "one").chunked("labels", SPEC, N, 5, one)
+    calls = []
+    for index in range(3):  # three jobs, one after the other
+        count = Counter()
+        value, key = Cache(tmp_path / "sharded").chunked("labels", SPEC, N, 5, count, shard=Shard(index, 3))
+        calls += count.calls
+        assert (value is None) == (index < 2)  # the last shard completes and assembles the entry
+    assert sorted(calls) == sorted(one.calls)  # every chunk computed once, by one shard
+    entry = Path("labels") / f"{key}.pt"
+    assert (tmp_path / "sharded" / entry).read_bytes() == (tmp_path / "one" / entry).read_bytes()
+    assert not (tmp_path / "sharded" / entry).with_suffix(".chunks").exists()
+    said = "shard 3 of 3 took chunks 4-5 of 5 (2 computed here, 0 left to another process); 0 of 5 chunks"
+    assert said in caplog.text
+
+
+def test_a_run_after_some_shards_computes_only_the_missing_chunks(tmp_path):
+    Cache(tmp_path).chunked("labels", SPEC, N, 5, Counter(), shard=Shard(0, 2))  # chunks 1-2 of 5
+    rest = Counter()
+    value, _ = Cache(tmp_path).chunked("labels", SPEC, N, 5, rest)
+    assert rest.calls == [(10, 15), (15, 20), (20, 23)]
+    assert torch.equal(value["decision"], chunk_values(0, N)["decision"])
+    # a shard that comes late finds the entry and computes nothing
+    late = Counter()
+    again, _ = Cache(tmp_path).chunked("labels", SPEC, N, 5, late, shard=Shard(1, 2))
+    assert late.calls == [] and torch.equal(again["decision"], value["decision"])
+
+
+def test_a_chunk_another_process_holds_is_left_to_it_then_read(tmp_path):
+    from filelock import FileLock
+
+    key = cache_key(SPEC)
+    folder = tmp_path / "labels" / f"{key}.chunks"
+    folder.mkdir(parents=True)
+    held = FileLock(str(folder / "000000000005-000000000010.lock"))
+    held.acquire()  # another process is computing chunk 2
+    shard = Counter()
+    value, _ = Cache(tmp_path).chunked("labels", SPEC, 10, 5, shard, shard=Shard(0, 1))
+    assert value is None and shard.calls == [(0, 5)]  # a shard does not wait for it
+    cache_module.save_entry(chunk_values(5, 10), folder / "000000000005-000000000010.pt")
+    held.release()  # ... which wrote it
+    waiting = Counter()
+    value, _ = Cache(tmp_path).chunked("labels", SPEC, 10, 5, waiting)
+    assert waiting.calls == [] and torch.equal(value["decision"], chunk_values(0, 10)["decision"])
+
+
+def test_chunks_are_stored_contiguous_whatever_the_computation_returns(tmp_path):
+    # a shard's next stage reads a chunk, a run's reads the assembled entry: one memory layout for both
+    def transposed(start, stop):
+        return {"x": torch.arange(4.0 * (stop - start)).reshape(4, stop - start).T}
+
+    Cache(tmp_path).chunked("labels", SPEC, 6, 3, transposed, shard=Shard(0, 2))
+    (chunk,) = (tmp_path / "labels").glob("*.chunks/*.pt")
+    assert torch.load(chunk)["x"].is_contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# checked reads: a wrong entry with a matching digest is refused
+# ---------------------------------------------------------------------------------------------
+def _plant(path: Path, value: dict) -> None:
+    """Replace the entry at ``path`` with other valid tensors and a digest that matches them."""
+    cache_module.save_entry(value, path)
+
+
+def test_an_honest_entry_passes_the_check_by_a_few_recomputed_rows(tmp_path):
+    value, _ = Cache(tmp_path).chunked("labels", SPEC, N, 5, Counter())
+    count = Counter()
+    again, _ = Cache(tmp_path, check="always").chunked("labels", SPEC, N, 5, count)
+    assert len(count.calls) == cache_module.CHECK_ROWS and all(b == a + 1 for a, b in count.calls)
+    assert torch.equal(again["decision"], value["decision"])
+    unchecked = Counter()
+    Cache(tmp_path, check="auto").chunked("labels", SPEC, N, 5, unchecked)  # this user's own entry
+    assert unchecked.calls == []
+
+
+def test_an_entry_rewritten_with_wrong_values_and_a_matching_digest_is_refused(tmp_path, caplog):
+    value, key = Cache(tmp_path).chunked("labels", SPEC, N, 5, Counter())
+    path = tmp_path / "labels" / f"{key}.pt"
+    _plant(path, {**value, "decision": value["decision"] * 14.83})
+    assert (
+        Cache(tmp_path).chunked("labels", SPEC, N, 5, Counter())[0]["decision"].max() > 1
+    )  # the digest passes
+    count = Counter()
+    checked, _ = Cache(tmp_path, check="always").chunked("labels", SPEC, N, 5, count)
+    assert torch.equal(checked["decision"], chunk_values(0, N)["decision"])  # recomputed
+    assert "is refused: recomputed rows differ from it" in caplog.text
+    assert torch.equal(torch.load(path)["decision"], value["decision"])  # and stored in its place
+    # a chunk of a stage drawn per chunk (not row-wise) is recomputed whole for the check
+    _plant(path, {**value, "decision": value["decision"] + 1.0})
+    whole = Counter()
+    Cache(tmp_path, check="always").chunked("labels", SPEC, N, 5, whole, row_wise=False)
+    assert whole.calls[0] in [(0, 5), (5, 10), (10, 15), (15, 20), (20, 23)]
+    assert len(whole.calls) == 1 + 5  # the checked chunk, then the whole entry again
+
+
+def test_an_unchunked_entry_is_checked_against_its_recomputation(tmp_path, caplog):
+    def sample():
+        return {"x": torch.arange(6.0), "params": {"p_max": 1.0}}
+
+    value, key = Cache(tmp_path).get_or_compute("networks", SPEC, sample)
+    path = tmp_path / "networks" / f"{key}.pt"
+    _plant(path, {"x": torch.arange(6.0) + 1e-6, "params": {"p_max": 1.0}})  # exact: any change is refused
+    checked, _ = Cache(tmp_path, check="always").get_or_compute("networks", SPEC, sample)
+    assert torch.equal(checked["x"], value["x"]) and "is refused" in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give an entry another owner")
+def test_auto_checks_the_entries_another_user_wrote(tmp_path):
+    value, key = Cache(tmp_path).chunked("labels", SPEC, N, 5, Counter())
+    path = tmp_path / "labels" / f"{key}.pt"
+    _plant(path, {**value, "decision": -value["decision"]})
+    os.chown(path, 54321, -1)  # a group member's
+    count = Counter()
+    checked, _ = Cache(tmp_path, check="auto").chunked("labels", SPEC, N, 5, count)
+    assert torch.equal(checked["decision"], value["decision"]) and len(count.calls) > 5
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("cache_check=sometimes", "cache_check"),
+        ("data.shard=4", "data.shard"),
+        ("data.shards=0", "data.shards"),
+    ],
+)
+def test_bad_check_and_shard_values_name_their_key(override, key):
+    from mimo_l2o.__main__ import composed
+    from mimo_l2o.errors import ConfigError
+
+    extra = ["data.shards=4"] if override == "data.shard=4" else []
+    with pytest.raises(ConfigError) as err:
+        composed(override, *extra)
+    assert err.value.key == key

@@ -224,3 +224,68 @@ def test_resume_refuses_another_config(workdir, capsys):
     assert code == 2 and "resume: the checkpoint's run had another config: learner.train.lr=0.001" in err
     code, err = run_main([*TINY, "resume=nosuchrun"], workdir, capsys)
     assert code == 2 and "resume: 'nosuchrun' is neither a checkpoint file nor a run with one" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# a SIGTERM during a tracking write, a full disk
+# ---------------------------------------------------------------------------------------------
+def test_sigterm_during_a_tracking_write_waits_for_the_write_then_closes_the_run(workdir, monkeypatch):
+    import mlflow
+
+    from mimo_l2o import jobs
+    from mimo_l2o.tracking import Tracker
+
+    client = _client()  # this test's store (an earlier test may have set another as MLflow's default)
+    previous = signal.getsignal(signal.SIGTERM)
+    jobs.unwind_on_sigterm()
+    real = mlflow.MlflowClient.log_batch
+    seen = []
+
+    def interrupted(self, run_id, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the write...
+        time.sleep(0.05)
+        seen.append("written")  # ... which goes on to the end
+        return real(self, run_id, *args, **kwargs)
+
+    try:
+        with pytest.raises(KeyboardInterrupt, match="terminated by signal"):
+            with Tracker("mimo_l2o", "sigterm", {}) as tracker:
+                monkeypatch.setattr(mlflow.MlflowClient, "log_batch", interrupted)
+                tracker.log_metrics({"train/loss": 1.0}, step=0)
+                seen.append("after the write")  # not reached: the signal is acted on once it is done
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["written"]
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and run.data.metrics["train/loss"] == 1.0
+    assert "terminated by signal" in run.data.tags["failure_reason"]
+
+
+def _tmpfs(path, size: str) -> None:
+    """A small tmpfs at ``path`` (root only; skips the test where it cannot be mounted)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({mounted.stderr.decode().strip()[:80]})")
+
+
+def test_a_full_disk_is_one_line_naming_the_folder_and_nothing_is_half_written(workdir):
+    from tests.conftest import run_app
+
+    full = workdir / "full"
+    _tmpfs(full, "200k")
+    try:
+        proc = run_app("experiment=debug", f"cache_dir={full / 'cache'}", cwd=workdir)
+        # one line (after MLflow's creating the store, in a fresh working folder)
+        lines = [x for x in proc.stderr.strip().splitlines() if "mlflow.store.db.utils" not in x]
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+        (line,) = lines
+        assert line.startswith(f"error: {full / 'cache' / 'networks'}: no space left on the device")
+        assert "needs about" in line and "MB free" in line
+        assert not [p for p in full.rglob("*") if p.name.endswith((".pt", ".tmp"))]  # nothing half-written
+        (run,) = _all_runs(_client())
+        assert run.info.status == "FAILED" and "no space left" in run.data.tags["failure_reason"]
+    finally:
+        subprocess.run(["umount", str(full)], capture_output=True)
