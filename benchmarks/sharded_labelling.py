@@ -28,7 +28,7 @@ from wmmse import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ["data.num_train=3000", "data.num_val=500", "data.num_test=500", "data.chunk_size=100"]
-DATASET = ["experiment=debug", "scenario=cellular", "precoder=mmmse", "objective=sum_rate", *SIZES]
+DATASET = ["experiment=debug", "scenario=cellular", "precoder=mmmse", *SIZES]
 
 
 def git(*args: str) -> str:
@@ -74,7 +74,9 @@ def labelling_span(work: Path, shards: int, env: dict[str, str]) -> tuple[float,
     runs = client.search_runs(
         [client.get_experiment_by_name("mimo_l2o").experiment_id], "tags.`mimo_l2o.stage` = 'label'"
     )
-    assert len(runs) == shards and all(r.info.status == "FINISHED" for r in runs)
+    if len(runs) != shards or any(r.info.status != "FINISHED" for r in runs):
+        found = f"expected {shards} finished labelling runs, found {len(runs)}"
+        raise SystemExit(f"{found}:\n{done.stdout[-2000:]}")
     span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
     samples = sum(int(o.split("=")[1]) for o in SIZES if o.startswith("data.num_"))
     return span, samples

@@ -22,6 +22,9 @@ dir=$(realpath -m "$2")
 conf=$dir/slurm.conf
 
 stop() {
+    if [ -f "$dir/slurmctld.pid" ] && [ -f "$conf" ]; then  # end the cluster's jobs with it
+        SLURM_CONF=$conf scancel --quiet --user "$(id -un)" 2>/dev/null && sleep 1 || true
+    fi
     for name in slurmd slurmctld munged; do
         pidfile=$dir/$name.pid
         if [ -f "$pidfile" ]; then
@@ -51,7 +54,7 @@ start() {
         --pid-file="$dir/munged.pid" --log-file="$dir/munged.log" --seed-file="$dir/munge/seed"
 
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc, which follows OMP_NUM_THREADS
     memory_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024))
     port=${SLURM_LOCAL_PORT:-16817}
     cat >"$conf" <<EOF
