@@ -71,7 +71,13 @@ class DiskFull(RunFailure):
     """A write that found no space left: one line naming the folder, the space the file needs and the
     space free (nothing half-written is left: the write was to a temporary file, now removed)."""
 
-    def __init__(self, folder: Path, name: str, needed: int):
+    def __init__(self, folder: Path, name: str, needed: int, quota: bool = False):
+        if quota:
+            super().__init__(
+                f"{folder}: your disk quota is exceeded (writing {name} needs about {_megabytes(needed)}); "
+                "free some space or choose another folder"
+            )
+            return
         free = shutil.disk_usage(folder).free if folder.exists() else 0
         super().__init__(
             f"{folder}: no space left on the device (writing {name} needs about {_megabytes(needed)}, "
@@ -94,9 +100,17 @@ def _nbytes(obj: Any) -> int:
     return 0
 
 
+def _quota(error: BaseException) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.EDQUOT:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def _no_space(error: BaseException) -> bool:
-    """``error`` (or one it came from) is a write that found the disk full: ENOSPC, or torch's zip
-    writer's report of a short write."""
+    """``error`` (or one it came from) is a write that found the disk full: ENOSPC or EDQUOT, or
+    torch's zip writer's report of a short write."""
     while error is not None:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -108,15 +122,22 @@ def _no_space(error: BaseException) -> bool:
     return False
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, size: int = 0) -> None:
-    """``write(file)`` into a temporary file in ``path``'s folder, then ``os.replace`` onto ``path``;
-    :class:`DiskFull` when the disk is full (``size``: the bytes the file needs, for its message)."""
+def _atomic_write(
+    path: Path,
+    write: Callable[[Any], None],
+    binary: bool = True,
+    size: int = 0,
+    before_replace: Callable[[Path], None] | None = None,
+) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, then ``before_replace(temporary
+    path)``, then ``os.replace`` onto ``path``; :class:`DiskFull` when the disk is full (``size``: the
+    bytes the file needs, for its message)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
         if _no_space(error):
-            raise DiskFull(path.parent, path.name, size) from None
+            raise DiskFull(path.parent, path.name, size, _quota(error)) from None
         raise
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -124,21 +145,23 @@ def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True,
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if _no_space(error):
-            raise DiskFull(path.parent, path.name, size) from None
+            raise DiskFull(path.parent, path.name, size, _quota(error)) from None
         raise
 
 
-def atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: Path, before_replace: Callable[[Path], None] | None = None) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f), size=_nbytes(obj))
+    _atomic_write(path, lambda f: torch.save(obj, f), size=_nbytes(obj), before_replace=before_replace)
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write(text), binary=False)
+    _atomic_write(path, lambda f: f.write(text), binary=False, size=len(text.encode()))
 
 
 def file_digest(path: Path) -> str:
@@ -159,9 +182,10 @@ class CorruptEntry(Exception):
 
 
 def save_entry(obj: Any, path: Path) -> None:
-    """:func:`atomic_save`, then the file's digest beside it (an entry without one is not trusted)."""
-    atomic_save(obj, path)
-    _atomic_write_text(file_digest(path) + "\n", _digest_path(path))
+    """:func:`atomic_save` with the file's digest beside it (an entry without one is not trusted): the
+    digest is written before the file is moved into place, so a reader who sees the file sees its
+    digest too (another process may read an entry or a chunk the moment it appears)."""
+    atomic_save(obj, path, lambda tmp: _atomic_write_text(file_digest(tmp) + "\n", _digest_path(path)))
 
 
 def load_entry(path: Path) -> Any:
@@ -240,6 +264,15 @@ def _same(cached: Any, fresh: Any, exact: bool) -> bool:
     return cached == fresh
 
 
+def _store(value: Any, path: Path, what: str) -> None:
+    """:func:`save_entry`, or a warning when the folder is not this user's to write (a refused entry of
+    another user's is then used from memory, not replaced)."""
+    try:
+        save_entry(value, path)
+    except PermissionError as error:
+        log.warning("%s: cannot store the entry (%s); using it without caching it", what, error)
+
+
 def _owner(path: Path) -> str:
     try:
         import pwd
@@ -285,10 +318,12 @@ class Cache:
             cached = self._reuse(what, path)
             if cached is not None and self._checking(path):
                 fresh = compute()  # an unchunked stage is cheap (sampling): its whole value is the check
-                if _same(cached, fresh, exact=True):
+                if _same(cached, fresh, exact=False):
                     return cached, key
                 self._refuse(what, path, "its values differ from a recomputation")
-                cached = None
+                self._store_spec(stage, key, spec)
+                _store(fresh, path, what)
+                return fresh, key
             if cached is not None:
                 return cached, key
             log.info("%s: computing", what)
@@ -299,11 +334,15 @@ class Cache:
 
     # ---- checks against tampering and silent bugs ----------------------------------------------
     def _checking(self, path: Path) -> bool:
-        """Whether a read of the entry at ``path`` is checked: ``check`` ``always``, or ``auto`` and
-        another user owns the file (a group member's entry in a shared folder)."""
+        """Whether a read of the entry (or chunk) at ``path`` is checked: ``check`` ``always``, or
+        ``auto`` and someone else may have written it: another user owns it, or it is writable by its
+        group or by others (a shared folder under ``umask 002``)."""
         if self.check == "always":
             return True
-        return self.check == "auto" and path.stat().st_uid != os.getuid()
+        if self.check != "auto":
+            return False
+        info = path.stat()
+        return info.st_uid != os.getuid() or bool(info.st_mode & 0o022)
 
     def _refuse(self, what: str, path: Path, why: str) -> None:
         owner = _owner(path)
@@ -315,15 +354,17 @@ class Cache:
         except OSError:  # another user's file in a folder we may not write: it stays, unused
             pass
 
-    def _rows_agree(self, what, value, num_samples, chunk_size, compute_chunk, row_wise) -> bool:
-        """:data:`CHECK_ROWS` random rows of ``value`` recomputed (each alone when ``row_wise``, else the
-        chunk that holds one of them, as the stage was computed) agree with the entry."""
+    def _rows_agree(self, what, value, num_samples, chunk_size, compute_chunk, row_wise, within=None) -> bool:
+        """:data:`CHECK_ROWS` random rows of ``value`` (of its chunk ``within``, when given) recomputed,
+        each alone when ``row_wise``, else the chunk that holds one of them as the stage computed it,
+        agree with the entry."""
         chooser = random.SystemRandom()
+        lo, hi = within or (0, num_samples)
         if row_wise:
-            rows = sorted(chooser.sample(range(num_samples), min(CHECK_ROWS, num_samples)))
+            rows = sorted(chooser.sample(range(lo, hi), min(CHECK_ROWS, hi - lo)))
             spans = [(i, i + 1) for i in rows]
         else:
-            start = chooser.randrange(0, num_samples, chunk_size)
+            start = chooser.randrange(lo, hi, chunk_size)
             spans = [(start, min(start + chunk_size, num_samples))]
         for start, stop in spans:
             fresh = compute_chunk(start, stop)
@@ -341,6 +382,8 @@ class Cache:
             return None
         try:
             return load_entry(path)
+        except FileNotFoundError:  # removed meanwhile (its chunks' folder after assembly)
+            return None
         except CorruptEntry as error:
             log.warning("%s is corrupt (%s); computing it again", what, error)
             _discard(path)
@@ -389,7 +432,7 @@ class Cache:
         """
         key = cache_key(spec)
         path = self.path(stage, key)
-        what = _named(what or stage, key)
+        label, what = what, _named(what or stage, key)
         with self._lock(path):
             cached = self._reuse(what, path)
             if cached is not None and self._checking(path):
@@ -404,6 +447,12 @@ class Cache:
             for i, s in enumerate(range(0, num_samples, chunk_size))
         ]
         self._store_spec(stage, key, spec)
+
+        def again() -> dict[str, torch.Tensor] | None:  # the entry was refused after all: start over
+            return self.chunked(
+                stage, spec, num_samples, chunk_size, compute_chunk, progress, label, shard, row_wise
+            )[0]
+
         mine = chunks if shard is None else shard.share(chunks)
         found = sum(c.path.exists() for c in mine)
         if found:
@@ -411,13 +460,15 @@ class Cache:
         elif shard is None:
             log.info("%s: %d chunks", what, len(chunks))
         parts: dict[int, dict[str, torch.Tensor]] = {}
-        busy, computed = [], 0
+        busy, computed, here = [], 0, set()  # here: the chunks this process computed
         bar = tqdm(mine, desc=what.split(" (")[0], unit="chunk", disable=not progress, leave=False)
         for chunk in bar:
             status, part = self._fill(what, path, chunk, len(chunks), compute_chunk, progress, blocking=False)
             if status == "entry":  # another process assembled the entry meanwhile
-                return self._verified(what, path), key
+                return self._assembled(what, path, again), key
             computed += status == "computed"
+            if status == "computed":
+                here.add(chunk.index)
             if status == "busy":
                 busy.append(chunk)
             elif shard is None:  # a shard does not hold its chunks: another process may assemble them
@@ -436,9 +487,10 @@ class Cache:
             for chunk in busy:  # computed by another process: wait for it, then load it
                 status, part = self._fill(what, path, chunk, len(chunks), compute_chunk, progress, True)
                 if status == "entry":
-                    return self._verified(what, path), key
+                    return self._assembled(what, path, again), key
                 parts[chunk.index] = part
-        return self._assemble(what, path, chunks, parts), key
+        check = (num_samples, chunk_size, compute_chunk, row_wise)
+        return self._assemble(what, path, chunks, parts, here, check), key
 
     def _fill(self, what, path, chunk, total, compute_chunk, progress, blocking):
         """Under the chunk's lock: ``("entry", None)`` when the whole entry exists by now, else the
@@ -468,22 +520,46 @@ class Cache:
         finally:
             lock.release()
 
-    def _assemble(self, what, path, chunks, parts) -> dict[str, torch.Tensor]:
+    def _assembled(self, what: str, path: Path, again: Callable[[], Any]) -> Any:
+        """The entry another process assembled, read under its lock; computed over when it fails."""
+        with self._lock(path):
+            value = self._verified(what, path)
+        return value if value is not None else again()
+
+    def _assemble(self, what, path, chunks, parts, here, check) -> dict[str, torch.Tensor]:
         """The entry from its chunks (those in ``parts`` already loaded), written once, under the entry's
-        lock; the chunk folder is removed."""
+        lock; the chunk folder is removed. When a chunk file is one :meth:`_checking` distrusts (another
+        user's, or writable by others), the entry is checked like a read entry first, and on a mismatch
+        every chunk is computed again here."""
+        num_samples, chunk_size, compute_chunk, row_wise = check
         with self._lock(path):
             value = self._verified(what, path)
             if value is not None:  # another process assembled it first
                 return value
+            # chunk files this process did not compute, which someone else may have written
+            suspect = [
+                c for c in chunks if c.index not in here and c.path.exists() and self._checking(c.path)
+            ]
             for chunk in chunks:
                 if chunk.index not in parts:
-                    part = self._verified(f"{what}: chunk {chunk.start}-{chunk.stop}", chunk.path)
-                    if part is None:
-                        raise RuntimeError(f"{what}: chunk {chunk.start}-{chunk.stop} is missing at assembly")
+                    with FileLock(str(chunk.path.with_suffix(".lock"))):  # written by now, or being written
+                        part = self._verified(f"{what}: chunk {chunk.start}-{chunk.stop}", chunk.path)
+                        if part is None:
+                            part = compute_chunk(chunk.start, chunk.stop)
                     parts[chunk.index] = part
             ordered = [parts[c.index] for c in chunks]
             value = {k: torch.cat([p[k] for p in ordered]) for k in ordered[0]}
-            save_entry(value, path)
+            agree = (
+                self._rows_agree(
+                    what, value, num_samples, chunk_size, compute_chunk, row_wise, (c.start, c.stop)
+                )
+                for c in suspect
+            )
+            if not all(agree):
+                log.warning("%s: chunks another user wrote differ from a recomputation; computing all", what)
+                ordered = [compute_chunk(c.start, c.stop) for c in chunks]
+                value = {k: torch.cat([p[k].contiguous() for p in ordered]) for k in ordered[0]}
+            _store(value, path, what)
             shutil.rmtree(chunks[0].folder, ignore_errors=True)
         return value
 
@@ -508,7 +584,8 @@ class Cache:
             )
             if status != "entry":
                 return part
-            value = self._verified(what, path)
+            with self._lock(path):
+                value = self._verified(what, path)
             if value is not None:
                 return {k: v[start:stop] for k, v in value.items()}
         raise RuntimeError(f"{what}: rows {start}-{stop} could not be read")

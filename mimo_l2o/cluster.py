@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"  # in a job's output folder: the run a requeued job reopens
 POLL_S = 15  # the longest wait between two looks at the queue
+# the states in which a job has ended (squeue keeps an ended job for MinJobAge; GONE: left the queue)
+FINAL_STATES = {
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+    "SPECIAL_EXIT", "REVOKED", "GONE",
+}  # fmt: skip
 
 
 def slurm_job() -> str | None:
@@ -98,6 +103,11 @@ def _watcher_class():
             if not pending:
                 return None
             return ["squeue", "--noheader", "--states=all", "--format=%i|%T", "--jobs", ",".join(pending)]
+
+        def is_done(self, job_id: str, mode: str = "standard") -> bool:
+            # squeue names more transient states than sacct (CONFIGURING, SUSPENDED, REQUEUE_HOLD, ...):
+            # a job is done only in a state that ends it
+            return self.get_state(job_id, mode=mode).upper().split()[0] in FINAL_STATES
 
         def update(self) -> None:
             command = self._make_command()

@@ -165,7 +165,8 @@ class RunConfig:
         (``$MIMO_L2O_CACHE_DIR``, else ``.cache/mimo_l2o`` in the working directory).
     cache_check : str
         Recompute a random sample of a cached entry's rows when reading it, and refuse (recompute) the
-        entry when they differ: ``auto`` for entries another user wrote, ``always``, ``never``
+        entry when they differ: ``auto`` for entries someone else may have written (another user's, or
+        writable by the group), ``always``, ``never``
         (:mod:`mimo_l2o.cache`; the SHA-256 beside an entry catches corruption, not a wrong entry).
     paper : str or None
         Paper the run reproduces (a tag), set by ``experiment/`` presets; ``null``: the learner's paper.

@@ -249,6 +249,8 @@ class Data:
         test sets, and the labeller's on the training and validation sets for supervised learners."""
         for split in SPLITS:
             self.network(split)
+            if self.parts.precoder.expensive:  # every split's problems (a learner may train on them)
+                self._cached_problems(split)
         reference = {split: self.labels(split) for split in ("val", "test")}
         supervised = self.parts.learner_cls.requires_labels
         targets = {split: self.training_labels(split) for split in ("train", "val")} if supervised else {}

@@ -86,12 +86,11 @@ def parallel_job_threads() -> int:
     the cores instead of oversubscribing them; in a Slurm job, the CPUs it was given
     (``SLURM_CPUS_PER_TASK``; torch would count the node's); 0 (torch's default) otherwise."""
     slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
-        return int(slurm_cpus)
+    slurm_cpus = int(slurm_cpus) if slurm_cpus.isdigit() and int(slurm_cpus) > 0 else 0
     hydra_cfg = _hydra_config()
     if hydra_cfg is None or "Joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
-        return 0
-    cores = os.cpu_count() or 1
+        return slurm_cpus
+    cores = slurm_cpus or os.cpu_count() or 1  # a joblib sweep inside an allocation shares its CPUs
     n_jobs = int(hydra_cfg.launcher.get("n_jobs") or -1)
     n_jobs = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means all cores
     return max(1, cores // max(1, min(n_jobs, cores)))
@@ -99,28 +98,48 @@ def parallel_job_threads() -> int:
 
 # SIGTERM while a tracking write is under way waits for the write (a write to SQLite cut short leaves
 # the database locked and the run RUNNING): the depth of nested deferring blocks, the pending signal
-_deferred: dict[str, int | None] = {"depth": 0, "pending": None}
+_deferred: dict = {"depth": 0, "pending": None}
+
+
+def _interrupt(signum: int) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 def _terminate(signum, frame) -> None:
     if _deferred["depth"]:
-        _deferred["pending"] = signum
+        _deferred["pending"] = (_interrupt, signum)
         return
-    raise KeyboardInterrupt(f"terminated by signal {signum}")
+    _interrupt(signum)
+
+
+def _deferring(handler):
+    """``handler`` (submitit's preemption handler, which requeues the job and exits), run at once or,
+    inside a tracking write, when the write is done."""
+
+    def deferring(signum, frame) -> None:
+        if _deferred["depth"]:
+            _deferred["pending"] = (lambda n: handler(n, None), signum)
+            return
+        handler(signum, frame)
+
+    deferring.wrapped = handler
+    return deferring
 
 
 @contextlib.contextmanager
 def deferred_termination() -> Iterator[None]:
-    """SIGTERM that arrives inside the block is acted on when the block ends (its write done)."""
+    """SIGTERM (and submitit's preemption signal) that arrives inside the block is acted on when the
+    block ends (its write done)."""
     _deferred["depth"] += 1
     try:
         yield
     finally:
         _deferred["depth"] -= 1
-        signum = _deferred["pending"]
-        if not _deferred["depth"] and signum is not None:
+        pending = _deferred["pending"]
+        if not _deferred["depth"] and pending is not None:
             _deferred["pending"] = None
-            raise KeyboardInterrupt(f"terminated by signal {signum}")
+            act, signum = pending
+            act(signum)
 
 
 def unwind_on_sigterm() -> None:
@@ -128,3 +147,6 @@ def unwind_on_sigterm() -> None:
     Ctrl-C, so its MLflow run ends as KILLED instead of staying RUNNING."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        usr2 = signal.getsignal(signal.SIGUSR2)  # submitit's preemption and time-limit handler
+        if callable(usr2) and not hasattr(usr2, "wrapped"):
+            signal.signal(signal.SIGUSR2, _deferring(usr2))

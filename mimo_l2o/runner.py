@@ -136,7 +136,12 @@ def _label_shard(run: RunConfig, parts: Parts, device, progress: bool, tags: dic
     d = run.data
     name = short(f"label {d.shard + 1}/{d.shards} {run_name(run)}", MAX_RUN_NAME, word=MAX_RUN_NAME)
     began = time.perf_counter()
-    with Tracker(run.tracking.experiment, name, {**tags, "mimo_l2o.stage": "label"}, parent) as tracker:
+    reopen = cluster.requeued_run(jobs.output_dir())  # a requeued shard continues its own run
+    with Tracker(
+        run.tracking.experiment, name, {**tags, "mimo_l2o.stage": "label"}, parent, reopen
+    ) as tracker:
+        if cluster.slurm_job():
+            (jobs.output_dir() / cluster.RUN_ID_FILE).write_text(tracker.run_id)
         tracker.files = jobs.run_files()
         tracker.log_params(flatten(run))
         with _console(progress):

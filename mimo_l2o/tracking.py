@@ -182,7 +182,10 @@ class Tracker:
             exc.run_id = self.run_id
             return False
         client = _mlflow().MlflowClient()
-        with deferred_termination():  # SIGTERM now waits until the run is closed
+        # on a SQLite store SIGTERM waits until the run is closed (a write cut short locks the database);
+        # a server's requests are bounded instead, so SIGTERM is acted on within seconds whatever it does
+        local = _mlflow().get_tracking_uri().startswith("sqlite:")
+        with deferred_termination() if local else contextlib.nullcontext():
             try:
                 self.log_files(self.files)
             except TrackingLost as lost:

@@ -29,9 +29,12 @@ stop() {
         pidfile=$dir/$name.pid
         if [ -f "$pidfile" ]; then
             pid=$(cat "$pidfile")
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -9 "$pid" 2>/dev/null || true
+            # only the daemon the pid file names (not a process that reused its pid after a reboot)
+            if [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$name" ]; then
+                kill "$pid" 2>/dev/null || true
+                for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+                kill -9 "$pid" 2>/dev/null || true
+            fi
             rm -f "$pidfile"
         fi
     done

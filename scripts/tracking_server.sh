@@ -12,7 +12,8 @@
 # Settings (environment): TRACKING_HOST (default 127.0.0.1; 0.0.0.0 to serve a cluster's nodes, then
 # jobs use http://<this host>:PORT), TRACKING_PORT (5000), PGPORT (15432), PYTHON (the interpreter
 # with mlflow and the `server` extra, psycopg: default `python`). As root, the database runs as the
-# `postgres` user (PostgreSQL refuses root). Run it again on the same DIR to restart with the same data.
+# `postgres` user (PostgreSQL refuses root); its password is generated into DIR/pgpass (mode 600).
+# Run it again on the same DIR to restart with the same data.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
@@ -29,15 +30,25 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tru
 if [ -z "$pgbin" ] && command -v pg_ctl >/dev/null; then pgbin=$(dirname "$(command -v pg_ctl)"); fi
 
 as_db_user() {
-    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- env PGPASSFILE="$PGPASSFILE" "$@"; else "$@"; fi
+}
+
+# the database's password, in libpq's password file (read by psql, createdb and the server's psycopg):
+# the database accepts TCP connections with it only (scram-sha-256), not from any local user
+export PGPASSFILE=$dir/pgpass
+
+is_ours() {  # a pid file's process is still the program named (not a pid reused after a reboot)
+    [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"
 }
 
 stop() {
     if [ -f "$dir/mlflow.pid" ]; then
         pid=$(cat "$dir/mlflow.pid")
-        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 -- "-$pid" 2>/dev/null || true
+        if is_ours "$pid" "mlflow server"; then
+            kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            is_ours "$pid" "mlflow server" && kill -9 -- "-$pid" 2>/dev/null || true
+        fi
         rm -f "$dir/mlflow.pid"
     fi
     if [ -n "$pgbin" ] && [ -f "$pgdata/postmaster.pid" ]; then
@@ -60,8 +71,12 @@ start() {
     if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir/socket"; fi
     if [ ! -f "$pgdata/PG_VERSION" ]; then
         mkdir -p "$pgdata"
-        if [ "$(id -u)" -eq 0 ]; then chown postgres "$pgdata"; fi
-        as_db_user "$pgbin/initdb" -D "$pgdata" -U mlflow -A trust --no-instructions >"$dir/initdb.log"
+        password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        (umask 077 && echo "$password" >"$dir/pgpassword" && echo "127.0.0.1:*:*:mlflow:$password" >"$PGPASSFILE")
+        if [ "$(id -u)" -eq 0 ]; then chown postgres "$pgdata" "$dir/pgpassword" "$PGPASSFILE"; fi
+        as_db_user "$pgbin/initdb" -D "$pgdata" -U mlflow -A scram-sha-256 --pwfile="$dir/pgpassword" \
+            --no-instructions >"$dir/initdb.log"
+        rm -f "$dir/pgpassword"
     fi
     as_db_user "$pgbin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
         -o "-h 127.0.0.1 -p $pgport -k $dir/socket" start >/dev/null

@@ -14,6 +14,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests started inside a Slurm allocation (srun make test) are not Slurm jobs themselves: without this,
+# every run would take the allocation's CPUs, tag itself with its job and look for a run to reopen.
+for _name in [n for n in os.environ if n.startswith("SLURM_") and n != "SLURM_CONF"]:
+    del os.environ[_name]
+
 # Tiny but complete: every stage runs, in seconds.
 TINY = [
     "data.num_train=1000",

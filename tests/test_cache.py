@@ -544,7 +544,7 @@ def test_an_unchunked_entry_is_checked_against_its_recomputation(tmp_path, caplo
 
     value, key = Cache(tmp_path).get_or_compute("networks", SPEC, sample)
     path = tmp_path / "networks" / f"{key}.pt"
-    _plant(path, {"x": torch.arange(6.0) + 1e-6, "params": {"p_max": 1.0}})  # exact: any change is refused
+    _plant(path, {"x": torch.arange(6.0) + 0.5, "params": {"p_max": 1.0}})
     checked, _ = Cache(tmp_path, check="always").get_or_compute("networks", SPEC, sample)
     assert torch.equal(checked["x"], value["x"]) and "is refused" in caplog.text
 
@@ -576,3 +576,23 @@ def test_bad_check_and_shard_values_name_their_key(override, key):
     with pytest.raises(ConfigError) as err:
         composed(override, *extra)
     assert err.value.key == key
+
+
+def test_a_planted_chunk_others_could_write_is_caught_when_the_entry_is_assembled(tmp_path, caplog):
+    folder = tmp_path / "labels" / f"{cache_key(SPEC)}.chunks"
+    folder.mkdir(parents=True)
+    planted = folder / "000000000005-000000000010.pt"
+    wrong = chunk_values(5, 10)
+    cache_module.save_entry({**wrong, "decision": wrong["decision"] + 3.0}, planted)
+    os.chmod(planted, 0o664)  # group-writable: a group member may have written it
+    value, _ = Cache(tmp_path, check="auto").chunked("labels", SPEC, N, 5, Counter())
+    assert torch.equal(value["decision"], chunk_values(0, N)["decision"])
+    assert "differ from a recomputation" in caplog.text
+    # the same chunk, this user's own and not group-writable, is trusted under auto (never rechecked)
+    other = tmp_path / "other"
+    folder = other / "labels" / f"{cache_key(SPEC)}.chunks"
+    folder.mkdir(parents=True)
+    cache_module.save_entry({**wrong, "decision": wrong["decision"] + 3.0}, folder / planted.name)
+    os.chmod(folder / planted.name, 0o644)
+    trusted, _ = Cache(other, check="auto").chunked("labels", SPEC, N, 5, Counter())
+    assert trusted["decision"][5:10].min() > 2.9
