@@ -16,7 +16,6 @@ shards of S = 2 run side by side on a two-core machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import subprocess
@@ -24,21 +23,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from generate_docs import stamp
 from wmmse import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = ["data.num_train=3000", "data.num_val=500", "data.num_test=500", "data.chunk_size=100"]
 DATASET = ["experiment=debug", "scenario=cellular", "precoder=mmmse", *SIZES]
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def stamp() -> str:
-    dirty = " with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"commit `{git('rev-parse', 'HEAD')[:12]}`{dirty}, {when}"
 
 
 def labelling_span(work: Path, shards: int, env: dict[str, str]) -> tuple[float, int]:

@@ -30,6 +30,7 @@ RECORD_KEYS = (
     "log_every",
     "max_memory_gb",
     "cache_dir",
+    "cache_check",
     "resume",
     "paper",
     "eval.timing_",
