@@ -3,11 +3,12 @@ composed config (the ``hydra/config.yaml`` artifact), the way the runner built i
 
 ::
 
-    import mlflow, mimo_l2o
-    run = mlflow.MlflowClient().get_run("<run id>")
-    policy = mlflow.pytorch.load_model(run.data.tags["mimo_l2o.model_uri"])
-    new = mimo_l2o.inputs(run.info.run_id, num_samples=100, seed=1)
-    powers = new.problem.project(policy(new.x).double())
+    import mlflow, torch, mimo_l2o
+    mlflow.set_tracking_uri("sqlite:///mlflow.db")     # the store the run was logged to
+    policy = mimo_l2o.policy("<run id>")
+    new = mimo_l2o.inputs("<run id>", num_samples=100, seed=1)
+    with torch.no_grad():
+        powers = new.problem.project(policy(new.x).double())
     print(new.objective(new.problem, powers).mean())   # e.g. the mean sum rate
 
 The model's input is the learner's ``prepare`` of the features it reads (the run's
@@ -31,6 +32,41 @@ from mimo_l2o.data import learner_spec, stored
 from mimo_l2o.problems import Problem
 
 CONFIG_ARTIFACT = "hydra/config.yaml"  # the run's composed config, as Hydra wrote it
+MODEL_TAG = "mimo_l2o.model_uri"  # the logged policy's URI, a tag of its run
+
+
+class NoPolicy(LookupError):
+    """A run that cannot give a policy: not in the store, or logged without a model. Its message is
+    one line that says which and what to do."""
+
+
+def _run(run_id: str):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        uri = mlflow.get_tracking_uri()
+        raise NoPolicy(
+            f"run {run_id} is not in the tracking store {uri}: set MLFLOW_TRACKING_URI (or "
+            "mlflow.set_tracking_uri) to the store the run was logged to"
+        ) from None
+
+
+def policy(run_id: str) -> torch.nn.Module:
+    """The policy ``run_id`` logged (``mlflow.pytorch.load_model`` of its tag ``mimo_l2o.model_uri``);
+    :class:`NoPolicy` when the run is not in the store or logged no model."""
+    import mlflow.pytorch
+
+    run = _run(run_id)
+    uri = run.data.tags.get(MODEL_TAG)
+    if uri is None:
+        raise NoPolicy(
+            f"run {run_id} logged no policy (tracking.log_model=false; experiment=debug sets it): run it "
+            "again with tracking.log_model=true"
+        )
+    return mlflow.pytorch.load_model(uri)  # saved in eval mode (an exported program has no .eval())
 
 
 @dataclass
@@ -47,6 +83,7 @@ def run_config(run_id: str) -> DictConfig:
     """The composed config a run was made with (its ``hydra/config.yaml`` artifact)."""
     import mlflow
 
+    _run(run_id)  # in the store, or one line that says where to look
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CONFIG_ARTIFACT)
     return OmegaConf.load(Path(path))
 

@@ -104,11 +104,13 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
     ran on several seeds (``-m seed=0,1,2``), of its points (mean ± 95 % interval): returned for the
     console and logged to the parent as ``summary.md``, with the counts, the best and mean ratio and
     each repeated point's ``point/<setting>/objective_ratio_mean``, ``_ci95`` and ``seeds`` as the
-    parent's metrics and the report of ``mimo-l2o report`` under ``report/``."""
+    parent's metrics and the report of ``mimo-l2o report`` under ``report/``. The console's text ends
+    with where everything is: the parent run's id and address, the report folder and the command that
+    writes it again; its first line counts the finished, failed and skipped jobs."""
     import mlflow
 
     from mimo_l2o import report
-    from mimo_l2o.tracking import store_lock
+    from mimo_l2o.tracking import SKIPPED_DIR, run_address, store_lock
 
     client = mlflow.MlflowClient()
     experiment = client.get_run(parent_id).info.experiment_id
@@ -153,11 +155,23 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
                 client.log_metric(parent_id, key, value)
 
     log(table, metrics)  # before the report, so that a report that fails loses neither
-    finished = f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished"
-    if not ratios:
-        return f"{finished}\n{table}"
+    failed = sum(c.info.status in ("FAILED", "KILLED") for c in children)
+    skipped = len(client.list_artifacts(parent_id, SKIPPED_DIR))
+    finished = (
+        f"sweep {sweep_dir.name}: {metrics['sweep/runs_finished']} of {len(children)} runs finished, "
+        f"{failed} failed, {skipped} {'job' if skipped == 1 else 'jobs'} skipped"
+    )
     command = f"mimo-l2o report --sweep {parent_id}"
-    points = report.write(client, [parent_id], None, sweep_dir / "report", command) or []
+    where = [
+        f"parent run  {parent_id}",
+        f"MLflow      {run_address(parent_id)}",
+    ]
+    if not ratios:
+        where.append("report      none (no run finished with a ratio)")
+        return "\n".join([finished, table, "", *where])
+    folder = sweep_dir / "report"
+    where += [f"report      {folder}/ (logged to the parent run under report/)", f"again       {command}"]
+    points = report.write(client, [parent_id], None, folder, command) or []
     repeated = [p for p in points if p["seeds"] > 1]
     if repeated:  # the sweep's points of several seeds: mean, interval, seeds
         lines = ["", "| setting | seeds | test/objective_ratio (mean ± 95 % CI) |", "| --- | --- | --- |"]
@@ -171,7 +185,7 @@ def summarize(parent_id: str, sweep_dir: Path) -> str:
                 point_metrics[f"{name}/objective_ratio_ci95"] = half
         table += "\n".join(lines)
         log(table, point_metrics)  # the summary again, with its points
-    return f"{finished}\n{table}"
+    return "\n".join([finished, table, "", *where])
 
 
 def point_metric(label: str) -> str:

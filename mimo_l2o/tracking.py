@@ -205,14 +205,8 @@ class Tracker:
         return False
 
     def address(self) -> str:
-        """Where the run is seen: its page on a tracking server, else the command that serves the
-        local store and the page to open."""
-        uri = _mlflow().get_tracking_uri()
-        run = _mlflow().MlflowClient().get_run(self.run_id)
-        page = f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
-        if uri.startswith(("http://", "https://")):
-            return f"{uri.rstrip('/')}/{page}"
-        return f"http://127.0.0.1:5000/{page} after: mlflow ui --backend-store-uri {uri}"
+        """Where the run is seen (:func:`run_address`)."""
+        return run_address(self.run_id)
 
     # ---- logging ---------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -393,6 +387,17 @@ def create_run(experiment: str, run_name: str, tags: dict[str, str]) -> str:
             experiment_id, run_name=run_name, tags=context_tags({**tags, **process_tags()})
         )
     return run.info.run_id
+
+
+def run_address(run_id: str) -> str:
+    """Where a run is seen: its page on a tracking server, else the command that serves the local
+    store and the page to open."""
+    uri = _mlflow().get_tracking_uri()
+    run = _mlflow().MlflowClient().get_run(run_id)
+    page = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page} after: mlflow ui --backend-store-uri {uri}"
 
 
 def reopen_run(run_id: str, tags: dict[str, str]) -> str:

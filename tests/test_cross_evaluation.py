@@ -47,6 +47,19 @@ def test_the_sweep_runs_the_learners_that_read_the_scenario_and_skips_the_others
         assert line.endswith(
             f"learner={learner} works on beamforming problems but precoder=none makes power_control"
         )
+    # the sweep's last lines say where everything is, and its first counts every job
+    work, env = sweep[0], sweep[1]
+    assert "2 of 2 runs finished, 0 failed, 6 jobs skipped" in proc.stdout
+    page = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}"
+    store = env["MLFLOW_TRACKING_URI"]
+    (folder,) = work.glob("multirun/*/*/report")
+    assert (folder / "report.md").is_file()
+    assert proc.stdout.strip().splitlines()[-4:] == [
+        f"parent run  {parent.info.run_id}",
+        f"MLflow      http://127.0.0.1:5000/{page} after: mlflow ui --backend-store-uri {store}",
+        f"report      {folder.relative_to(work)}/ (logged to the parent run under report/)",
+        f"again       mimo-l2o report --sweep {parent.info.run_id}",
+    ]
     logged = sorted(a.path for a in client.list_artifacts(parent.info.run_id, "skipped"))
     assert [p.split("/")[1].split("-")[0] for p in logged] == [
         "data_driven_bf",

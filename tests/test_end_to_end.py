@@ -319,3 +319,44 @@ def test_the_record_reads_well_and_the_policy_is_usable_from_the_readme(default_
         decision = new.problem.project(policy(new.x).double())
     value = float(new.objective(new.problem, decision).mean())
     assert value == pytest.approx(run.data.metrics["test/objective_learner"], rel=1e-6)
+
+
+def _readme_snippet(marker: str) -> str:
+    """The code block after ``<!-- marker ... -->`` in README.md."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = text[text.index(f"<!-- {marker}") :]
+    return after.split("```", 2)[1].removeprefix("python").strip("\n")
+
+
+def test_the_readmes_policy_snippet_runs_as_written_from_the_runs_folder(default_run):
+    work, env, _ = default_run
+    client = _client(env)
+    run = min(_runs(client), key=lambda r: r.info.start_time)
+    code = _readme_snippet("policy-snippet").replace("<run id>", run.info.run_id)
+    # the snippet names the store itself (the run's folder's mlflow.db)
+    clean = {k: v for k, v in {**os.environ, **env}.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, env=clean, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout.strip().splitlines()[-1]
+    assert printed.startswith("tensor(") and "grad_fn" not in printed
+    value = float(printed.removeprefix("tensor(").split(",")[0].rstrip(")"))
+    # the mean sum rate of 100 new networks of the same scenario: near the run's own test mean
+    assert value == pytest.approx(run.data.metrics["test/objective_learner"], rel=0.25)
+
+
+def test_a_run_without_a_policy_or_not_in_the_store_is_one_line(default_run, tmp_path):
+    import mimo_l2o
+    from mimo_l2o.tracking import Tracker
+
+    work, env, _ = default_run
+    client = _client(env)
+    with Tracker("mimo_l2o", "no model", {}) as tracker:
+        pass
+    with pytest.raises(mimo_l2o.NoPolicy) as err:
+        mimo_l2o.policy(tracker.run_id)
+    assert "logged no policy" in str(err.value) and "tracking.log_model=true" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.raises(mimo_l2o.NoPolicy) as err:
+        mimo_l2o.inputs("0123456789abcdef0123456789abcdef")
+    assert "is not in the tracking store" in str(err.value) and env["MLFLOW_TRACKING_URI"] in str(err.value)
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
