@@ -306,14 +306,17 @@ class Cache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / f"{key}.pt"
 
+    def _entry(self, stage: str, spec: dict[str, Any], what: str | None) -> tuple[str, Path, str]:
+        """The entry's key, its path and its name in the log (``what`` or the stage, with the key)."""
+        key = cache_key(spec)
+        return key, self.path(stage, key), _named(what or stage, key)
+
     def get_or_compute(
         self, stage: str, spec: dict[str, Any], compute: Callable[[], Any], what: str | None = None
     ) -> tuple[Any, str]:
         """The cached value for ``spec``, computing and storing it on a miss; returns (value, key).
         ``what`` names the entry in the log (``network train (200,000 samples)``), else ``stage``."""
-        key = cache_key(spec)
-        path = self.path(stage, key)
-        what = _named(what or stage, key)
+        key, path, what = self._entry(stage, spec, what)
         with self._lock(path):
             cached = self._reuse(what, path)
             if cached is not None and self._checking(path):
@@ -430,9 +433,8 @@ class Cache:
         ``row_wise``: ``compute_chunk(i, i + 1)`` gives row ``i`` (no draw depends on the chunk), so a
         check of a read entry recomputes single rows, not a chunk.
         """
-        key = cache_key(spec)
-        path = self.path(stage, key)
-        label, what = what, _named(what or stage, key)
+        label = what
+        key, path, what = self._entry(stage, spec, what)
         with self._lock(path):
             cached = self._reuse(what, path)
             if cached is not None and self._checking(path):
@@ -575,9 +577,7 @@ class Cache:
         """Rows ``[start, stop)`` of a chunked entry (one of its chunks): a slice of the entry when it is
         assembled, else the chunk, loaded or computed and written under the chunk's lock (a shard's
         labels read the problems chunk of the same rows)."""
-        key = cache_key(spec)
-        path = self.path(stage, key)
-        what = _named(what or stage, key)
+        key, path, what = self._entry(stage, spec, what)
         for _ in range(2):  # the entry may be assembled between the two looks
             status, part = self._fill(
                 what, path, _Chunk(0, start, stop, path.with_suffix(".chunks")), 0, compute_chunk, True, True

@@ -46,6 +46,13 @@ def slurm_job() -> str | None:
     return env.get("SLURM_JOB_ID")
 
 
+def remember_run(output_dir: Path, run_id: str) -> None:
+    """In a Slurm job, write ``run_id`` into the job's output folder, where a requeued start of the job
+    finds the run to reopen (:func:`requeued_run`); nothing outside Slurm."""
+    if slurm_job():
+        (output_dir / RUN_ID_FILE).write_text(run_id)
+
+
 def requeued_run(output_dir: Path) -> str | None:
     """The MLflow run a requeued Slurm job reopens: the id its first start wrote into the job's output
     folder (the same folder on every start), when Slurm says the job was restarted; else ``None``."""
@@ -172,14 +179,3 @@ def register() -> None:
 
     Plugins.instance().register(SlurmLauncher)
     ConfigStore.instance().store(group="hydra/launcher", name="slurm", node=SlurmConf, provider="mimo_l2o")
-
-
-def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """The states of ``job_ids`` in the queue now (for tests and scripts)."""
-    done = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%i|%T", "--jobs", ",".join(job_ids)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return parse_squeue(done.stdout)

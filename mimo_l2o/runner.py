@@ -102,13 +102,13 @@ def run_experiment(cfg: DictConfig) -> float:
     tags["mimo_l2o.checkpoint"] = str(last.resolve())
     if run.resume:
         tags["mimo_l2o.resumed_from"] = run.resume
-    if cluster.slurm_job():
-        tags["mimo_l2o.slurm_job"] = cluster.slurm_job()
+    slurm_job = cluster.slurm_job()
+    if slurm_job:
+        tags["mimo_l2o.slurm_job"] = slurm_job
         tags["mimo_l2o.slurm_restarts"] = os.environ.get("SLURM_RESTART_COUNT", "0")
     began = time.perf_counter()
     with Tracker(run.tracking.experiment, run_name(run), tags, parent, reopen) as tracker:
-        if cluster.slurm_job():  # where a requeued start of this job finds its run
-            (jobs.output_dir() / cluster.RUN_ID_FILE).write_text(tracker.run_id)
+        cluster.remember_run(jobs.output_dir(), tracker.run_id)
         tracker.files = {**jobs.run_files(), "checkpoints/best.pt": checkpoint}
         tracker.log_params(flatten(run))
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +140,7 @@ def _label_shard(run: RunConfig, parts: Parts, device, progress: bool, tags: dic
     with Tracker(
         run.tracking.experiment, name, {**tags, "mimo_l2o.stage": "label"}, parent, reopen
     ) as tracker:
-        if cluster.slurm_job():
-            (jobs.output_dir() / cluster.RUN_ID_FILE).write_text(tracker.run_id)
+        cluster.remember_run(jobs.output_dir(), tracker.run_id)
         tracker.files = jobs.run_files()
         tracker.log_params(flatten(run))
         with _console(progress):

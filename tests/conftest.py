@@ -63,16 +63,30 @@ def import_unwired(modules: dict):
         sys.modules.pop(module, None)
 
 
+def app_env(env: dict | None = None) -> dict[str, str]:
+    """The environment an app started by a test gets: this one, one OpenMP thread, ``env`` on top, and
+    no ``HYDRA_FULL_ERROR`` (the app's own errors are one line)."""
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full.pop("HYDRA_FULL_ERROR", None)
+    return full
+
+
+def readme_block(marker: str) -> str:
+    """The code block after ``<!-- marker ... -->`` in README.md, without its language tag."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(f"<!-- {marker}") :].split("```", 2)[1]
+    tag, _, body = block.partition("\n")
+    return body.strip("\n") if tag.strip() else block.strip("\n")
+
+
 def run_app(
     *overrides: str, cwd: Path, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
     """``python -m mimo_l2o <overrides>`` in ``cwd``; returns the completed process."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, "-m", "mimo_l2o", *overrides],
         cwd=cwd,
-        env=full_env,
+        env=app_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import TINY, isolated_env, rebuild_data, run_app
+from tests.conftest import TINY, isolated_env, readme_block, rebuild_data, run_app
 
 CONTRACT = [
     "test/objective_learner",
@@ -321,18 +321,11 @@ def test_the_record_reads_well_and_the_policy_is_usable_from_the_readme(default_
     assert value == pytest.approx(run.data.metrics["test/objective_learner"], rel=1e-6)
 
 
-def _readme_snippet(marker: str) -> str:
-    """The code block after ``<!-- marker ... -->`` in README.md."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    after = text[text.index(f"<!-- {marker}") :]
-    return after.split("```", 2)[1].removeprefix("python").strip("\n")
-
-
 def test_the_readmes_policy_snippet_runs_as_written_from_the_runs_folder(default_run):
     work, env, _ = default_run
     client = _client(env)
     run = min(_runs(client), key=lambda r: r.info.start_time)
-    code = _readme_snippet("policy-snippet").replace("<run id>", run.info.run_id)
+    code = readme_block("policy-snippet").replace("<run id>", run.info.run_id)
     # the snippet names the store itself (the run's folder's mlflow.db)
     clean = {k: v for k, v in {**os.environ, **env}.items() if k != "MLFLOW_TRACKING_URI"}
     done = subprocess.run([sys.executable, "-c", code], cwd=work, env=clean, capture_output=True, text=True)

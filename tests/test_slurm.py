@@ -14,23 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, isolated_env, run_app
+from tests.conftest import app_env, isolated_env, readme_block, run_app
 
 pytestmark = pytest.mark.slurm
-
-
-def readme_block(marker: str) -> str:
-    """The code block after ``<!-- marker ... -->`` in README.md."""
-    text = (REPO / "README.md").read_text()
-    after = text[text.index(f"<!-- {marker}") :]
-    return after.split("```", 2)[1].strip("\n")
 
 
 def run_shell(block: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """``block`` through bash, with this interpreter's ``python`` first on the PATH."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    full = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": path, **env}
-    full.pop("HYDRA_FULL_ERROR", None)
+    full = app_env({"PATH": path, **env})
     command = ["bash", "-euo", "pipefail", "-c", block]
     return subprocess.run(command, cwd=cwd, env=full, capture_output=True, text=True, timeout=600)
 
@@ -152,8 +144,7 @@ def test_a_requeued_job_continues_its_run_and_ends_where_an_uninterrupted_one_en
     import torch
 
     env = {**slurm_cluster, **isolated_env(tmp_path)}
-    full = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    full.pop("HYDRA_FULL_ERROR", None)
+    full = app_env(env)
     command = [
         sys.executable,
         "-m",

@@ -5,7 +5,6 @@ checkpoint intact for ``resume=`` once the server is back (a Slurm sweep against
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import run_app
+from tests.conftest import app_env, isolated_env, run_app
 
 # about half a second per epoch: long enough to kill the server between two epochs
 TRAINING = [
@@ -32,14 +31,14 @@ TRAINING = [
 
 
 def _env(work: Path, uri: str) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": uri, "MIMO_L2O_CACHE_DIR": str(work / "cache")}
+    """The folder's own cache, the server as the store."""
+    return {**isolated_env(work), "MLFLOW_TRACKING_URI": uri}
 
 
 def _start_training(work: Path, uri: str, *extra: str) -> subprocess.Popen:
     """The app in the background, its stdout and stderr in files (``proc.err`` names the latter): a
     pipe nobody reads would fill and stall it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **_env(work, uri)}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = app_env(_env(work, uri))
     command = [sys.executable, "-m", "mimo_l2o", *TRAINING, *extra]
     stamp = time.monotonic_ns()
     out, err = work / f"app-{stamp}.out", work / f"app-{stamp}.err"
